@@ -1,0 +1,15 @@
+"""Fused uneven reduce-scatter (reduce_scatterv) over symmetric memory, in Triton.
+
+    import kernels
+    out = kernels.reduce_scatterv(partials, sizes=[3, 0, 5, 1])        # drop-in for SGLang's
+    ws = kernels.workspace()                                          # the group's symmetric workspace
+    buf = ws.empty(sum(sizes), hidden, dtype=torch.bfloat16)          # producer writes here: no copy
+
+CUDA tensors run compiled Triton over PyTorch symmetric memory; CPU tensors (gloo group) run the
+same kernels in Triton's interpreter over shared memory, one process per rank.
+"""
+
+from .api import reduce_scatterv
+from .workspace import Workspace, workspace
+
+__all__ = ["reduce_scatterv", "workspace", "Workspace"]

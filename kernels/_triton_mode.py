@@ -1,0 +1,37 @@
+"""Compiled Triton for CUDA tensors, Triton's interpreter for CPU tensors, chosen per process.
+
+Triton decides at decoration time whether a ``@triton.jit`` function is compiled or interpreted, so
+the kernel modules are imported lazily, on the first call, after the mode is fixed. A process uses
+one mode: CPU emulation runs one process per rank anyway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+
+_mode: str | None = None
+_KERNEL_MODULES = ("kernels.signals", "kernels.reduce_scatterv_kernel")
+
+
+def kernel_module(device_type: str) -> ModuleType:
+    """The kernel module for tensors on ``device_type`` ('cuda' or 'cpu')."""
+    global _mode
+    want = "interpret" if device_type == "cpu" else "compile"
+    if _mode is None:
+        already = [m for m in _KERNEL_MODULES if m in sys.modules]
+        interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+        if already and interpreting != (want == "interpret"):
+            raise RuntimeError(
+                f"kernels were imported for {'the interpreter' if interpreting else 'the GPU'} before the first "
+                f"call with {device_type} tensors; import kernels.reduce_scatterv_kernel only through the API")
+        if want == "interpret":
+            os.environ["TRITON_INTERPRET"] = "1"
+        _mode = want
+    elif _mode != want:
+        raise RuntimeError(
+            f"this process already runs the kernels in {_mode} mode; {device_type} tensors need "
+            f"{want} mode: use one process per device type (CPU emulation runs one process per rank)")
+    return importlib.import_module("kernels.reduce_scatterv_kernel")

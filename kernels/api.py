@@ -1,0 +1,143 @@
+"""``reduce_scatterv``: the drop-in for SGLang's ``GroupCoordinator.reduce_scatterv``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from . import configs
+from ._triton_mode import kernel_module
+from .validation import Call, check_call
+from .workspace import Workspace, workspace
+
+MAX_WORLD = 8  # ranks of one node; host sizes travel as 8 kernel scalars
+SPIN_LIMIT = {"cuda": 20_000_000, "cpu": 2_000_000}  # polls before a wait gives up (tens of seconds)
+
+
+def _spin_limit(device_type: str) -> int:
+    return int(os.environ.get("KERNELS_SPIN_LIMIT", SPIN_LIMIT[device_type]))
+
+
+@lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2  # CPU emulation: a couple of "programs per SM" keeps the interpreter quick
+
+
+@lru_cache(maxsize=None)
+def _device_slug(device: torch.device) -> str:
+    return configs.gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
+
+
+def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup) -> None:
+    backend = str(dist.get_backend(group)).lower()
+    if input_.device.type == "cuda" and "nccl" not in backend:
+        raise ValueError(f"reduce_scatterv: CUDA tensors need an NCCL process group, this group's backend is {backend}")
+    if input_.device.type == "cpu" and "gloo" not in backend:
+        raise ValueError(f"reduce_scatterv: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
+    if input_.device.type not in ("cuda", "cpu"):
+        raise ValueError(f"reduce_scatterv: tensors on {input_.device} are not supported (cuda or cpu)")
+
+
+def choose_variant(ws: Workspace, inp: torch.Tensor, nbytes: int, config: configs.KernelConfig):
+    """Pick the kernel variant. Small and relay depend only on rank-agreed facts (``nbytes`` is the
+    whole input, ``sum(sizes)`` rows or the capacity); staging is this rank's own choice. Grows the
+    workspace for large calls (collective, but every rank decides the same)."""
+    small = nbytes <= ws.layout.stage_bytes
+    if not small:
+        ws.reserve(max_input_bytes=nbytes)
+    resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
+    return kernel_module(inp.device.type).Variant(
+        double_buffer=small, stage=small or not resident, relay=not small and ws.world_size >= 3 and config.relay)
+
+
+def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype, call: Call) -> configs.KernelConfig:
+    if device.type == "cpu":
+        return configs.CPU_DEFAULT
+    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    nbytes = max_rows * call.hidden * torch.empty((), dtype=dtype).element_size()
+    return configs.lookup(_device_slug(device), mode, world, str(dtype).removeprefix("torch."), call.hidden, nbytes)
+
+
+def reduce_scatterv(
+    input_: torch.Tensor,
+    output: torch.Tensor | None = None,
+    sizes: Sequence[int] | torch.Tensor | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Sum every rank's partial rows and give each rank its own rows: an uneven reduce-scatter.
+
+    Same names and meaning as SGLang's ``GroupCoordinator.reduce_scatterv``. Collective: every rank
+    of ``group`` (default group if None) calls it with the same ``sizes`` and row count.
+
+    Args:
+        input_: this rank's partial sums, ``[sum(sizes), *rest]`` (SUM_LEN layout: rank 0's rows
+            first), bfloat16, float16 or float32, contiguous or not. Never modified. If it lies in
+            the group's workspace (``kernels.workspace(group).empty(...)``) it is read in place.
+        output: optional ``[sizes[rank], *rest]`` tensor of the same dtype and device; the result is
+            written into it and it is returned.
+        sizes: rows each rank receives: a list/tuple of ints (checked on the host), or an int32/int64
+            tensor of ``world_size`` counts on the device (no host synchronisation; then ``input_`` and
+            ``output`` are capacities of at least ``sum(sizes)`` and ``sizes[rank]`` rows, rows past
+            the counts are left untouched, and ``output`` is required), or None for an even split.
+        group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
+
+    Returns:
+        ``[sizes[rank], *rest]``: the sum over ranks of rows ``[offset_rank, offset_rank + sizes[rank])``,
+        accumulated in float32 and rounded once to the input dtype.
+
+    One Triton launch does the barrier, the pull from every peer, the sum and the store: no NCCL
+    call, no host synchronisation, no allocation when ``output`` is given, CUDA-graph safe once the
+    workspace is large enough (see ``Workspace.reserve``). Device-side problems (device sizes that
+    are negative or exceed a capacity, a peer that never arrives) are flagged, not raised, on CUDA:
+    ``kernels.workspace(group).check()`` raises them (set ``KERNELS_CHECK=1`` to check every call).
+    """
+    group = group if group is not None else dist.group.WORLD
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    if world > MAX_WORLD:
+        raise ValueError(f"reduce_scatterv: groups of at most {MAX_WORLD} ranks (one node) are supported, got {world}")
+    call = check_call(input_, output, sizes, world, rank)
+    _check_backend(input_, group)
+    if output is None:
+        output = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
+    if call.hidden == 0:
+        return output
+    if world == 1 and call.sizes is not None:
+        output.copy_(input_)
+        return output
+
+    ws = workspace(group, input_.device)
+    if not ws.p2p:
+        return _nccl_fallback(input_, output, call, group)
+
+    inp = input_ if input_.is_contiguous() else input_.contiguous()
+    out = output if output.is_contiguous() else torch.empty_like(output, memory_format=torch.contiguous_format)
+    nbytes = call.rows * call.hidden * inp.element_size()
+    config = pick_config(inp.device, "small" if nbytes <= ws.layout.stage_bytes else "large", world, inp.dtype, call)
+    variant = choose_variant(ws, inp, nbytes, config)
+    kernel_module(inp.device.type).launch(ws, inp, out, call, variant, config, _multiprocessors(inp.device),
+                                          _spin_limit(inp.device.type))
+    if out is not output:
+        output.copy_(out)
+    if inp.device.type == "cpu" or os.environ.get("KERNELS_CHECK", "0") == "1":
+        ws.check()
+    return output
+
+
+def _nccl_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:
+    """NCCL's grouped-reduce reduce_scatterv (one ncclReduce per root): what SGLang does upstream."""
+    sizes = call.sizes
+    if sizes is None:  # device sizes: the fallback needs them on the host
+        sizes = tuple(int(s) for s in call.sizes_dev.tolist())
+        warnings.warn("reduce_scatterv fallback: device sizes were copied to the host (one sync per call)",
+                      RuntimeWarning, stacklevel=3)
+    rank = dist.get_rank(group)
+    chunks = list(input_[: sum(sizes)].split(list(sizes)))
+    dist.reduce_scatter(output[: sizes[rank]], chunks, group=group)
+    return output

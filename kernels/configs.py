@@ -1,0 +1,88 @@
+"""Launch configurations: defaults, and the tune file written by ``python -m bench.tune``.
+
+A configuration is looked up on the host from rank-agreed facts (mode, world size, dtype, row
+length, size bucket), never tuned at call time, so calls are CUDA-graph safe. Lookup order: the
+file named by ``KERNELS_TUNE_FILE``; ``~/.cache/reduce_scatterv/<gpu>.json``; the file shipped in
+``kernels/tuned/<gpu>.json``; the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """The kernel's knobs.
+
+    block: elements per tile (power of two); num_warps: warps per program; programs_per_sm: grid cap
+    per multiprocessor; tiles_per_program: tiles of the largest destination per program before the
+    grid grows; relay: let peers pre-reduce the rows of a heavy owner (large calls, W >= 3).
+    """
+
+    block: int = 4096
+    num_warps: int = 8
+    programs_per_sm: int = 2
+    tiles_per_program: int = 1
+    relay: bool = True
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+DEFAULTS = {
+    "small": KernelConfig(block=2048, num_warps=4, programs_per_sm=1, tiles_per_program=1),
+    "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
+}
+CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
+
+
+def size_bucket(nbytes: int) -> int:
+    """log2 bucket of the largest per-destination byte count: 2^(b-1) < nbytes <= 2^b."""
+    return max(0, math.ceil(math.log2(max(nbytes, 1))))
+
+
+def table_key(mode: str, world: int, dtype: str, hidden: int, bucket: int) -> str:
+    return f"{mode}/W{world}/{dtype}/H{hidden}/b{bucket}"
+
+
+def gpu_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def tune_paths(slug: str) -> list[Path]:
+    paths = []
+    if os.environ.get("KERNELS_TUNE_FILE"):
+        paths.append(Path(os.environ["KERNELS_TUNE_FILE"]))
+    paths.append(Path.home() / ".cache" / "reduce_scatterv" / f"{slug}.json")
+    paths.append(Path(__file__).parent / "tuned" / f"{slug}.json")
+    return paths
+
+
+@lru_cache(maxsize=None)
+def load_table(slug: str) -> dict[str, KernelConfig]:
+    for path in tune_paths(slug):
+        if path.is_file():
+            entries = json.loads(path.read_text())["entries"]
+            return {k: KernelConfig(**v) for k, v in entries.items()}
+    return {}
+
+
+def lookup(slug: str, mode: str, world: int, dtype: str, hidden: int, nbytes: int) -> KernelConfig:
+    """Best known config for a call; nearest tuned bucket of the same mode/world/dtype/hidden, else default."""
+    table = load_table(slug)
+    bucket = size_bucket(nbytes)
+    exact = table.get(table_key(mode, world, dtype, hidden, bucket))
+    if exact is not None:
+        return exact
+    prefix = table_key(mode, world, dtype, hidden, 0)[: -len("b0")]
+    near = [(abs(int(k[len(prefix) + 1:]) - bucket), k) for k in table if k.startswith(prefix)]
+    if near:
+        return table[min(near)[1]]
+    return DEFAULTS[mode]

@@ -1,0 +1,305 @@
+"""The fused uneven reduce-scatter kernel: barrier, pull from every peer, fp32 sum, store; one launch.
+
+Problem (per call, every rank r of W): ``input_r`` holds ``sum(n)`` rows of length H in SUM_LEN
+layout (rank 0's rows first). Rank q must end with ``out_q = sum_r input_r[off_q : off_q + n_q]``.
+
+Each rank *exposes* its partial rows in its symmetric workspace, then every program of every rank
+meets its peers' program of the same index at a barrier, then pulls. Three constexpr switches pick
+the variant (the launcher picks them from rank-agreed facts only, so every rank runs the same
+barrier structure):
+
+``DOUBLE_BUFFER`` (small calls): the input is copied into staging half ``epoch & 1`` before the
+    barrier, and there is no closing barrier. Safe because a rank writes half h again only two
+    calls later, after the call in between made it wait for every peer to *start* that call, so
+    every peer has finished reading half h.
+``STAGE`` (large calls, input not in the workspace): the input is copied into the scratch region
+    first. Large calls end with a second barrier, so nobody overwrites what a peer still reads.
+``RELAY`` (large calls): tiles of a rank that owns far more rows than the others are pre-reduced
+    by the other ranks (each reads that tile from all ranks and leaves the sum in its scratch), and
+    the owner pulls each such tile once, waiting on a per-tile flag. With one owner of S rows, the
+    owner then receives S rows instead of (W-1)*S. Owners keep ``min(T_q, C)`` tiles to reduce
+    themselves, C = the second smallest tile count, which balances inbound traffic; with even
+    sizes nothing is relayed and the kernel is a plain pull.
+
+Every cross-rank dependency is between programs of the same index, so the protocol needs no
+co-residency and also runs in Triton's interpreter, where programs execute one after another.
+"""
+
+import triton
+import triton.language as tl
+
+from .layout import ERR_BAD_SIZES as _ERR_BAD_SIZES
+from .layout import ERR_OUTPUT_TOO_SMALL as _ERR_OUTPUT_TOO_SMALL
+from .signals import PMAX, barrier, header_words, wait_words, word_ptr
+
+ERR_BAD_SIZES = tl.constexpr(_ERR_BAD_SIZES)
+ERR_OUTPUT_TOO_SMALL = tl.constexpr(_ERR_OUTPUT_TOO_SMALL)
+
+HOST_SIZE_ARGS = [f"s{i}" for i in range(8)]
+
+
+@triton.jit
+def _pick(vec, lanes, i):
+    """Scalar ``vec[i]`` of a small vector (i may be a runtime value)."""
+    return tl.sum(tl.where(lanes == i, vec, 0), axis=0)
+
+
+@triton.jit
+def _sizes(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W: tl.constexpr, SIZES_DTYPE: tl.constexpr):
+    """Rows per rank as an int64 [WP] vector: from device memory (SIZES_DTYPE int32/int64), or from
+    the eight host scalars (SIZES_DTYPE None)."""
+    if SIZES_DTYPE is not None:
+        n = tl.load(sizes_addr.to(tl.pointer_type(SIZES_DTYPE)) + lanes, mask=lanes < W, other=0).to(tl.int64)
+    else:
+        n = tl.where(lanes == 0, s0, 0).to(tl.int64)
+        n = tl.where(lanes == 1, s1, n)
+        n = tl.where(lanes == 2, s2, n)
+        n = tl.where(lanes == 3, s3, n)
+        n = tl.where(lanes == 4, s4, n)
+        n = tl.where(lanes == 5, s5, n)
+        n = tl.where(lanes == 6, s6, n)
+        n = tl.where(lanes == 7, s7, n)
+    return tl.where(lanes < W, n, 0)
+
+
+@triton.jit
+def _tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr):
+    """Elements of tile ``t`` of a range of ``count`` elements that starts at element ``first``.
+
+    Returns (absolute element index, index within the range, mask). ``ALIGN`` (elements) divides
+    ``first`` and ``count``, which lets the compiler issue 16-byte vector accesses.
+    """
+    local = tl.cast(t, tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = local < tl.multiple_of(count, ALIGN)
+    return tl.multiple_of(first, ALIGN) + local, local, mask
+
+
+@triton.jit
+def _ptr(addr, DTYPE: tl.constexpr, VEC_BYTES: tl.constexpr):
+    return tl.multiple_of(addr, VEC_BYTES).to(tl.pointer_type(DTYPE))
+
+
+@triton.jit
+def _copy_tile(src_addr, dst_addr, first, t, count, DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr,
+               VEC_BYTES: tl.constexpr):
+    """Copy tile ``t`` of a destination's range from ``src_addr`` to the same elements at ``dst_addr``."""
+    idx, _, mask = _tile(first, t, count, BLOCK, ALIGN)
+    x = tl.load(_ptr(src_addr, DTYPE, VEC_BYTES) + idx, mask=mask)
+    tl.store(_ptr(dst_addr, DTYPE, VEC_BYTES) + idx, x, mask=mask)
+
+
+@triton.jit
+def _reduce_tile(table, my_base, off_word, rank, in_addr, idx, mask,
+                 W: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """fp32 sum over all ranks of elements ``idx``: this rank's from its input, peers' from where they
+    published them (header words ``off_word + r``). All W loads are independent, so they overlap."""
+    acc = tl.zeros([BLOCK], tl.float32)
+    for r in tl.static_range(W):
+        peer = tl.load(table + r) + tl.load(word_ptr(my_base, off_word + r))
+        src = tl.where(rank == r, in_addr, peer)
+        acc += tl.load(_ptr(src, DTYPE, VEC_BYTES) + idx, mask=mask, other=0.0).to(tl.float32)
+    return acc
+
+
+@triton.jit
+def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
+    """Relayed tiles of ``owner`` go round-robin to the other ranks; rank ``who`` (!= owner) takes
+    those with index j = k, k+(W-1), ... among them. Returns (first relayed tile, k, how many)."""
+    first = _pick(direct, lanes, owner)
+    relayed = _pick(tiles, lanes, owner) - first
+    k = (who - owner - 1 + W) % W
+    return first, k, (relayed - k + W - 2) // (W - 1)
+
+
+@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "spin_limit"])
+def reduce_scatterv_kernel(
+    table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
+    in_addr,  # address of this rank's input, [in_cap, H] contiguous
+    out_addr,  # address of this rank's output, [out_cap, H] contiguous
+    sizes_addr,  # address of SIZES_DTYPE[W] rows per rank, on the device
+    s0, s1, s2, s3, s4, s5, s6, s7,  # rows per rank, from the host (when SIZES_DTYPE is None)
+    rank,
+    in_cap,  # rows the input holds
+    out_cap,  # rows the output holds
+    H,  # elements per row
+    expose_off,  # bytes from this rank's base where its partials are exposed (ignored if DOUBLE_BUFFER)
+    stage_off,  # bytes from base to staging half 0
+    stage_bytes,  # bytes from half 0 to half 1
+    scratch_off,  # bytes from base to the scratch region (relay results)
+    spin_limit,  # polls before a wait gives up and flags ERR_SPIN_TIMEOUT
+    W: tl.constexpr,
+    WP: tl.constexpr,  # next power of two >= max(W, 2)
+    DTYPE: tl.constexpr,
+    SIZES_DTYPE: tl.constexpr,  # tl.int32 / tl.int64: sizes on the device; None: host scalars
+    DOUBLE_BUFFER: tl.constexpr,
+    STAGE: tl.constexpr,
+    RELAY: tl.constexpr,
+    BLOCK: tl.constexpr,  # elements per tile
+    ALIGN: tl.constexpr,  # elements; divides H and every row start
+    VEC_BYTES: tl.constexpr,  # ALIGN * element size
+    MAX_PROGRAMS: tl.constexpr = 0,  # grid knobs, read by the launcher's grid function (tuning)
+    TILES_PER_PROGRAM: tl.constexpr = 0,
+):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    in_addr = in_addr.to(tl.int64)  # an address that happens to be small (0 for an empty tensor)
+    out_addr = out_addr.to(tl.int64)  # arrives as int32
+    sizes_addr = sizes_addr.to(tl.int64)
+    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
+    my_base = tl.load(table + rank)
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)
+    epoch = tl.load(word_ptr(my_base, CNT + pid))  # calls completed; equal on every program and rank
+
+    # ---- sizes: validated on the device, identically on every rank
+    lanes = tl.arange(0, WP)
+    n = _sizes(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
+    sizes_ok = (tl.min(n, axis=0) >= 0) & (tl.sum(n, axis=0) <= in_cap)
+    n = tl.where(sizes_ok, n, 0)
+    out_ok = _pick(n, lanes, rank) <= out_cap
+    err = tl.where(sizes_ok, 0, ERR_BAD_SIZES) | tl.where(out_ok, 0, ERR_OUTPUT_TOO_SMALL)
+    count = n * H  # elements per destination
+    first = (tl.cumsum(n, axis=0) - n) * H  # first element of each destination's rows
+    tiles = tl.cdiv(count, BLOCK)
+    if RELAY:
+        BIG: tl.constexpr = 1 << 62
+        live_tiles = tl.where(lanes < W, tiles, BIG)
+        smallest = tl.argmin(live_tiles, axis=0)
+        second = tl.min(tl.where(lanes == smallest, BIG, live_tiles), axis=0)
+        direct = tl.minimum(tiles, second)
+    else:
+        direct = tiles
+
+    # ---- expose this rank's partials for the others
+    if DOUBLE_BUFFER:
+        expose = stage_off + (epoch % 2) * stage_bytes
+    else:
+        expose = expose_off
+    if STAGE:  # copy each tile in the program that its reader will fetch it in (same index)
+        dst = my_base + expose
+        for q in tl.static_range(W):
+            q_first = _pick(first, lanes, q)
+            q_count = _pick(count, lanes, q)
+            q_direct = _pick(direct, lanes, q)
+            if q != rank:
+                for t in range(pid, q_direct, num_programs):  # read by owner q
+                    _copy_tile(in_addr, dst, q_first, t, q_count, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+            if RELAY:
+                for relay in tl.static_range(W):  # read by q's relays other than this rank
+                    if (relay != q) & (relay != rank):
+                        _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
+                        for m in range(pid, turns, num_programs):
+                            _copy_tile(in_addr, dst, q_first, q_direct + k + m * (W - 1), q_count,
+                                       DTYPE, BLOCK, ALIGN, VEC_BYTES)
+    bases = tl.load(table + lanes, mask=lanes < W, other=0)
+    tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
+    err |= barrier(table, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
+
+    # ---- relay: pre-reduce the tiles this rank relays for heavier owners (before own work, so the
+    # owners' waits overlap with their direct tiles)
+    if RELAY:
+        for q in tl.static_range(W):
+            if q != rank:
+                relay_first, k, turns = _relay_turns(tiles, direct, rank, q, W, lanes)
+                owner_flag = word_ptr(tl.load(table + q), RELAY_FLAGS + pid * W + rank)
+                for m in range(pid, turns, num_programs):
+                    t = relay_first + k + m * (W - 1)
+                    idx, _, mask = _tile(_pick(first, lanes, q), t, _pick(count, lanes, q), BLOCK, ALIGN)
+                    acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, idx, mask,
+                                       W, DTYPE, BLOCK, VEC_BYTES)
+                    tl.store(_ptr(my_base + scratch_off, DTYPE, VEC_BYTES) + idx, acc.to(DTYPE), mask=mask)
+                    tl.debug_barrier()  # all threads' stores precede the release below
+                    tl.atomic_xchg(owner_flag, (epoch << 32) + (m - pid) // num_programs + 1,
+                                   sem="release", scope="sys")
+
+    # ---- direct tiles of this rank's own rows
+    my_first = _pick(first, lanes, rank)
+    my_count = _pick(count, lanes, rank)
+    out = _ptr(out_addr, DTYPE, VEC_BYTES)
+    for t in range(pid, tl.where(out_ok, _pick(direct, lanes, rank), 0), num_programs):
+        idx, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
+        acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, idx, mask,
+                           W, DTYPE, BLOCK, VEC_BYTES)
+        tl.store(out + local, acc.to(DTYPE), mask=mask)
+
+    # ---- relayed tiles of this rank's own rows: wait for the relay's flag, pull the finished sum
+    if RELAY:
+        if out_ok:
+            for relay in tl.static_range(W):
+                if relay != rank:
+                    relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
+                    src = _ptr(tl.load(table + relay) + scratch_off, DTYPE, VEC_BYTES)
+                    flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
+                    for m in range(pid, turns, num_programs):
+                        err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
+                                          spin_limit)
+                        t = relay_first + k + m * (W - 1)
+                        idx, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
+                        tl.store(out + local, tl.load(src + idx, mask=mask), mask=mask)
+
+    # ---- large calls: nobody may overwrite what a peer still reads until all are done
+    if not DOUBLE_BUFFER:
+        err |= barrier(table, my_base, SIG_END, pid, rank, epoch + 1, spin_limit, W, WP)
+
+    every = tl.arange(0, PMAX)
+    tl.store(word_ptr(my_base, CNT + every), epoch + 1, mask=every % num_programs == pid)
+    tl.atomic_or(word_ptr(my_base, ERR), err, mask=err != 0)
+
+
+# ----------------------------------------------------------------------------- launcher
+
+import math  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import torch  # noqa: E402
+
+from .configs import KernelConfig  # noqa: E402
+from .layout import PMAX as _PMAX_HOST  # noqa: E402
+
+TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+TL_SIZE_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which kernel variant a call runs. ``double_buffer`` and ``relay`` must agree on every rank;
+    ``stage`` (copy the input into the workspace first) is this rank's own business."""
+
+    double_buffer: bool
+    stage: bool
+    relay: bool
+
+
+def vector_align(hidden: int, elt: int, *addresses: int) -> int:
+    """Largest power-of-two element count <= 16 bytes dividing the row length and every address."""
+    align = 16 // elt
+    while align > 1 and (hidden % align or any(a % (align * elt) for a in addresses)):
+        align //= 2
+    return align
+
+
+def grid_size(max_rows: int, hidden: int, config: KernelConfig, multiprocessors: int) -> int:
+    """Programs per launch, from rank-agreed quantities only (every rank must launch the same grid)."""
+    tiles = math.ceil(max_rows * hidden / config.block)
+    cap = min(_PMAX_HOST, multiprocessors * config.programs_per_sm)
+    return max(1, min(cap, math.ceil(tiles / config.tiles_per_program)))
+
+
+def launch(ws, inp: torch.Tensor, out: torch.Tensor, call, variant: Variant, config: KernelConfig,
+           multiprocessors: int, spin_limit: int) -> None:
+    """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
+    elt = inp.element_size()
+    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
+    host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
+    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    lay = ws.layout
+    expose_off = lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base
+    reduce_scatterv_kernel[(grid_size(max_rows, call.hidden, config, multiprocessors),)](
+        ws.table_addr, inp.data_ptr(), out.data_ptr(),
+        call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
+        *(host_sizes + [0] * (8 - len(host_sizes))),
+        ws.rank, call.rows, call.out_rows, call.hidden, expose_off,
+        lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit,
+        W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
+        SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None,
+        DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay,
+        BLOCK=config.block, ALIGN=align, VEC_BYTES=align * elt, num_warps=config.num_warps)

@@ -1,0 +1,83 @@
+"""Cross-rank signalling in plain Triton: header words, signal/wait with system-scope ordering.
+
+All signal values are monotonic call epochs (never reset), so a fast rank can never overwrite a
+signal that a slow peer has not read yet, and back-to-back calls or CUDA-graph replays need no
+clean-up. A wait polls with volatile loads, then performs one acquire so that what the peer wrote
+before its release is visible to every thread of the program after ``tl.debug_barrier``.
+"""
+
+import triton
+import triton.language as tl
+
+from .layout import ERR_SPIN_TIMEOUT as _ERR_SPIN_TIMEOUT
+from .layout import PMAX as _PMAX
+
+PMAX = tl.constexpr(_PMAX)
+ERR_SPIN_TIMEOUT = tl.constexpr(_ERR_SPIN_TIMEOUT)
+
+
+@triton.jit
+def word_ptr(base, word):
+    """Pointer to int64 header word ``word`` of the workspace whose base address is ``base``."""
+    return (base + word * 8).to(tl.pointer_type(tl.int64))
+
+
+@triton.jit
+def header_words(W: tl.constexpr):
+    """Word index of the header arrays CNT, SIG_START, OFF_START, SIG_END, RELAY, ERR (see layout.py)."""
+    return 0, PMAX, PMAX * (1 + W), PMAX * (1 + 2 * W), PMAX * (1 + 3 * W), PMAX * (1 + 4 * W)
+
+
+@triton.jit
+def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
+    """Base addresses of every rank's workspace, as a [WP] int64 vector (lanes >= W are 0)."""
+    lanes = tl.arange(0, WP)
+    return tl.load(table + lanes, mask=lanes < W, other=0)
+
+
+@triton.jit
+def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr):
+    """Write ``value`` into header word ``word`` of every rank (this one included).
+
+    Release at system scope, after a CTA barrier: everything any thread of this program wrote or
+    read before is ordered before the signal, as seen by a peer that acquires it.
+    """
+    lanes = tl.arange(0, WP)
+    live = lanes < W
+    slots = word_ptr(peer_bases(table, W, WP), word)
+    tl.debug_barrier()
+    tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem="release", scope="sys")
+
+
+@triton.jit
+def wait_words(slots, live, target, spin_limit):
+    """Spin until every live word of ``slots`` (a pointer vector into this rank's header) is >= target.
+
+    Returns ERR_SPIN_TIMEOUT if ``spin_limit`` polls passed first, else 0. Ends with an acquire at
+    system scope and a CTA barrier, so reads issued after it see what the signalling peers wrote
+    before their release.
+    """
+    polls = 0
+    pending = polls < spin_limit
+    while pending:
+        seen = tl.load(slots, mask=live, other=target, volatile=True)
+        polls += 1
+        pending = (tl.min(seen, axis=0) < target) & (polls < spin_limit)
+    seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
+    tl.debug_barrier()
+    late = tl.min(tl.where(live, seen, target), axis=0) < target
+    return tl.where(late, ERR_SPIN_TIMEOUT, 0)
+
+
+@triton.jit
+def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
+    """Wait until words ``word .. word+W-1`` of this rank's header (one per peer) reach ``target``."""
+    lanes = tl.arange(0, WP)
+    return wait_words(word_ptr(my_base, word + lanes), lanes < W, target, spin_limit)
+
+
+@triton.jit
+def barrier(table, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
+    """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
+    signal_all(table, array + pid * W + rank, target, W, WP)
+    return wait_all(my_base, array + pid * W, target, spin_limit, W, WP)
