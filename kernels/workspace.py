@@ -123,6 +123,21 @@ class Workspace:
         """Error bits the kernel flagged since the last :meth:`check` (synchronises on CUDA)."""
         return int(self._err_word().item()) if self.buffer is not None else 0
 
+    def reset(self) -> None:
+        """Collective: clear call counters, signals and error flags on every rank.
+
+        Needed only after a call that did not run on every rank (a flagged spin timeout), which
+        leaves the ranks' call counters apart."""
+        if self.buffer is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dist.barrier(group=self.group)
+        self.buffer[: self.layout.header_bytes].zero_()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dist.barrier(group=self.group)
+
     def check(self) -> None:
         """Raise RuntimeError naming every error the kernel flagged since the last check, and clear them."""
         bits = self.errors()
@@ -138,10 +153,14 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
     return torch.device("cpu")
 
 
-def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None) -> Workspace:
+def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
+              stage_bytes: int | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
-    Collective on first use for a (group, device): every rank must call it.
+    Collective on first use for a (group, device): every rank must call it. ``stage_bytes`` (used
+    when the workspace is created) is the largest call, in input bytes, served by the small-call
+    variant (input copied into a double buffer, one barrier); larger calls read in place and end
+    with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
@@ -149,5 +168,5 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
         device = torch.device("cuda", torch.cuda.current_device())
     key = (group.group_name, device)
     if key not in _workspaces:
-        _workspaces[key] = Workspace(group, device)
+        _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes)
     return _workspaces[key]

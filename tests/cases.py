@@ -1,0 +1,187 @@
+"""Test cases that run on every rank of a RankPool (CPU/gloo or GPU/NCCL alike).
+
+Each function takes the rank's context and plain keyword arguments drawn by the parent, builds
+every rank's partial sums from the same seed (so each rank can also form the float64 truth),
+runs ``kernels.reduce_scatterv``, and checks it against the reference collective (gloo or NCCL,
+on float32 copies) and against the float64 sum, elementwise, within one rounding of the dtype.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+import kernels
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
+POISON = float("nan")
+
+
+def partials(seed: int, world: int, rows: int, rest: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Every rank's partial sums (CPU): random, never zero, magnitudes spread over a few octaves."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(world):
+        x = torch.randn((rows, *rest), generator=g) * torch.exp2(torch.randint(-2, 3, (rows, *[1] * len(rest)),
+                                                                              generator=g).float())
+        out.append(x.to(dtype))
+    return out
+
+
+def tolerance(dtype: torch.dtype, truth: torch.Tensor, abs_sum: torch.Tensor, world: int, slack: int = 1):
+    """One spacing of ``dtype`` at the true value (covers round-to-nearest on the GPU and the
+    interpreter's truncation) plus the float32 accumulation error of ``world`` terms."""
+    rel = 2.0 ** -MANTISSA_BITS[dtype]
+    tiny = 2.0 ** -24 if dtype == torch.float16 else 1e-30
+    return rel * truth.abs() + slack * world * 2.0 ** -23 * abs_sum + tiny
+
+
+def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol: torch.Tensor) -> float:
+    """Elementwise |got - want| <= tol; returns the worst ratio err/tol."""
+    got64 = got.double().cpu()
+    if torch.isnan(got64).any():
+        bad = torch.isnan(got64).nonzero()[:5].tolist()
+        raise AssertionError(f"{name}: {int(torch.isnan(got64).sum())} elements left unwritten (poison) at {bad}")
+    err = (got64 - want).abs()
+    ratio = (err / tol).max().item() if err.numel() else 0.0
+    if ratio > 1.0:
+        at = (err / tol).argmax().item()
+        raise AssertionError(f"{name}: error {err.flatten()[at].item():.3g} > tolerance {tol.flatten()[at].item():.3g} "
+                             f"(got {got64.flatten()[at].item()!r}, want {want.flatten()[at].item()!r})")
+    return ratio
+
+
+def _input_tensor(ctx, ws, mine: torch.Tensor, capacity: int, resident: bool, noncontig: bool, seed: int):
+    """This rank's input_: in the workspace arena or not, contiguous or not, with spare rows
+    (filled with junk that must not leak into the result) when ``capacity`` exceeds the rows."""
+    rows, rest = mine.shape[0], tuple(mine.shape[1:])
+    junk = torch.randn((capacity - rows, *rest), generator=torch.Generator().manual_seed(seed + 7)).to(mine.dtype)
+    full = torch.cat([mine, junk]).to(ctx.device)
+    if resident:
+        t = ws.empty(capacity, *rest, dtype=mine.dtype)
+        t.copy_(full)
+        return t
+    if noncontig:
+        t = torch.empty((capacity, *rest, 2), dtype=mine.dtype, device=ctx.device)[..., 1]
+        t.copy_(full)
+        return t
+    return full
+
+
+def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, with_output=True, resident=False,
+                         device_sizes=False, spare_rows=0, noncontig=False, group="world", repeat=1,
+                         int32_sizes=False):
+    dtype_t = DTYPES[dtype]
+    rest = tuple(rest)
+    grp = ctx.groups[group]
+    ws = kernels.workspace(grp, ctx.device)
+    total, n = sum(sizes), sizes[ctx.rank]
+    off = sum(sizes[: ctx.rank])
+    worst = 0.0
+    for i in range(repeat):
+        parts = partials(seed * 1000 + i, ctx.world, total, rest, dtype_t)
+        truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
+        abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+        capacity = total + (spare_rows if device_sizes else 0)
+        inp = _input_tensor(ctx, ws, parts[ctx.rank], capacity, resident, noncontig, seed * 1000 + i)
+        before = inp.clone()
+        out = None
+        if with_output or device_sizes:
+            out = torch.full((n + (spare_rows if device_sizes else 0), *rest), POISON, dtype=dtype_t, device=ctx.device)
+        sizes_arg = sizes
+        if device_sizes:
+            sizes_arg = torch.tensor(sizes, dtype=torch.int32 if int32_sizes else torch.int64, device=ctx.device)
+        result = kernels.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+            ws.check()
+        if out is not None and result.data_ptr() != out.data_ptr():
+            raise AssertionError("result is not the output tensor that was passed")
+        if not torch.equal(inp, before):
+            raise AssertionError("input_ was modified")
+        if tuple(result.shape) != ((n + (spare_rows if device_sizes else 0)), *rest):
+            raise AssertionError(f"result shape {tuple(result.shape)}")
+        if device_sizes and spare_rows and not torch.isnan(result[n:].float()).all():
+            raise AssertionError("rows past sizes[rank] were written")
+        got = result[:n]
+        worst = max(worst, assert_close("vs float64 sum", got, truth, tolerance(dtype_t, truth, abs_sum, ctx.world)))
+        # the reference collective on float32 copies: gloo on CPU, NCCL on GPU
+        ref = torch.empty((n, *rest), dtype=torch.float32, device=ctx.device)
+        mine32 = parts[ctx.rank].float().to(ctx.device)
+        dist.reduce_scatter(ref, list(mine32.split(list(sizes))), group=grp)
+        ref64 = ref.double().cpu()
+        worst = max(worst, assert_close("vs reference collective", got, ref64,
+                                        tolerance(dtype_t, ref64, abs_sum, ctx.world, slack=2)))
+    return worst
+
+
+def bad_input_case(ctx, *, kind: str):
+    """Call with a bad argument of ``kind``; return (exception type, message) or None if nothing was raised."""
+    dev = ctx.device
+    W, H = ctx.world, 8
+    x = torch.randn(2 * W, H, device=dev).to(torch.bfloat16)
+    sizes = [2] * W
+    args = {
+        "rows_mismatch": lambda: kernels.reduce_scatterv(x, sizes=[2] * (W - 1) + [3]),
+        "negative_size": lambda: kernels.reduce_scatterv(x, sizes=[-1, 2 * W + 1] + [0] * (W - 2)),
+        "too_many_sizes": lambda: kernels.reduce_scatterv(x, sizes=sizes + [0]),
+        "too_few_sizes": lambda: kernels.reduce_scatterv(x[:2 * (W - 1)] if W > 1 else x[:0], sizes=[2] * (W - 1)),
+        "float_sizes": lambda: kernels.reduce_scatterv(x, sizes=[2.0] * W),
+        "dtype_float64": lambda: kernels.reduce_scatterv(x.double(), sizes=sizes),
+        "dtype_int32": lambda: kernels.reduce_scatterv(x.to(torch.int32), sizes=sizes),
+        "output_rows": lambda: kernels.reduce_scatterv(x, torch.empty(3, H, dtype=x.dtype, device=dev), sizes=sizes),
+        "output_width": lambda: kernels.reduce_scatterv(x, torch.empty(2, H + 1, dtype=x.dtype, device=dev), sizes=sizes),
+        "output_dtype": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, device=dev), sizes=sizes),
+        "output_device": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device="meta"), sizes=sizes),
+        "sizes_tensor_dtype": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+                                                              sizes=torch.full((W,), 2.0, device=dev)),
+        "sizes_tensor_length": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+                                                               sizes=torch.full((W + 1,), 2, device=dev)),
+        "sizes_tensor_device": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+                                                               sizes=torch.full((W,), 2, device="meta")),
+        "device_sizes_no_output": lambda: kernels.reduce_scatterv(x, sizes=torch.full((W,), 2, device=dev)),
+        "uneven_default_split": lambda: kernels.reduce_scatterv(x[: 2 * W - 1]),
+        "zero_dim": lambda: kernels.reduce_scatterv(torch.tensor(1.0, device=dev)),
+        "not_a_tensor": lambda: kernels.reduce_scatterv([1.0, 2.0], sizes=sizes),
+        # caught on the device: flagged by the kernel, raised by Workspace.check (automatic on CPU)
+        "device_sizes_exceed_input": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+            x, torch.empty(2 * W, H, dtype=x.dtype, device=dev), sizes=torch.full((W,), 3, device=dev))),
+        "device_sizes_negative": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+            x, torch.empty(2 * W, H, dtype=x.dtype, device=dev),
+            sizes=torch.tensor([-1] + [1] * (W - 1), device=dev))),
+        "device_size_exceeds_output": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+            x, torch.empty(1, H, dtype=x.dtype, device=dev), sizes=torch.full((W,), 2, device=dev))),
+    }[kind]
+    try:
+        args()
+    except Exception as e:  # noqa: BLE001 - the test inspects what was raised
+        return type(e).__name__, str(e)
+    return None
+
+
+def _flagged(ctx, call):
+    out = call()
+    if ctx.device.type == "cuda":
+        kernels.workspace(device=ctx.device).check()
+    return out
+
+
+def timeout_case(ctx, *, absent_rank: int, spin_limit: int):
+    """Every rank but ``absent_rank`` calls; they must get a clear error, not hang. Then reset."""
+    ws = kernels.workspace(device=ctx.device)
+    got = None
+    if ctx.rank != absent_rank:
+        os.environ["KERNELS_SPIN_LIMIT"] = str(spin_limit)
+        try:
+            x = torch.randn(ctx.world, 8, device=ctx.device)
+            kernels.reduce_scatterv(x)
+            ws.check()
+        except RuntimeError as e:
+            got = str(e)
+        finally:
+            del os.environ["KERNELS_SPIN_LIMIT"]
+    ws.reset()
+    return got

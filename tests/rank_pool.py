@@ -1,0 +1,121 @@
+"""A pool of rank processes that serve test cases sent by the parent (the pytest process).
+
+Each worker is one rank of a process group (gloo on CPU, NCCL on GPU, rank r on cuda:r) that stays
+up for the whole session, so hypothesis can draw many cases in the parent and every case runs on
+all ranks at once. A case is a function ``(ctx, **kwargs) -> result`` named as ``module:function``;
+the parent gets every rank's result, or the first failure with the rank's traceback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import socket
+import traceback
+from dataclasses import dataclass
+from importlib import import_module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RankContext:
+    """What a case function gets on its rank."""
+
+    rank: int
+    world: int
+    device: "object"  # torch.device
+    groups: dict  # name -> process group: "world"; "large": a group whose workspace serves every call as large
+
+
+class RankFailure(AssertionError):
+    pass
+
+
+def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, env: dict) -> None:
+    os.environ.update(env)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    import torch
+    import torch.distributed as dist
+
+    if device_type == "cuda":
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+        dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    import kernels
+
+    large = dist.new_group(list(range(world)), backend="nccl" if device_type == "cuda" else "gloo")
+    kernels.workspace(large, device, stage_bytes=0)  # every call on this group takes the large variant
+    ctx = RankContext(rank, world, device, {"world": dist.group.WORLD, "large": large})
+    outbox.put(("ready", None))
+    while True:
+        job = inbox.get()
+        if job is None:
+            break
+        name, kwargs = job
+        module, fn = name.split(":")
+        try:
+            outbox.put(("ok", getattr(import_module(module), fn)(ctx, **kwargs)))
+        except BaseException as e:  # noqa: BLE001 - report everything to the parent
+            outbox.put(("fail", f"rank {rank}: {type(e).__name__}: {e}\n{traceback.format_exc()}"))
+    dist.destroy_process_group()
+
+
+class RankPool:
+    """``world`` rank processes on ``device_type`` ('cpu' or 'cuda') serving cases."""
+
+    def __init__(self, world: int, device_type: str = "cpu", env: dict | None = None, timeout: float = 600.0):
+        self.world, self.device_type, self.timeout = world, device_type, timeout
+        ctx = mp.get_context("spawn")
+        port = free_port()
+        self.inboxes = [ctx.Queue() for _ in range(world)]
+        self.outboxes = [ctx.Queue() for _ in range(world)]
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {"PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+        self.procs = [ctx.Process(target=_worker, args=(r, world, port, device_type, self.inboxes[r],
+                                                        self.outboxes[r], env), daemon=True)
+                      for r in range(world)]
+        for p in self.procs:
+            p.start()
+        self._collect()
+
+    def _collect(self) -> list:
+        results, failures = [], []
+        for r, box in enumerate(self.outboxes):
+            try:
+                status, value = box.get(timeout=self.timeout)
+            except queue.Empty:
+                self.close()
+                raise RankFailure(f"rank {r} did not answer within {self.timeout:.0f} s (hang?)") from None
+            (failures if status == "fail" else results).append(value)
+        if failures:
+            raise RankFailure("\n".join(failures))
+        return results
+
+    def run(self, case: str, **kwargs) -> list:
+        """Run case ``module:function`` on every rank with ``kwargs``; return the per-rank results."""
+        for box in self.inboxes:
+            box.put((case, kwargs))
+        return self._collect()
+
+    def run_each(self, case: str, per_rank: list[dict]) -> list:
+        """Like :meth:`run`, with different keyword arguments for each rank."""
+        for box, kwargs in zip(self.inboxes, per_rank):
+            box.put((case, kwargs))
+        return self._collect()
+
+    def close(self) -> None:
+        for box in self.inboxes:
+            box.put(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
