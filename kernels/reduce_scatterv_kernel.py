@@ -111,7 +111,8 @@ def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
     return first, k, (relayed - k + W - 2) // (W - 1)
 
 
-@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "spin_limit"])
+@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "spin_limit",
+                                                "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
     in_addr,  # address of this rank's input, [in_cap, H] contiguous
@@ -127,6 +128,8 @@ def reduce_scatterv_kernel(
     stage_bytes,  # bytes from half 0 to half 1
     scratch_off,  # bytes from base to the scratch region (relay results)
     spin_limit,  # polls before a wait gives up and flags ERR_SPIN_TIMEOUT
+    programs_per_sm,  # grid knobs: unused here, read by the grid function, so that
+    tiles_per_program,  # triton.autotune Configs can carry them without a recompile
     W: tl.constexpr,
     WP: tl.constexpr,  # next power of two >= max(W, 2)
     DTYPE: tl.constexpr,
@@ -137,8 +140,6 @@ def reduce_scatterv_kernel(
     BLOCK: tl.constexpr,  # elements per tile
     ALIGN: tl.constexpr,  # elements; divides H and every row start
     VEC_BYTES: tl.constexpr,  # ALIGN * element size
-    MAX_PROGRAMS: tl.constexpr = 0,  # grid knobs, read by the launcher's grid function (tuning)
-    TILES_PER_PROGRAM: tl.constexpr = 0,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -185,11 +186,12 @@ def reduce_scatterv_kernel(
                     _copy_tile(in_addr, dst, q_first, t, q_count, DTYPE, BLOCK, ALIGN, VEC_BYTES)
             if RELAY:
                 for relay in tl.static_range(W):  # read by q's relays other than this rank
-                    if (relay != q) & (relay != rank):
-                        _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
-                        for m in range(pid, turns, num_programs):
-                            _copy_tile(in_addr, dst, q_first, q_direct + k + m * (W - 1), q_count,
-                                       DTYPE, BLOCK, ALIGN, VEC_BYTES)
+                    if relay != q:
+                        if relay != rank:
+                            _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
+                            for m in range(pid, turns, num_programs):
+                                _copy_tile(in_addr, dst, q_first, q_direct + k + m * (W - 1), q_count,
+                                           DTYPE, BLOCK, ALIGN, VEC_BYTES)
     bases = tl.load(table + lanes, mask=lanes < W, other=0)
     tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
     err |= barrier(table, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
@@ -277,29 +279,42 @@ def vector_align(hidden: int, elt: int, *addresses: int) -> int:
     return align
 
 
-def grid_size(max_rows: int, hidden: int, config: KernelConfig, multiprocessors: int) -> int:
+def grid_size(max_rows: int, hidden: int, block: int, programs_per_sm: int, tiles_per_program: int,
+              multiprocessors: int) -> int:
     """Programs per launch, from rank-agreed quantities only (every rank must launch the same grid)."""
-    tiles = math.ceil(max_rows * hidden / config.block)
-    cap = min(_PMAX_HOST, multiprocessors * config.programs_per_sm)
-    return max(1, min(cap, math.ceil(tiles / config.tiles_per_program)))
+    tiles = math.ceil(max_rows * hidden / block)
+    cap = min(_PMAX_HOST, multiprocessors * programs_per_sm)
+    return max(1, min(cap, math.ceil(tiles / tiles_per_program)))
+
+
+def kernel_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call, variant: Variant, spin_limit: int):
+    """Positional arguments and variant constexprs of one call (everything but the tuning knobs).
+
+    Returns ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
+    elt = inp.element_size()
+    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
+    host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
+    lay = ws.layout
+    args = (ws.table_addr, inp.data_ptr(), out.data_ptr(),
+            call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
+            *(host_sizes + [0] * (8 - len(host_sizes))),
+            ws.rank, call.rows, call.out_rows, call.hidden,
+            lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base,
+            lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit)
+    constexprs = dict(
+        W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
+        SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None,
+        DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay,
+        ALIGN=align, VEC_BYTES=align * elt)
+    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    return args, constexprs, max_rows
 
 
 def launch(ws, inp: torch.Tensor, out: torch.Tensor, call, variant: Variant, config: KernelConfig,
            multiprocessors: int, spin_limit: int) -> None:
     """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
-    elt = inp.element_size()
-    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
-    host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
-    lay = ws.layout
-    expose_off = lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base
-    reduce_scatterv_kernel[(grid_size(max_rows, call.hidden, config, multiprocessors),)](
-        ws.table_addr, inp.data_ptr(), out.data_ptr(),
-        call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
-        *(host_sizes + [0] * (8 - len(host_sizes))),
-        ws.rank, call.rows, call.out_rows, call.hidden, expose_off,
-        lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit,
-        W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
-        SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None,
-        DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay,
-        BLOCK=config.block, ALIGN=align, VEC_BYTES=align * elt, num_warps=config.num_warps)
+    args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, spin_limit)
+    grid = grid_size(max_rows, call.hidden, config.block, config.programs_per_sm, config.tiles_per_program,
+                     multiprocessors)
+    reduce_scatterv_kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs,
+                                    BLOCK=config.block, num_warps=config.num_warps)

@@ -57,7 +57,7 @@ def wait_words(slots, live, target, spin_limit):
     system scope and a CTA barrier, so reads issued after it see what the signalling peers wrote
     before their release.
     """
-    polls = 0
+    polls = spin_limit.to(tl.int64) * 0
     pending = polls < spin_limit
     while pending:
         seen = tl.load(slots, mask=live, other=target, volatile=True)

@@ -185,3 +185,45 @@ def timeout_case(ctx, *, absent_rank: int, spin_limit: int):
             del os.environ["KERNELS_SPIN_LIMIT"]
     ws.reset()
     return got
+
+
+def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_sets: list, resident: bool, seed: int):
+    """Capture one call with device sizes in a CUDA graph, then replay it with new sizes and new
+    inputs written into the captured buffers: each replay must match NCCL and the float64 sum."""
+    dtype_t = DTYPES[dtype]
+    W, rank, dev = ctx.world, ctx.rank, ctx.device
+    ws = kernels.workspace(device=dev)
+    capacity = W * per_rank_capacity
+    ws.reserve(max_input_bytes=capacity * hidden * 4, arena_bytes=capacity * hidden * 4)
+    inp = ws.empty(capacity, hidden, dtype=dtype_t) if resident else torch.empty(capacity, hidden, dtype=dtype_t,
+                                                                                  device=dev)
+    inp.normal_()
+    out = torch.empty(per_rank_capacity, hidden, dtype=dtype_t, device=dev)
+    sizes_dev = torch.full((W,), 1, dtype=torch.int32, device=dev)
+    kernels.reduce_scatterv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kernels.reduce_scatterv(inp, out, sizes=sizes_dev)
+    worst = 0.0
+    for i, sizes in enumerate(size_sets):
+        total, n, off = sum(sizes), sizes[rank], sum(sizes[:rank])
+        parts = partials(seed * 100 + i, W, total, (hidden,), dtype_t)
+        inp[:total].copy_(parts[rank].to(dev))
+        sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
+        out.fill_(POISON)
+        graph.replay()
+        torch.cuda.synchronize()
+        ws.check()
+        truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
+        abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+        worst = max(worst, assert_close(f"replay {i} {sizes} vs float64", out[:n], truth,
+                                        tolerance(dtype_t, truth, abs_sum, W)))
+        if not torch.isnan(out[n:].float()).all():
+            raise AssertionError(f"replay {i}: rows past sizes[rank] were written")
+        ref = torch.empty((n, hidden), dtype=dtype_t, device=dev)  # NCCL in the input dtype: the real baseline
+        dist.reduce_scatter(ref, list(parts[rank].to(dev).split(sizes)))
+        ref64 = ref.double().cpu()
+        worst = max(worst, assert_close(f"replay {i} {sizes} vs NCCL ({dtype})", out[:n], ref64,
+                                        tolerance(dtype_t, ref64, abs_sum, W, slack=2) * (W + 1)))
+    return worst

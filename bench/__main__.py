@@ -1,0 +1,3 @@
+from bench.sweep import main
+
+main()

@@ -1,0 +1,53 @@
+"""The peer-read ceiling, measured in the same run: every rank pulls a large block from every peer.
+
+A Triton kernel reads ``nbytes`` from each peer's symmetric workspace and folds it into registers
+(one small store per program, so nothing is elided): no reduction traffic to memory, no barrier,
+no uneven split. Its best inbound rate over a few launch shapes is the ceiling the fused kernel's
+achieved rate is compared with.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+import torch
+
+import kernels
+from bench.timing import time_call
+
+
+@triton.jit
+def peer_read_kernel(table_addr, offset, n_elems, rank, sink_addr, W: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
+    acc = tl.zeros([BLOCK], tl.float32)
+    for r in tl.static_range(W):
+        if r != rank:
+            src = tl.multiple_of(tl.load(table + r) + offset, 16).to(tl.pointer_type(tl.bfloat16))
+            for t in range(pid, tl.cdiv(n_elems, BLOCK), tl.num_programs(0)):
+                idx = t.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+                acc += tl.load(src + idx, mask=idx < n_elems, other=0.0).to(tl.float32)
+    sink = sink_addr.to(tl.int64).to(tl.pointer_type(tl.float32))
+    tl.store(sink + pid * BLOCK + tl.arange(0, BLOCK), acc)
+
+
+def measure(device: torch.device, nbytes: int = 256 << 20) -> tuple[float, dict]:
+    """Best inbound peer-read rate in GB/s (max over ranks of time) and the launch shape that gave it."""
+    ws = kernels.workspace(device=device).reserve(max_input_bytes=nbytes)
+    n = nbytes // 2
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    best = (0.0, {})
+    for block in (2048, 4096, 8192):
+        for warps in (4, 8):
+            for per_sm in (1, 2, 4):
+                programs = sms * per_sm
+                sink = torch.empty(programs * block, dtype=torch.float32, device=device)
+
+                def call():
+                    peer_read_kernel[(programs,)](ws.table_addr, ws.layout.scratch_offset, n, ws.rank,
+                                                  sink.data_ptr(), W=ws.world_size, BLOCK=block, num_warps=warps)
+                us = time_call(call, device, calls_per_graph=3, replays=5)
+                gbps = (ws.world_size - 1) * nbytes / us / 1e3
+                if gbps > best[0]:
+                    best = (gbps, dict(block=block, num_warps=warps, programs=programs, us=us))
+    return best

@@ -1,0 +1,65 @@
+"""PNG plots of a sweep's JSON lines: latency and speed-up over NCCL against rows per rank."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+STYLE = {"fused": "o-", "fused_copy": "o--", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
+
+
+def plot(path: str | Path) -> list[Path]:
+    """One PNG per (hidden, dtype) in the file; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    meta = next((r for r in lines if r.get("kind") == "meta"), {})
+    recs = [r for r in lines if r.get("kind") != "meta"]
+    groups = defaultdict(list)
+    for r in recs:
+        groups[(r["hidden"], r["dtype"])].append(r)
+    written = []
+    for (hidden, dtype), rs in sorted(groups.items()):
+        dists = sorted({r["distribution"] for r in rs})
+        fig, axes = plt.subplots(2, len(dists), figsize=(4.2 * len(dists), 7), squeeze=False)
+        for col, d in enumerate(dists):
+            sub = [r for r in rs if r["distribution"] == d]
+            for impl in STYLE:
+                pts = sorted((r["rows_per_rank"], r["median_us"]) for r in sub if r["impl"] == impl)
+                if pts:
+                    axes[0][col].plot(*zip(*pts), STYLE[impl], label=impl, ms=3)
+            ratio = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused")
+            if ratio:
+                axes[1][col].plot(*zip(*ratio), "o-", ms=3, label="fused")
+            copy = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused_copy")
+            if copy:
+                axes[1][col].plot(*zip(*copy), "o--", ms=3, label="fused_copy")
+            axes[1][col].axhline(1.0, color="gray", lw=0.8)
+            for ax in axes[:, col]:
+                ax.set_xscale("log", base=2)
+                ax.grid(True, which="both", alpha=0.3)
+            axes[0][col].set_yscale("log")
+            axes[0][col].set_title(f"{d}")
+            axes[0][col].set_ylabel("us per call (max over ranks)")
+            axes[1][col].set_ylabel("speed-up over NCCL reduce_scatterv")
+            axes[1][col].set_xlabel("rows per rank")
+        axes[0][0].legend(fontsize=7)
+        axes[1][0].legend(fontsize=7)
+        fig.suptitle(f"{meta.get('card', '?')} x{meta.get('world', '?')}  H={hidden} {dtype}  ({meta.get('date', '')})")
+        fig.tight_layout()
+        out = path.with_name(f"{path.stem}-H{hidden}-{dtype}.png")
+        fig.savefig(out, dpi=90)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        print(plot(p))

@@ -1,0 +1,77 @@
+"""reduce_scatterv on GPUs against NCCL: the CPU properties again, plus CUDA-graph replay and a
+hypothesis fuzz run. Skipped (with the reason) on machines with fewer than 2 GPUs.
+
+    pytest tests/test_reduce_scatterv_gpu.py            # spawns one process per GPU itself
+    RSV_GPU_EXAMPLES=300 pytest tests/test_reduce_scatterv_gpu.py -k fuzz
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.strategies import calls
+
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+pytestmark = pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs to run against NCCL; this machine has {GPUS}")
+WORLDS = [w for w in (2, 3, 4) if w <= GPUS] or [2]
+EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
+CASE = "tests.cases:reduce_scatterv_case"
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_small_shapes_match_nccl(gpu_pools, world, data):
+    gpu_pools[world].run(CASE, **data.draw(calls(world)))
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_model_shapes_match_nccl(gpu_pools, world, data):
+    """DeepSeek V4 widths (4096, 7168) with decode to prefill row counts, both variants."""
+    case = data.draw(calls(world, max_rows=600))
+    case["rest"] = (data.draw(st.sampled_from([4096, 7168, 7168 + 8, 2 * 7168])),)
+    gpu_pools[world].run(CASE, **case)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("resident", [True, False])
+@pytest.mark.parametrize("per_rank_capacity", [16, 2048])  # small (double-buffered) and large variants
+def test_cuda_graph_replays_with_new_device_sizes(gpu_pools, world, resident, per_rank_capacity):
+    size_sets = [[1] * world, [0] * world, [per_rank_capacity] + [0] * (world - 1),
+                 [(3 * r + 1) % (per_rank_capacity + 1) for r in range(world)], [per_rank_capacity] * world,
+                 [0] * (world - 1) + [5]]
+    gpu_pools[world].run("tests.cases:graph_case", per_rank_capacity=per_rank_capacity, hidden=7168,
+                         dtype="bfloat16", size_sets=size_sets, resident=resident, seed=world)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_many_back_to_back_calls(gpu_pools, world):
+    for i in range(20):
+        sizes = [(i * 7 + r * 3) % 9 for r in range(world)]
+        gpu_pools[world].run(CASE, sizes=sizes, rest=(7168,), seed=i, group=("world", "large")[i % 2], repeat=3,
+                             resident=i % 3 == 0)
+
+
+BAD_GPU = ["rows_mismatch", "negative_size", "too_many_sizes", "dtype_float64", "output_rows", "output_dtype",
+           "sizes_tensor_dtype", "device_sizes_no_output"]
+
+
+@pytest.mark.parametrize("kind", BAD_GPU + ["device_sizes_exceed_input", "device_sizes_negative"])
+def test_bad_input_raises_on_every_rank(gpu_pools, kind):
+    results = gpu_pools[2].run("tests.cases:bad_input_case", kind=kind)
+    assert all(r is not None for r in results), results
+    assert len({r[0] for r in results}) == 1, results
+    gpu_pools[2].run(CASE, sizes=[1, 2], rest=(64,))
+
+
+def test_a_missing_rank_gives_a_clear_error_not_a_hang(gpu_pools):
+    results = gpu_pools[2].run("tests.cases:timeout_case", absent_rank=1, spin_limit=100_000)
+    assert results[1] is None and results[0] is not None and "timed out" in results[0], results
+    gpu_pools[2].run(CASE, sizes=[3, 1], rest=(64,), repeat=2)
