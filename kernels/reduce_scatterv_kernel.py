@@ -64,40 +64,45 @@ def _sizes(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W: tl.constexpr, S
 
 @triton.jit
 def _tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr):
-    """Elements of tile ``t`` of a range of ``count`` elements that starts at element ``first``.
+    """Tile ``t`` of a range of ``count`` elements that starts at element ``first``.
 
-    Returns (absolute element index, index within the range, mask). ``ALIGN`` (elements) divides
-    ``first`` and ``count``, which lets the compiler issue 16-byte vector accesses.
+    Returns (element index where the tile starts, its index within the range, mask over
+    ``tl.arange(0, BLOCK)``). ``ALIGN`` (elements) divides ``first`` and ``count``.
     """
-    local = tl.cast(t, tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = local < tl.multiple_of(count, ALIGN)
-    return tl.multiple_of(first, ALIGN) + local, local, mask
+    done = tl.cast(t, tl.int64) * BLOCK
+    return first + done, done, tl.arange(0, BLOCK) < tl.multiple_of(count - done, ALIGN)
 
 
 @triton.jit
-def _ptr(addr, DTYPE: tl.constexpr, VEC_BYTES: tl.constexpr):
-    return tl.multiple_of(addr, VEC_BYTES).to(tl.pointer_type(DTYPE))
+def _vec(addr, start, DTYPE: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """Pointers to BLOCK consecutive elements from element ``start`` of the array at address ``addr``.
+
+    The alignment hint goes on the scalar pointer (an int64 offset added to a vector would lose it),
+    so the compiler emits 16-byte accesses when VEC_BYTES is 16.
+    """
+    return tl.multiple_of(addr.to(tl.pointer_type(DTYPE)) + start, VEC_BYTES) + tl.arange(0, BLOCK)
 
 
 @triton.jit
 def _copy_tile(src_addr, dst_addr, first, t, count, DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr,
                VEC_BYTES: tl.constexpr):
     """Copy tile ``t`` of a destination's range from ``src_addr`` to the same elements at ``dst_addr``."""
-    idx, _, mask = _tile(first, t, count, BLOCK, ALIGN)
-    x = tl.load(_ptr(src_addr, DTYPE, VEC_BYTES) + idx, mask=mask)
-    tl.store(_ptr(dst_addr, DTYPE, VEC_BYTES) + idx, x, mask=mask)
+    start, _, mask = _tile(first, t, count, BLOCK, ALIGN)
+    x = tl.load(_vec(src_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+    tl.store(_vec(dst_addr, start, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
 
 @triton.jit
-def _reduce_tile(table, my_base, off_word, rank, in_addr, idx, mask,
+def _reduce_tile(table, my_base, off_word, rank, in_addr, start, mask,
                  W: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """fp32 sum over all ranks of elements ``idx``: this rank's from its input, peers' from where they
-    published them (header words ``off_word + r``). All W loads are independent, so they overlap."""
+    """fp32 sum over all ranks of the tile at element ``start``: this rank's from its input, peers'
+    from where they published them (header words ``off_word + r``). The W loads are independent,
+    so they are all in flight at once."""
     acc = tl.zeros([BLOCK], tl.float32)
     for r in tl.static_range(W):
         peer = tl.load(table + r) + tl.load(word_ptr(my_base, off_word + r))
         src = tl.where(rank == r, in_addr, peer)
-        acc += tl.load(_ptr(src, DTYPE, VEC_BYTES) + idx, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(_vec(src, start, DTYPE, BLOCK, VEC_BYTES), mask=mask, other=0.0).to(tl.float32)
     return acc
 
 
@@ -205,10 +210,11 @@ def reduce_scatterv_kernel(
                 owner_flag = word_ptr(tl.load(table + q), RELAY_FLAGS + pid * W + rank)
                 for m in range(pid, turns, num_programs):
                     t = relay_first + k + m * (W - 1)
-                    idx, _, mask = _tile(_pick(first, lanes, q), t, _pick(count, lanes, q), BLOCK, ALIGN)
-                    acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, idx, mask,
+                    start, _, mask = _tile(_pick(first, lanes, q), t, _pick(count, lanes, q), BLOCK, ALIGN)
+                    acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                                        W, DTYPE, BLOCK, VEC_BYTES)
-                    tl.store(_ptr(my_base + scratch_off, DTYPE, VEC_BYTES) + idx, acc.to(DTYPE), mask=mask)
+                    tl.store(_vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                             mask=mask)
                     tl.debug_barrier()  # all threads' stores precede the release below
                     tl.atomic_xchg(owner_flag, (epoch << 32) + (m - pid) // num_programs + 1,
                                    sem="release", scope="sys")
@@ -216,12 +222,11 @@ def reduce_scatterv_kernel(
     # ---- direct tiles of this rank's own rows
     my_first = _pick(first, lanes, rank)
     my_count = _pick(count, lanes, rank)
-    out = _ptr(out_addr, DTYPE, VEC_BYTES)
     for t in range(pid, tl.where(out_ok, _pick(direct, lanes, rank), 0), num_programs):
-        idx, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
-        acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, idx, mask,
+        start, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
+        acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                            W, DTYPE, BLOCK, VEC_BYTES)
-        tl.store(out + local, acc.to(DTYPE), mask=mask)
+        tl.store(_vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
 
     # ---- relayed tiles of this rank's own rows: wait for the relay's flag, pull the finished sum
     if RELAY:
@@ -229,14 +234,15 @@ def reduce_scatterv_kernel(
             for relay in tl.static_range(W):
                 if relay != rank:
                     relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
-                    src = _ptr(tl.load(table + relay) + scratch_off, DTYPE, VEC_BYTES)
+                    relay_scratch = tl.load(table + relay) + scratch_off
                     flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
                     for m in range(pid, turns, num_programs):
                         err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
                                           spin_limit)
                         t = relay_first + k + m * (W - 1)
-                        idx, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
-                        tl.store(out + local, tl.load(src + idx, mask=mask), mask=mask)
+                        start, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
+                        x = tl.load(_vec(relay_scratch, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                        tl.store(_vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
     # ---- large calls: nobody may overwrite what a peer still reads until all are done
     if not DOUBLE_BUFFER:

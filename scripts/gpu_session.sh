@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
+#   scripts/gpu_session.sh PHASE...   phases: env tests fuzz bench2 bench4 quick2 quick4 demo tune
+# Restores/saves the Triton cache ($OUT/triton-cache.tgz <-> .gpu-cache/) so later calls skip compiles.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+LOG=/tmp/gpu-run; rm -rf $LOG; mkdir -p $LOG/results
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+export TRITON_CACHE_DIR=/tmp/triton-cache
+mkdir -p $TRITON_CACHE_DIR
+[ -f .gpu-cache/triton-cache.tar.xz ] && tar xJf .gpu-cache/triton-cache.tar.xz -C $TRITON_CACHE_DIR 2>/dev/null
+NG=$(nvidia-smi -L | wc -l)
+summary=()
+run() {  # run NAME TIMEOUT CMD...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$LOG/$name.log" 2>&1; local rc=$?
+  summary+=("$name rc=$rc $(( $(date +%s) - t0 ))s")
+}
+for phase in "$@"; do
+  case $phase in
+    env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
+    tests) run tests 420 python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "not fuzz" -p no:cacheprovider ;;
+    fuzz) run fuzz 420 env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
+    quick4) run quick4 300 torchrun --nproc-per-node 4 -m bench --preset quick --out "$LOG/results" ;;
+    quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
+    bench4) run bench4 480 torchrun --nproc-per-node 4 -m bench --preset full --out "$LOG/results" ;;
+    bench2) run bench2 300 torchrun --nproc-per-node 2 -m bench --preset full --out "$LOG/results" ;;
+    demo) run demo 300 bash scripts/demo_gpu.sh ;;
+    tune) run tune 400 torchrun --nproc-per-node 4 -m bench.tune --out "$LOG/results" ;;
+  esac
+done
+tar cJf "$OUT/triton-cache.tar.xz" -C $TRITON_CACHE_DIR . 2>/dev/null
+tar czf "$OUT/run.tgz" -C $LOG .
+for f in $LOG/*.log; do echo "== $(basename $f): $(tail -c 1500 $f | tail -n 8)"; done
+printf '%s\n' "${summary[@]}"
+ls -la "$OUT"
