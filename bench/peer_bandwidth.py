@@ -23,10 +23,11 @@ def peer_read_kernel(table_addr, offset, n_elems, rank, sink_addr, W: tl.constex
     acc = tl.zeros([BLOCK], tl.float32)
     for r in tl.static_range(W):
         if r != rank:
-            src = tl.multiple_of(tl.load(table + r) + offset, 16).to(tl.pointer_type(tl.bfloat16))
+            src = (tl.load(table + r) + offset).to(tl.pointer_type(tl.bfloat16))
             for t in range(pid, tl.cdiv(n_elems, BLOCK), tl.num_programs(0)):
-                idx = t.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-                acc += tl.load(src + idx, mask=idx < n_elems, other=0.0).to(tl.float32)
+                start = tl.cast(t, tl.int64) * BLOCK
+                ptrs = tl.multiple_of(src + start, 16) + tl.arange(0, BLOCK)
+                acc += tl.load(ptrs, mask=tl.arange(0, BLOCK) < tl.multiple_of(n_elems - start, 8), other=0.0).to(tl.float32)
     sink = sink_addr.to(tl.int64).to(tl.pointer_type(tl.float32))
     tl.store(sink + pid * BLOCK + tl.arange(0, BLOCK), acc)
 
