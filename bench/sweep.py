@@ -48,13 +48,12 @@ def distribution(name: str, rows: int, world: int) -> list[int]:
 
 
 def _fused_choice(partial: torch.Tensor, sizes: list[int]) -> dict:
-    """The variant and config the API picks for this call (recorded with each measurement)."""
+    """The mode and config the API picks for this call (recorded with each measurement)."""
     ws = kernels.workspace(device=partial.device)
     call = api.check_call(partial, None, sizes, ws.world_size, ws.rank)
-    nbytes = call.rows * call.hidden * partial.element_size()
-    mode = "small" if nbytes <= ws.layout.stage_bytes else "large"
-    cfg = api.pick_config(partial.device, mode, ws.world_size, partial.dtype, call)
-    return {**cfg.to_json(), "mode": mode, "relay": bool(mode == "large" and ws.world_size >= 3 and cfg.relay)}
+    plan = api.plan_call(ws, call, partial)
+    relay = bool(plan.variant is not None and plan.variant.relay)
+    return {**plan.config.to_json(), "mode": plan.mode, "relay": relay}
 
 
 def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, stamp):

@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 
 _mode: str | None = None
-_KERNEL_MODULES = ("kernels.signals", "kernels.reduce_scatterv_kernel")
+_KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.ll_kernel")
 
 
 def kernel_module(device_type: str) -> ModuleType:
@@ -34,4 +34,4 @@ def kernel_module(device_type: str) -> ModuleType:
         raise RuntimeError(
             f"this process already runs the kernels in {_mode} mode; {device_type} tensors need "
             f"{want} mode: use one process per device type (CPU emulation runs one process per rank)")
-    return importlib.import_module("kernels.reduce_scatterv_kernel")
+    return importlib.import_module("kernels.kernel_set")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
@@ -45,24 +46,46 @@ def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup) -> None:
         raise ValueError(f"reduce_scatterv: tensors on {input_.device} are not supported (cuda or cpu)")
 
 
-def choose_variant(ws: Workspace, inp: torch.Tensor, nbytes: int, config: configs.KernelConfig):
-    """Pick the kernel variant. Small and relay depend only on rank-agreed facts (``nbytes`` is the
-    whole input, ``sum(sizes)`` rows or the capacity); staging is this rank's own choice. Grows the
-    workspace for large calls (collective, but every rank decides the same)."""
-    small = nbytes <= ws.layout.stage_bytes
-    if not small:
-        ws.reserve(max_input_bytes=nbytes)
-    resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
-    return kernel_module(inp.device.type).Variant(
-        double_buffer=small, stage=small or not resident, relay=not small and ws.world_size >= 3 and config.relay)
-
-
 def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype, call: Call) -> configs.KernelConfig:
+    """The tuned (or default) config for a call, looked up from rank-agreed facts."""
     if device.type == "cpu":
         return configs.CPU_DEFAULT
     max_rows = max(call.sizes) if call.sizes is not None else call.rows
     nbytes = max_rows * call.hidden * torch.empty((), dtype=dtype).element_size()
     return configs.lookup(_device_slug(device), mode, world, str(dtype).removeprefix("torch."), call.hidden, nbytes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one call runs. ``mode`` (and with it the kernel's barrier structure) is decided from
+    rank-agreed facts only, so every rank runs the same protocol; ``variant.stage`` (copy the input
+    into the workspace first) is each rank's own business."""
+
+    mode: str  # "ll" (push flagged words), "small" (double-buffered pull), "large" (in-place pull, relay)
+    config: configs.KernelConfig
+    variant: object | None  # reduce_scatterv_kernel.Variant for "small"/"large"
+
+
+def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
+    """Choose mode, config and variant for a call; grows the workspace for large calls (collective,
+    but every rank decides the same)."""
+    elt = inp.element_size()
+    nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
+    kern = kernel_module(inp.device.type)
+    if kern.ll_fits(ws, call, elt):
+        mode = "ll"
+    elif nbytes <= ws.layout.stage_bytes:
+        mode = "small"
+    else:
+        mode = "large"
+        ws.reserve(max_input_bytes=nbytes)
+    config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
+    if mode == "ll":
+        return Plan(mode, config, None)
+    resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
+    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident,
+                           relay=mode == "large" and ws.world_size >= 3 and config.relay)
+    return Plan(mode, config, variant)
 
 
 def reduce_scatterv(
@@ -116,13 +139,22 @@ def reduce_scatterv(
     if not ws.p2p:
         return _nccl_fallback(input_, output, call, group)
 
-    inp = input_ if input_.is_contiguous() else input_.contiguous()
-    out = output if output.is_contiguous() else torch.empty_like(output, memory_format=torch.contiguous_format)
-    nbytes = call.rows * call.hidden * inp.element_size()
-    config = pick_config(inp.device, "small" if nbytes <= ws.layout.stage_bytes else "large", world, inp.dtype, call)
-    variant = choose_variant(ws, inp, nbytes, config)
-    kernel_module(inp.device.type).launch(ws, inp, out, call, variant, config, _multiprocessors(inp.device),
-                                          _spin_limit(inp.device.type))
+    # the kernels want contiguous rows on 4-byte boundaries; anything else goes through a copy
+    inp = input_
+    if not input_.is_contiguous():
+        inp = input_.contiguous()
+    elif input_.data_ptr() % 4:
+        inp = input_.clone()
+    out = output
+    if not output.is_contiguous() or output.data_ptr() % 4:
+        out = torch.empty(output.shape, dtype=output.dtype, device=output.device)
+    plan = plan_call(ws, call, inp)
+    kern = kernel_module(inp.device.type)
+    if plan.mode == "ll":
+        kern.ll_launch(ws, inp, out, call, plan.config, _multiprocessors(inp.device), _spin_limit(inp.device.type))
+    else:
+        kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device),
+                    _spin_limit(inp.device.type))
     if out is not output:
         output.copy_(out)
     if inp.device.type == "cpu" or os.environ.get("KERNELS_CHECK", "0") == "1":

@@ -6,6 +6,8 @@ of base addresses (peer pointers). The layout, front to back:
     header   int64 words: call counters, signal slots written by peers, error flags
     stage 0  double-buffered staging for small calls (parity = call count & 1)
     stage 1
+    ll       low-latency receive slots [2 parities][W sources]: peers push flagged 8-byte words
+             (4 data bytes + the call's epoch) for the tiniest calls
     scratch  exposure area for large calls whose input is not already in the workspace, and where
              relay ranks leave the rows they pre-reduced for an owner
     arena    tensors handed out by ``Workspace.empty`` (a producer writes its output here)
@@ -64,6 +66,7 @@ class Layout:
 
     world_size: int
     stage_bytes: int  # size of ONE staging half
+    ll_bytes: int  # data bytes per destination the low-latency slots hold (each slot is twice that)
     scratch_bytes: int
     arena_bytes: int
 
@@ -81,8 +84,17 @@ class Layout:
         return _round_up(self.stage_bytes)
 
     @property
-    def scratch_offset(self) -> int:
+    def ll_offset(self) -> int:
         return self.stage_offset + 2 * self.stage_stride
+
+    @property
+    def ll_slot_bytes(self) -> int:
+        """Bytes of one (parity, source) low-latency slot: two bytes of flagged words per data byte."""
+        return _round_up(2 * self.ll_bytes)
+
+    @property
+    def scratch_offset(self) -> int:
+        return self.ll_offset + 2 * self.world_size * self.ll_slot_bytes
 
     @property
     def arena_offset(self) -> int:
@@ -103,6 +115,7 @@ class Layout:
         return Layout(
             self.world_size,
             grow(self.stage_bytes, stage_bytes),
+            self.ll_bytes,
             grow(self.scratch_bytes, scratch_bytes),
             grow(self.arena_bytes, arena_bytes),
         )

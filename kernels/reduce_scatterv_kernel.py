@@ -28,68 +28,17 @@ co-residency and also runs in Triton's interpreter, where programs execute one a
 import triton
 import triton.language as tl
 
-from .layout import ERR_BAD_SIZES as _ERR_BAD_SIZES
-from .layout import ERR_OUTPUT_TOO_SMALL as _ERR_OUTPUT_TOO_SMALL
 from .signals import PMAX, barrier, header_words, wait_words, word_ptr
-
-ERR_BAD_SIZES = tl.constexpr(_ERR_BAD_SIZES)
-ERR_OUTPUT_TOO_SMALL = tl.constexpr(_ERR_OUTPUT_TOO_SMALL)
-
-HOST_SIZE_ARGS = [f"s{i}" for i in range(8)]
-
-
-@triton.jit
-def _pick(vec, lanes, i):
-    """Scalar ``vec[i]`` of a small vector (i may be a runtime value)."""
-    return tl.sum(tl.where(lanes == i, vec, 0), axis=0)
-
-
-@triton.jit
-def _sizes(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W: tl.constexpr, SIZES_DTYPE: tl.constexpr):
-    """Rows per rank as an int64 [WP] vector: from device memory (SIZES_DTYPE int32/int64), or from
-    the eight host scalars (SIZES_DTYPE None)."""
-    if SIZES_DTYPE is not None:
-        n = tl.load(sizes_addr.to(tl.pointer_type(SIZES_DTYPE)) + lanes, mask=lanes < W, other=0).to(tl.int64)
-    else:
-        n = tl.where(lanes == 0, s0, 0).to(tl.int64)
-        n = tl.where(lanes == 1, s1, n)
-        n = tl.where(lanes == 2, s2, n)
-        n = tl.where(lanes == 3, s3, n)
-        n = tl.where(lanes == 4, s4, n)
-        n = tl.where(lanes == 5, s5, n)
-        n = tl.where(lanes == 6, s6, n)
-        n = tl.where(lanes == 7, s7, n)
-    return tl.where(lanes < W, n, 0)
-
-
-@triton.jit
-def _tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr):
-    """Tile ``t`` of a range of ``count`` elements that starts at element ``first``.
-
-    Returns (element index where the tile starts, its index within the range, mask over
-    ``tl.arange(0, BLOCK)``). ``ALIGN`` (elements) divides ``first`` and ``count``.
-    """
-    done = tl.cast(t, tl.int64) * BLOCK
-    return first + done, done, tl.arange(0, BLOCK) < tl.multiple_of(count - done, ALIGN)
-
-
-@triton.jit
-def _vec(addr, start, DTYPE: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """Pointers to BLOCK consecutive elements from element ``start`` of the array at address ``addr``.
-
-    The alignment hint goes on the scalar pointer (an int64 offset added to a vector would lose it),
-    so the compiler emits 16-byte accesses when VEC_BYTES is 16.
-    """
-    return tl.multiple_of(addr.to(tl.pointer_type(DTYPE)) + start, VEC_BYTES) + tl.arange(0, BLOCK)
+from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
 
 
 @triton.jit
 def _copy_tile(src_addr, dst_addr, first, t, count, DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr,
                VEC_BYTES: tl.constexpr):
     """Copy tile ``t`` of a destination's range from ``src_addr`` to the same elements at ``dst_addr``."""
-    start, _, mask = _tile(first, t, count, BLOCK, ALIGN)
-    x = tl.load(_vec(src_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-    tl.store(_vec(dst_addr, start, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+    start, _, mask = tile(first, t, count, BLOCK, ALIGN)
+    x = tl.load(vec(src_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+    tl.store(vec(dst_addr, start, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
 
 @triton.jit
@@ -102,7 +51,7 @@ def _reduce_tile(table, my_base, off_word, rank, in_addr, start, mask,
     for r in tl.static_range(W):
         peer = tl.load(table + r) + tl.load(word_ptr(my_base, off_word + r))
         src = tl.where(rank == r, in_addr, peer)
-        acc += tl.load(_vec(src, start, DTYPE, BLOCK, VEC_BYTES), mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(vec(src, start, DTYPE, BLOCK, VEC_BYTES), mask=mask, other=0.0).to(tl.float32)
     return acc
 
 
@@ -110,8 +59,8 @@ def _reduce_tile(table, my_base, off_word, rank, in_addr, start, mask,
 def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
     """Relayed tiles of ``owner`` go round-robin to the other ranks; rank ``who`` (!= owner) takes
     those with index j = k, k+(W-1), ... among them. Returns (first relayed tile, k, how many)."""
-    first = _pick(direct, lanes, owner)
-    relayed = _pick(tiles, lanes, owner) - first
+    first = pick(direct, lanes, owner)
+    relayed = pick(tiles, lanes, owner) - first
     k = (who - owner - 1 + W) % W
     return first, k, (relayed - k + W - 2) // (W - 1)
 
@@ -158,14 +107,8 @@ def reduce_scatterv_kernel(
 
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)
-    n = _sizes(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
-    sizes_ok = (tl.min(n, axis=0) >= 0) & (tl.sum(n, axis=0) <= in_cap)
-    n = tl.where(sizes_ok, n, 0)
-    out_ok = _pick(n, lanes, rank) <= out_cap
-    err = tl.where(sizes_ok, 0, ERR_BAD_SIZES) | tl.where(out_ok, 0, ERR_OUTPUT_TOO_SMALL)
-    count = n * H  # elements per destination
-    first = (tl.cumsum(n, axis=0) - n) * H  # first element of each destination's rows
-    tiles = tl.cdiv(count, BLOCK)
+    count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
+                                                     out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
     if RELAY:
         BIG: tl.constexpr = 1 << 62
         live_tiles = tl.where(lanes < W, tiles, BIG)
@@ -183,9 +126,9 @@ def reduce_scatterv_kernel(
     if STAGE:  # copy each tile in the program that its reader will fetch it in (same index)
         dst = my_base + expose
         for q in tl.static_range(W):
-            q_first = _pick(first, lanes, q)
-            q_count = _pick(count, lanes, q)
-            q_direct = _pick(direct, lanes, q)
+            q_first = pick(first, lanes, q)
+            q_count = pick(count, lanes, q)
+            q_direct = pick(direct, lanes, q)
             if q != rank:
                 for t in range(pid, q_direct, num_programs):  # read by owner q
                     _copy_tile(in_addr, dst, q_first, t, q_count, DTYPE, BLOCK, ALIGN, VEC_BYTES)
@@ -210,23 +153,23 @@ def reduce_scatterv_kernel(
                 owner_flag = word_ptr(tl.load(table + q), RELAY_FLAGS + pid * W + rank)
                 for m in range(pid, turns, num_programs):
                     t = relay_first + k + m * (W - 1)
-                    start, _, mask = _tile(_pick(first, lanes, q), t, _pick(count, lanes, q), BLOCK, ALIGN)
+                    start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
                     acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                                        W, DTYPE, BLOCK, VEC_BYTES)
-                    tl.store(_vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                    tl.store(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
                              mask=mask)
                     tl.debug_barrier()  # all threads' stores precede the release below
                     tl.atomic_xchg(owner_flag, (epoch << 32) + (m - pid) // num_programs + 1,
                                    sem="release", scope="sys")
 
     # ---- direct tiles of this rank's own rows
-    my_first = _pick(first, lanes, rank)
-    my_count = _pick(count, lanes, rank)
-    for t in range(pid, tl.where(out_ok, _pick(direct, lanes, rank), 0), num_programs):
-        start, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
+    my_first = pick(first, lanes, rank)
+    my_count = pick(count, lanes, rank)
+    for t in range(pid, tl.where(out_ok, pick(direct, lanes, rank), 0), num_programs):
+        start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
         acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                            W, DTYPE, BLOCK, VEC_BYTES)
-        tl.store(_vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
+        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
 
     # ---- relayed tiles of this rank's own rows: wait for the relay's flag, pull the finished sum
     if RELAY:
@@ -240,9 +183,9 @@ def reduce_scatterv_kernel(
                         err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
                                           spin_limit)
                         t = relay_first + k + m * (W - 1)
-                        start, local, mask = _tile(my_first, t, my_count, BLOCK, ALIGN)
-                        x = tl.load(_vec(relay_scratch, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-                        tl.store(_vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+                        start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
+                        x = tl.load(vec(relay_scratch, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
     # ---- large calls: nobody may overwrite what a peer still reads until all are done
     if not DOUBLE_BUFFER:

@@ -36,17 +36,19 @@ def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
 
 
 @triton.jit
-def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr):
+def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.constexpr = "release"):
     """Write ``value`` into header word ``word`` of every rank (this one included).
 
-    Release at system scope, after a CTA barrier: everything any thread of this program wrote or
-    read before is ordered before the signal, as seen by a peer that acquires it.
+    With SEM="release" (system scope, after a CTA barrier), everything any thread of this program
+    wrote or read before is ordered before the signal, as seen by a peer that acquires it. With
+    "relaxed" the signal only says "this program has started", and costs no fence.
     """
     lanes = tl.arange(0, WP)
     live = lanes < W
     slots = word_ptr(peer_bases(table, W, WP), word)
-    tl.debug_barrier()
-    tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem="release", scope="sys")
+    if SEM == "release":
+        tl.debug_barrier()
+    tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem=SEM, scope="sys")
 
 
 @triton.jit

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from . import layout as L
 
 DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
+DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 128 << 10))
 
 _workspaces: dict[tuple, "Workspace"] = {}
 
@@ -31,12 +32,13 @@ class Workspace:
     :meth:`reserve`. Memory of an outgrown buffer is kept, so graphs captured earlier stay valid.
     """
 
-    def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int = DEFAULT_STAGE_BYTES):
+    def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int = DEFAULT_STAGE_BYTES,
+                 ll_bytes: int = DEFAULT_LL_BYTES):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
-        self.layout = L.Layout(self.world_size, stage_bytes, 0, 0)
+        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, 0)
         self._retired: list = []
         self.buffer = self.table = None
         self.p2p = self._reachable()
@@ -154,13 +156,15 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
 
 
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
-              stage_bytes: int | None = None) -> Workspace:
+              stage_bytes: int | None = None, ll_bytes: int | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
     Collective on first use for a (group, device): every rank must call it. ``stage_bytes`` (used
     when the workspace is created) is the largest call, in input bytes, served by the small-call
     variant (input copied into a double buffer, one barrier); larger calls read in place and end
-    with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``.
+    with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
+    per-destination byte count served by the low-latency push variant (no barrier, no pull round
+    trip); default 128 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
@@ -168,5 +172,6 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
         device = torch.device("cuda", torch.cuda.current_device())
     key = (group.group_name, device)
     if key not in _workspaces:
-        _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes)
+        _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes,
+                                     DEFAULT_LL_BYTES if ll_bytes is None else ll_bytes)
     return _workspaces[key]

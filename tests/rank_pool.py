@@ -30,7 +30,7 @@ class RankContext:
     rank: int
     world: int
     device: "object"  # torch.device
-    groups: dict  # name -> process group: "world"; "large": a group whose workspace serves every call as large
+    groups: dict  # "world" (default workspace), "small" (no low-latency variant), "large" (large variant only)
 
 
 class RankFailure(AssertionError):
@@ -52,9 +52,11 @@ def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, e
         dist.init_process_group("gloo", rank=rank, world_size=world)
     import kernels
 
-    large = dist.new_group(list(range(world)), backend="nccl" if device_type == "cuda" else "gloo")
-    kernels.workspace(large, device, stage_bytes=0)  # every call on this group takes the large variant
-    ctx = RankContext(rank, world, device, {"world": dist.group.WORLD, "large": large})
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    small, large = dist.new_group(list(range(world)), backend=backend), dist.new_group(list(range(world)), backend=backend)
+    kernels.workspace(small, device, ll_bytes=0)  # no low-latency variant: small calls pull from a double buffer
+    kernels.workspace(large, device, stage_bytes=0, ll_bytes=0)  # every call takes the large variant
+    ctx = RankContext(rank, world, device, {"world": dist.group.WORLD, "small": small, "large": large})
     outbox.put(("ready", None))
     while True:
         job = inbox.get()
