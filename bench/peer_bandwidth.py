@@ -13,7 +13,7 @@ import triton.language as tl
 import torch
 
 import kernels
-from bench.timing import time_call
+from kernels.timing import time_call
 
 
 @triton.jit

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 
 import kernels
-from bench import dist_env, impls
-from bench.timing import time_call
+from bench import impls
+from kernels import distributed_env as dist_env
+from kernels.timing import time_call
 from kernels import api, configs
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

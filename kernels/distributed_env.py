@@ -1,4 +1,4 @@
-"""Process-group set-up for the entry points (bench, tune, demo) under torchrun or spawned ranks."""
+"""Process-group set-up for entry points (bench, tune, the DeepSeek demo): torchrun or spawned ranks."""
 
 from __future__ import annotations
 
@@ -35,3 +35,27 @@ def card_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu-emulation (Triton interpreter; timings meaningless)"
+
+
+def spawn(fn, world: int, *args) -> int:
+    """Run ``fn(*args)`` on ``world`` fresh rank processes that can call :func:`init`; returns 0 if
+    every rank returned normally, else the first non-zero exit code (1 for an exception)."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rank_main, args=(r, world, port, fn, args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return next((p.exitcode for p in procs if p.exitcode), 0)
+
+
+def _rank_main(rank: int, world: int, port: int, fn, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    raise SystemExit(fn(*args) or 0)
