@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -14,7 +15,9 @@ def allocate(group: dist.ProcessGroup, nbytes: int, device: torch.device):
     import torch.distributed._symmetric_memory as symm_mem
 
     if hasattr(symm_mem, "enable_symm_mem_for_group"):
-        symm_mem.enable_symm_mem_for_group(group.group_name)  # needed by older releases; idempotent
+        with warnings.catch_warnings():  # needed by older releases; deprecated (and a no-op) in newer ones
+            warnings.simplefilter("ignore", FutureWarning)
+            symm_mem.enable_symm_mem_for_group(group.group_name)
     buffer = symm_mem.empty(nbytes, dtype=torch.uint8, device=device)
     handle = symm_mem.rendezvous(buffer, group)
     buffer.zero_()

@@ -1,0 +1,159 @@
+"""Tune once per machine: ``triton.autotune`` over the kernels' knobs, best configs to the tune file.
+
+    torchrun --nproc-per-node 4 -m bench.tune                  # writes ~/.cache/reduce_scatterv/<gpu>.json
+    torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
+
+For each mode (ll, small, large), row width and size bucket, one representative call is tuned:
+``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program, and
+for large calls relay on/off) through a benchmark that is collective: every rank runs the same
+number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
+rank picks the same config. Entries are keyed as the API looks them up (mode, world, dtype,
+hidden, log2 bucket of the largest per-destination byte count); entries already in the file for
+other keys (another world size, say) are kept. Nothing is tuned at call time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import triton
+
+import kernels
+from kernels import api, configs
+from kernels import distributed_env as dist_env
+from kernels.validation import check_call
+
+POINTS = {  # mode -> rows per rank of the representative calls (even split unless noted)
+    "ll": [1, 4],
+    "small": [16, 64],
+    "large": [256, 1024, 4096],
+}
+
+
+def search_space(mode: str, world: int) -> list[triton.Config]:
+    cfgs = []
+    if mode == "ll":
+        for block in (512, 1024, 2048, 4096):
+            for warps in (2, 4, 8):
+                for tpp in (1, 2):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
+                                              num_warps=warps))
+    elif mode == "small":
+        for block in (1024, 2048, 4096):
+            for warps in (4, 8):
+                for tpp in (1, 2, 4):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
+                                              num_warps=warps))
+    else:
+        for block in (2048, 4096, 8192):
+            for warps in (4, 8, 16):
+                for per_sm in (1, 2, 4):
+                    for relay in ((True, False) if world >= 3 else (False,)):
+                        cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1,
+                                                       RELAY=relay), num_warps=warps))
+    return cfgs
+
+
+def collective_bench(fn, quantiles=None, calls: int = 10, replays: int = 5, **_):
+    """Milliseconds per call, the same number of calls on every rank, max over ranks (so every rank
+    ranks the configs identically)."""
+    from kernels.timing import time_call
+
+    ms = time_call(fn, torch.device("cuda", torch.cuda.current_device()), calls_per_graph=calls,
+                   replays=replays) / 1e3
+    return [ms] * len(quantiles) if quantiles else ms
+
+
+def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int):
+    """Tune one representative call; returns (table key, KernelConfig, best ms)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [rows] * world
+    ws = kernels.workspace(device=device)
+    inp = ws.empty(sum(sizes), hidden, dtype=dtype)
+    inp.normal_()
+    out = torch.empty((rows, hidden), dtype=dtype, device=device)
+    call = check_call(inp, out, sizes, world, rank)
+    plan = api.plan_call(ws, call, inp)
+    if plan.mode != mode:
+        return None
+    kern = api.kernel_module("cuda")
+    spin = api._spin_limit("cuda")
+    if mode == "ll":
+        args, constexprs, max_rows = kern.ll_arguments(ws, inp, out, call, spin)
+        fn = kern.reduce_scatterv_ll_kernel
+    else:
+        args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, spin)
+        constexprs.pop("RELAY")
+        if world < 3:
+            constexprs["RELAY"] = False
+        fn = kern.reduce_scatterv_kernel
+    space = search_space(mode, world)
+    if world < 3:
+        for c in space:
+            c.kwargs.pop("RELAY", None)
+    tuner = triton.autotune(configs=space, key=["H", "in_cap"], do_bench=collective_bench)(fn)
+
+    def grid(meta):
+        return (kern.grid_size(max_rows, hidden, meta["BLOCK"], meta["programs_per_sm"], meta["tiles_per_program"],
+                               sms),)
+
+    tuner[grid](*args, **constexprs)
+    torch.cuda.synchronize()
+    best = tuner.best_config
+    kw = best.kwargs
+    cfg = configs.KernelConfig(block=kw["BLOCK"], num_warps=best.num_warps, programs_per_sm=kw["programs_per_sm"],
+                               tiles_per_program=kw["tiles_per_program"], relay=bool(kw.get("RELAY", True)))
+    bucket = configs.size_bucket(rows * hidden * inp.element_size())
+    key = configs.table_key(mode, world, str(dtype).removeprefix("torch."), hidden, bucket)
+    ms = collective_bench(lambda: tuner[grid](*args, **constexprs))
+    return key, cfg, ms
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", default="4096,7168")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--modes", default="ll,small,large")
+    ap.add_argument("--out", default=None, help="also write the entries found to this folder")
+    ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
+    args = ap.parse_args(argv)
+    device = dist_env.init("cuda")
+    rank = dist.get_rank()
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    dtype = getattr(torch, args.dtype)
+    found = {}
+    for mode in args.modes.split(","):
+        for hidden in map(int, args.hidden.split(",")):
+            for rows in POINTS[mode]:
+                res = tune_point(device, mode, hidden, rows, dtype, sms)
+                if res and rank == 0:
+                    key, cfg, ms = res
+                    found[key] = cfg
+                    print(f"{key:<40} {ms * 1e3:8.1f} us  {cfg}", flush=True)
+    if rank == 0:
+        slug = configs.gpu_slug(torch.cuda.get_device_name(device))
+        targets = [configs.tune_paths(slug)[-2]]
+        if args.ship:
+            targets.append(configs.tune_paths(slug)[-1])
+        if args.out:
+            targets.append(Path(args.out) / f"{slug}.json")
+        for path in targets:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
+            table["device"] = torch.cuda.get_device_name(device)
+            table["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+            table["entries"].update({k: c.to_json() for k, c in found.items()})
+            path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+            print(f"# wrote {path}")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Host-side pieces: workspace layout, tune-file lookup, the mode choice (single process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kernels import configs
+from kernels.layout import PMAX, Layout, header_words, word_offsets
+
+
+def test_layout_regions_are_aligned_and_disjoint():
+    lay = Layout(4, stage_bytes=1000, ll_bytes=3000, scratch_bytes=5000, arena_bytes=7)
+    starts = [0, lay.stage_offset, lay.ll_offset, lay.scratch_offset, lay.arena_offset, lay.total_bytes]
+    assert starts == sorted(starts) and all(s % 256 == 0 for s in starts)
+    assert lay.stage_offset >= header_words(4) * 8
+    assert lay.ll_offset - lay.stage_offset >= 2 * 1000
+    assert lay.scratch_offset - lay.ll_offset >= 2 * 4 * 2 * 3000  # [parity][source] slots of flagged words
+    assert lay.total_bytes - lay.arena_offset >= 7
+    assert word_offsets(4)["ERR"] == PMAX * 17
+
+
+def test_layout_grows_to_powers_of_two_and_never_shrinks():
+    lay = Layout(2, 4096, 1024, 0, 0)
+    grown = lay.grown(scratch_bytes=3000, arena_bytes=5)
+    assert (grown.scratch_bytes, grown.arena_bytes) == (4096, 8)
+    assert grown.grown(scratch_bytes=10) == grown
+    assert grown.ll_bytes == lay.ll_bytes and grown.stage_bytes == lay.stage_bytes
+
+
+def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monkeypatch):
+    table = {"entries": {
+        configs.table_key("large", 4, "bfloat16", 7168, 20): dict(block=8192, num_warps=16, programs_per_sm=4,
+                                                                  tiles_per_program=1, relay=False),
+        configs.table_key("large", 4, "bfloat16", 7168, 24): dict(block=2048, num_warps=4, programs_per_sm=1,
+                                                                  tiles_per_program=1, relay=True)}}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(table))
+    monkeypatch.setenv("KERNELS_TUNE_FILE", str(path))
+    configs.load_table.cache_clear()
+    try:
+        assert configs.lookup("gpu-x", "large", 4, "bfloat16", 7168, 1 << 20).block == 8192  # exact bucket 20
+        assert configs.lookup("gpu-x", "large", 4, "bfloat16", 7168, 1 << 23).block == 2048  # nearest: 24
+        assert configs.lookup("gpu-x", "large", 2, "bfloat16", 7168, 1 << 20) == configs.DEFAULTS["large"]
+        assert configs.lookup("gpu-x", "ll", 4, "bfloat16", 7168, 100) == configs.DEFAULTS["ll"]
+    finally:
+        configs.load_table.cache_clear()
+
+
+@pytest.mark.parametrize("nbytes,bucket", [(1, 0), (2, 1), (3, 2), (1024, 10), (1025, 11)])
+def test_size_bucket(nbytes, bucket):
+    assert configs.size_bucket(nbytes) == bucket
