@@ -36,7 +36,7 @@ def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
 
 
 @triton.jit
-def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.constexpr = "release"):
+def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.constexpr):
     """Write ``value`` into header word ``word`` of every rank (this one included).
 
     With SEM="release" (system scope, after a CTA barrier), everything any thread of this program
@@ -81,5 +81,5 @@ def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexp
 @triton.jit
 def barrier(table, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
     """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
-    signal_all(table, array + pid * W + rank, target, W, WP)
+    signal_all(table, array + pid * W + rank, target, W, WP, "release")
     return wait_all(my_base, array + pid * W, target, spin_limit, W, WP)
