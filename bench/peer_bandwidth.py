@@ -38,8 +38,8 @@ def measure(device: torch.device, nbytes: int = 256 << 20) -> tuple[float, dict]
     n = nbytes // 2
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     best = (0.0, {})
-    for block in (2048, 4096, 8192):
-        for warps in (4, 8):
+    for block in (2048, 4096, 8192, 16384):
+        for warps in (4, 8, 16):
             for per_sm in (1, 2, 4):
                 programs = sms * per_sm
                 sink = torch.empty(programs * block, dtype=torch.float32, device=device)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from . import layout as L
 
 DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
-DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 128 << 10))
+DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 256 << 10))
 
 _workspaces: dict[tuple, "Workspace"] = {}
 
@@ -164,7 +164,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     variant (input copied into a double buffer, one barrier); larger calls read in place and end
     with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
     per-destination byte count served by the low-latency push variant (no barrier, no pull round
-    trip); default 128 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off.
+    trip); default 256 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
