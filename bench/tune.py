@@ -29,8 +29,8 @@ from kernels import distributed_env as dist_env
 from kernels.validation import check_call
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split unless noted)
-    "ll": [1, 4],
-    "small": [16, 64],
+    "ll": [1, 4, 16],
+    "small": [32, 64],
     "large": [256, 1024, 4096],
 }
 
