@@ -88,9 +88,8 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
         fn = kern.reduce_scatterv_ll_kernel
     else:
         args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, spin)
-        constexprs.pop("RELAY")
-        if world < 3:
-            constexprs["RELAY"] = False
+        if mode == "large" and world >= 3:
+            constexprs.pop("RELAY")  # a tuned knob here
         fn = kern.reduce_scatterv_kernel
     space = search_space(mode, world)
     if world < 3:

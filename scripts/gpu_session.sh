@@ -16,6 +16,8 @@ run() {  # run NAME TIMEOUT CMD...
   local t0=$(date +%s)
   timeout "$limit" "$@" > "$LOG/$name.log" 2>&1; local rc=$?
   summary+=("$name rc=$rc $(( $(date +%s) - t0 ))s")
+  printf '%s\n' "${summary[@]}" > $LOG/summary.txt
+  tar czf "$OUT/run.tgz" -C $LOG .  # after every phase: a later time-out still brings this back
 }
 for phase in "$@"; do
   case $phase in

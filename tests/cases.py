@@ -224,6 +224,7 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
         ref = torch.empty((n, hidden), dtype=dtype_t, device=dev)  # NCCL in the input dtype: the real baseline
         dist.reduce_scatter(ref, list(parts[rank].to(dev).split(sizes)))
         ref64 = ref.double().cpu()
-        worst = max(worst, assert_close(f"replay {i} {sizes} vs NCCL ({dtype})", out[:n], ref64,
-                                        tolerance(dtype_t, ref64, abs_sum, W, slack=2) * (W + 1)))
+        # NCCL reduces in the dtype, rounding each of its W-1 partial sums: allow that on top
+        nccl_tol = tolerance(dtype_t, ref64, abs_sum, W, slack=2) + 2.0 ** -MANTISSA_BITS[dtype_t] * (W - 1) * abs_sum
+        worst = max(worst, assert_close(f"replay {i} {sizes} vs NCCL ({dtype})", out[:n], ref64, nccl_tol))
     return worst
