@@ -4,8 +4,8 @@
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
 
 For each mode (ll, small, large), row width and size bucket, one representative call is tuned:
-``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program, and
-for large calls relay on/off) through a benchmark that is collective: every rank runs the same
+``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
+through a benchmark that is collective: every rank runs the same
 number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
 rank picks the same config. Entries are keyed as the API looks them up (mode, world, dtype,
 hidden, log2 bucket of the largest per-destination byte count); entries already in the file for
@@ -50,12 +50,13 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
                                               num_warps=warps))
     else:
+        # relay stays on (it changes nothing for the even calls tuned here, so timing it would only
+        # pick noise; on skewed calls it is what keeps a heavy owner from reading W-1 copies)
         for block in (2048, 4096, 8192):
             for warps in (4, 8, 16):
                 for per_sm in (1, 2, 4):
-                    for relay in ((True, False) if world >= 3 else (False,)):
-                        cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1,
-                                                       RELAY=relay), num_warps=warps))
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1),
+                                              num_warps=warps))
     return cfgs
 
 
@@ -88,13 +89,8 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
         fn = kern.reduce_scatterv_ll_kernel
     else:
         args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, spin)
-        if mode == "large" and world >= 3:
-            constexprs.pop("RELAY")  # a tuned knob here
         fn = kern.reduce_scatterv_kernel
     space = search_space(mode, world)
-    if world < 3:
-        for c in space:
-            c.kwargs.pop("RELAY", None)
     tuner = triton.autotune(configs=space, key=["H", "in_cap"], do_bench=collective_bench)(fn)
 
     def grid(meta):
@@ -106,7 +102,7 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     best = tuner.best_config
     kw = best.kwargs
     cfg = configs.KernelConfig(block=kw["BLOCK"], num_warps=best.num_warps, programs_per_sm=kw["programs_per_sm"],
-                               tiles_per_program=kw["tiles_per_program"], relay=bool(kw.get("RELAY", True)))
+                               tiles_per_program=kw["tiles_per_program"])
     bucket = configs.size_bucket(rows * hidden * inp.element_size())
     key = configs.table_key(mode, world, str(dtype).removeprefix("torch."), hidden, bucket)
     ms = collective_bench(lambda: tuner[grid](*args, **constexprs))
