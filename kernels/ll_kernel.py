@@ -14,7 +14,6 @@ once it has finished the call before; so nobody still reads the slot being overw
 As in the pull kernel, programs of one index only ever wait for programs of the same index.
 """
 
-import torch
 import triton
 import triton.language as tl
 
@@ -156,8 +155,7 @@ def reduce_scatterv_ll_kernel(
 
 # ----------------------------------------------------------------------------- launcher
 
-TL_SIZE_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
-TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 
 def fits(ws, call, elt: int) -> bool:
@@ -167,31 +165,19 @@ def fits(ws, call, elt: int) -> bool:
     return bound <= ws.layout.ll_bytes and (call.hidden * elt) % 4 == 0
 
 
-def ll_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call, spin_limit: int):
+def ll_arguments(ws, inp, out, call, spin_limit: int):
     """Positional arguments and constexprs of one call (everything but the tuning knobs);
     ``inp``/``out`` contiguous and 4-byte aligned (the API makes them so). Returns
     ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
-    from .reduce_scatterv_kernel import vector_align
-
+    args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     elt = inp.element_size()
-    host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
-    lay = ws.layout
-    args = (ws.table_addr, inp.data_ptr(), out.data_ptr(), call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
-            *(host_sizes + [0] * (8 - len(host_sizes))), ws.rank, call.rows, call.out_rows, call.hidden,
-            lay.ll_offset, lay.ll_slot_bytes, spin_limit)
-    constexprs = dict(
-        W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
-        SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None,
-        PER_WORD=4 // elt, VEC_BYTES=max(4, vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr()) * elt))
-    return args, constexprs, max(call.sizes) if call.sizes is not None else call.rows
+    args += (ws.layout.ll_offset, ws.layout.ll_slot_bytes, spin_limit)
+    constexprs.update(PER_WORD=4 // elt,
+                      VEC_BYTES=max(4, vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr()) * elt))
+    return args, constexprs, max_rows
 
 
-def launch(ws, inp: torch.Tensor, out: torch.Tensor, call, config, multiprocessors: int, spin_limit: int) -> None:
+def launch(ws, inp, out, call, config, multiprocessors: int, spin_limit: int) -> None:
     """Run one call with ``config`` (a KernelConfig)."""
-    from .reduce_scatterv_kernel import grid_size
-
     args, constexprs, max_rows = ll_arguments(ws, inp, out, call, spin_limit)
-    grid = grid_size(max_rows, call.hidden, config.block, config.programs_per_sm, config.tiles_per_program,
-                     multiprocessors)
-    reduce_scatterv_ll_kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs,
-                                       BLOCK=config.block, num_warps=config.num_warps)
+    run(reduce_scatterv_ll_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

@@ -198,16 +198,9 @@ def reduce_scatterv_kernel(
 
 # ----------------------------------------------------------------------------- launcher
 
-import math  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-import torch  # noqa: E402
-
-from .configs import KernelConfig  # noqa: E402
-from .layout import PMAX as _PMAX_HOST  # noqa: E402
-
-TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
-TL_SIZE_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
+from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,50 +213,21 @@ class Variant:
     relay: bool
 
 
-def vector_align(hidden: int, elt: int, *addresses: int) -> int:
-    """Largest power-of-two element count <= 16 bytes dividing the row length and every address."""
-    align = 16 // elt
-    while align > 1 and (hidden % align or any(a % (align * elt) for a in addresses)):
-        align //= 2
-    return align
-
-
-def grid_size(max_rows: int, hidden: int, block: int, programs_per_sm: int, tiles_per_program: int,
-              multiprocessors: int) -> int:
-    """Programs per launch, from rank-agreed quantities only (every rank must launch the same grid)."""
-    tiles = math.ceil(max_rows * hidden / block)
-    cap = min(_PMAX_HOST, multiprocessors * programs_per_sm)
-    return max(1, min(cap, math.ceil(tiles / tiles_per_program)))
-
-
-def kernel_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call, variant: Variant, spin_limit: int):
+def kernel_arguments(ws, inp, out, call, variant: Variant, spin_limit: int):
     """Positional arguments and variant constexprs of one call (everything but the tuning knobs).
 
     Returns ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
-    elt = inp.element_size()
-    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
-    host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
+    args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     lay = ws.layout
-    args = (ws.table_addr, inp.data_ptr(), out.data_ptr(),
-            call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
-            *(host_sizes + [0] * (8 - len(host_sizes))),
-            ws.rank, call.rows, call.out_rows, call.hidden,
-            lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base,
-            lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit)
-    constexprs = dict(
-        W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
-        SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None,
-        DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay,
-        ALIGN=align, VEC_BYTES=align * elt)
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
+    args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base,
+             lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit)
+    constexprs.update(DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay, ALIGN=align,
+                      VEC_BYTES=align * inp.element_size())
     return args, constexprs, max_rows
 
 
-def launch(ws, inp: torch.Tensor, out: torch.Tensor, call, variant: Variant, config: KernelConfig,
-           multiprocessors: int, spin_limit: int) -> None:
+def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, spin_limit: int) -> None:
     """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
     args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, spin_limit)
-    grid = grid_size(max_rows, call.hidden, config.block, config.programs_per_sm, config.tiles_per_program,
-                     multiprocessors)
-    reduce_scatterv_kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs,
-                                    BLOCK=config.block, num_warps=config.num_warps)
+    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import calls
 
-EXAMPLES = int(os.environ.get("RSV_CPU_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("RSV_CPU_EXAMPLES", "40"))
 CASE = "tests.cases:reduce_scatterv_case"
 
 
