@@ -228,3 +228,30 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
         nccl_tol = tolerance(dtype_t, ref64, abs_sum, W, slack=2) + 2.0 ** -MANTISSA_BITS[dtype_t] * (W - 1) * abs_sum
         worst = max(worst, assert_close(f"replay {i} {sizes} vs NCCL ({dtype})", out[:n], ref64, nccl_tol))
     return worst
+
+
+def fallback_case(ctx, *, sizes: list[int], seed: int):
+    """A group whose ranks cannot reach each other's memory (simulated): the call must warn once and
+    still give the right sums, through the reference collective's grouped reduce."""
+    import warnings
+
+    from kernels.workspace import Workspace
+
+    reachable = Workspace._reachable
+    Workspace._reachable = lambda self: False
+    try:
+        group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parts = partials(seed, ctx.world, sum(sizes), (16,), torch.bfloat16)
+            off, n = sum(sizes[: ctx.rank]), sizes[ctx.rank]
+            got = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+            got2 = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+    finally:
+        Workspace._reachable = reachable
+    truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
+    abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+    tol = tolerance(torch.bfloat16, truth, abs_sum, ctx.world) + 2.0 ** -7 * (ctx.world - 1) * abs_sum
+    assert_close("fallback vs float64", got, truth, tol)
+    assert torch.equal(got, got2)
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]

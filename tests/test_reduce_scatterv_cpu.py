@@ -103,3 +103,9 @@ def test_a_missing_rank_gives_a_clear_error_not_a_hang(cpu_pools):
     for got in results[:2]:
         assert got is not None and "timed out" in got, got
     cpu_pools[3].run(CASE, sizes=[3, 1, 2], rest=(8,), repeat=2)  # after reset(), in step again
+
+
+def test_unreachable_peers_fall_back_to_the_grouped_reduce_with_one_warning(cpu_pools):
+    results = cpu_pools[3].run("tests.cases:fallback_case", sizes=[2, 0, 3], seed=5)
+    for warned in results:
+        assert len(warned) == 1 and "falling back to NCCL's grouped-reduce" in warned[0], warned
