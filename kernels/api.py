@@ -51,7 +51,7 @@ def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype,
     if device.type == "cpu":
         return configs.CPU_DEFAULT
     max_rows = max(call.sizes) if call.sizes is not None else call.rows
-    nbytes = max_rows * call.hidden * torch.empty((), dtype=dtype).element_size()
+    nbytes = max_rows * call.hidden * torch.finfo(dtype).bits // 8
     return configs.lookup(_device_slug(device), mode, world, str(dtype).removeprefix("torch."), call.hidden, nbytes)
 
 
@@ -115,9 +115,9 @@ def reduce_scatterv(
         ``[sizes[rank], *rest]``: the sum over ranks of rows ``[offset_rank, offset_rank + sizes[rank])``,
         accumulated in float32 and rounded once to the input dtype.
 
-    One Triton launch does the barrier, the pull from every peer, the sum and the store: no NCCL
-    call, no host synchronisation, no allocation when ``output`` is given, CUDA-graph safe once the
-    workspace is large enough (see ``Workspace.reserve``). Device-side problems (device sizes that
+    One Triton launch does the exchange, the sum and the store: no NCCL call, no host
+    synchronisation, no allocation when ``output`` is given and both tensors are contiguous (others
+    go through a copy), CUDA-graph safe once the workspace is large enough (``Workspace.reserve``). Device-side problems (device sizes that
     are negative or exceed a capacity, a peer that never arrives) are flagged, not raised, on CUDA:
     ``kernels.workspace(group).check()`` raises them (set ``KERNELS_CHECK=1`` to check every call).
     """

@@ -77,8 +77,12 @@ def load_table(slug: str) -> dict[str, KernelConfig]:
 
 def lookup(slug: str, mode: str, world: int, dtype: str, hidden: int, nbytes: int) -> KernelConfig:
     """Best known config for a call; nearest tuned bucket of the same mode/world/dtype/hidden, else default."""
+    return _lookup_bucket(slug, mode, world, dtype, hidden, size_bucket(nbytes))
+
+
+@lru_cache(maxsize=4096)
+def _lookup_bucket(slug: str, mode: str, world: int, dtype: str, hidden: int, bucket: int) -> KernelConfig:
     table = load_table(slug)
-    bucket = size_bucket(nbytes)
     exact = table.get(table_key(mode, world, dtype, hidden, bucket))
     if exact is not None:
         return exact

@@ -102,7 +102,7 @@ class Workspace:
         """
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
             shape = tuple(shape[0])
-        nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+        nbytes = torch.Size(shape).numel() * dtype.itemsize
         if not self.p2p:
             return torch.empty(shape, dtype=dtype, device=self.device)
         self._grow(arena_bytes=nbytes)

@@ -39,6 +39,7 @@ def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monke
     path.write_text(json.dumps(table))
     monkeypatch.setenv("KERNELS_TUNE_FILE", str(path))
     configs.load_table.cache_clear()
+    configs._lookup_bucket.cache_clear()
     try:
         assert configs.lookup("gpu-x", "large", 4, "bfloat16", 7168, 1 << 20).block == 8192  # exact bucket 20
         assert configs.lookup("gpu-x", "large", 4, "bfloat16", 7168, 1 << 23).block == 2048  # nearest: 24
@@ -46,6 +47,7 @@ def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monke
         assert configs.lookup("gpu-x", "ll", 4, "bfloat16", 7168, 100) == configs.DEFAULTS["ll"]
     finally:
         configs.load_table.cache_clear()
+        configs._lookup_bucket.cache_clear()
 
 
 @pytest.mark.parametrize("nbytes,bucket", [(1, 0), (2, 1), (3, 2), (1024, 10), (1025, 11)])
