@@ -17,7 +17,7 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import ERR_SPIN_TIMEOUT, PMAX, header_words, signal_all, wait_all, word_ptr
+from .signals import ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, signal_all, wait_all, word_ptr
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile
 
 
@@ -101,10 +101,8 @@ def reduce_scatterv_ll_kernel(
     in_addr = in_addr.to(tl.int64)
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
-    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
-    my_base = tl.load(table + rank)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)
-    epoch = tl.load(word_ptr(my_base, CNT + pid))
+    table, my_base, epoch = begin_call(table_addr, rank, pid)
+    _, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
     flag = (epoch + 1) & 0xFFFFFFFF
     parity = epoch % 2
     lanes = tl.arange(0, WP)
@@ -148,9 +146,7 @@ def reduce_scatterv_ll_kernel(
                  mask=live)
 
     err |= wait_all(my_base, SIG_START + pid * W, epoch + 1, spin_limit, W, WP)
-    every = tl.arange(0, PMAX)
-    tl.store(word_ptr(my_base, CNT + every), epoch + 1, mask=every % num_programs == pid)
-    tl.atomic_or(word_ptr(my_base, ERR), err, mask=err != 0)
+    end_call(my_base, epoch, err, pid, num_programs, ERR)
 
 
 # ----------------------------------------------------------------------------- launcher

@@ -28,7 +28,7 @@ co-residency and also runs in Triton's interpreter, where programs execute one a
 import triton
 import triton.language as tl
 
-from .signals import PMAX, barrier, header_words, wait_words, word_ptr
+from .signals import barrier, begin_call, end_call, header_words, wait_words, word_ptr
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
 
 
@@ -100,10 +100,8 @@ def reduce_scatterv_kernel(
     in_addr = in_addr.to(tl.int64)  # an address that happens to be small (0 for an empty tensor)
     out_addr = out_addr.to(tl.int64)  # arrives as int32
     sizes_addr = sizes_addr.to(tl.int64)
-    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
-    my_base = tl.load(table + rank)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)
-    epoch = tl.load(word_ptr(my_base, CNT + pid))  # calls completed; equal on every program and rank
+    table, my_base, epoch = begin_call(table_addr, rank, pid)
+    _, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
 
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)
@@ -191,9 +189,7 @@ def reduce_scatterv_kernel(
     if not DOUBLE_BUFFER:
         err |= barrier(table, my_base, SIG_END, pid, rank, epoch + 1, spin_limit, W, WP)
 
-    every = tl.arange(0, PMAX)
-    tl.store(word_ptr(my_base, CNT + every), epoch + 1, mask=every % num_programs == pid)
-    tl.atomic_or(word_ptr(my_base, ERR), err, mask=err != 0)
+    end_call(my_base, epoch, err, pid, num_programs, ERR)
 
 
 # ----------------------------------------------------------------------------- launcher

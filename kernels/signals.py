@@ -29,6 +29,26 @@ def header_words(W: tl.constexpr):
 
 
 @triton.jit
+def begin_call(table_addr, rank, pid):
+    """(peer table pointer, this rank's workspace base, the call's epoch) for program ``pid``.
+
+    The epoch (calls this group completed) is equal on every program and rank between calls."""
+    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
+    my_base = tl.load(table + rank)
+    return table, my_base, tl.load(word_ptr(my_base, pid))  # word 0.. = CNT
+
+
+@triton.jit
+def end_call(my_base, epoch, err, pid, num_programs, ERR_WORD):
+    """Advance the epoch of every counter slot this program owns (j = pid mod grid: no two programs
+    touch the same slot, and slots past the grid keep up for a later, larger grid), and record the
+    call's error bits."""
+    every = tl.arange(0, PMAX)
+    tl.store(word_ptr(my_base, every), epoch + 1, mask=every % num_programs == pid)
+    tl.atomic_or(word_ptr(my_base, ERR_WORD), err, mask=err != 0)
+
+
+@triton.jit
 def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
     """Base addresses of every rank's workspace, as a [WP] int64 vector (lanes >= W are 0)."""
     lanes = tl.arange(0, WP)

@@ -108,12 +108,6 @@ class RankPool:
             box.put((case, kwargs))
         return self._collect()
 
-    def run_each(self, case: str, per_rank: list[dict]) -> list:
-        """Like :meth:`run`, with different keyword arguments for each rank."""
-        for box, kwargs in zip(self.inboxes, per_rank):
-            box.put((case, kwargs))
-        return self._collect()
-
     def close(self) -> None:
         for box in self.inboxes:
             box.put(None)
