@@ -3,6 +3,10 @@
 fused            kernels.reduce_scatterv, input produced inside the symmetric workspace (the
                  DeepSeek post-path's way: the MoE writes there, nothing is copied)
 fused_copy       kernels.reduce_scatterv on an ordinary tensor (copied into the workspace)
+fused_kernel     "fused" with the NCCL dispatch off: the Triton kernels on every call (differs from
+                 "fused" only on the large skewed calls the dispatch model sends to NCCL)
+fused_direct     "fused_kernel" with relaying off too (every owner pulls all its rows itself): the
+                 A/B that shows what the relay path is worth on skewed sizes (3+ ranks only)
 nccl_rsv         torch.distributed.reduce_scatter with uneven chunks = NCCL grouped ncclReduce
                  (SGLang's reduce_scatterv, the upstream fix)
 nccl_padded      pad every rank's chunk to max(sizes), reduce_scatter_tensor, (padding copies included)
@@ -17,8 +21,32 @@ import torch
 import torch.distributed as dist
 
 import kernels
+from kernels import api
 
-IMPLS = ("fused", "fused_copy", "nccl_rsv", "nccl_padded", "allreduce_slice")
+IMPLS = ("fused", "fused_copy", "fused_kernel", "fused_direct", "nccl_rsv", "nccl_padded", "allreduce_slice")
+# the API settings each fused variant plans under (while it plans: eagerly and under graph capture)
+API_SETTINGS = {"fused_kernel": dict(NCCL_DISPATCH=False),
+                "fused_direct": dict(NCCL_DISPATCH=False, RELAY_MAX_COST_PCT=0)}
+
+
+def applies(impl: str, sizes: list[int], hidden: int) -> bool:
+    """Whether ``impl`` is worth timing: the kernel-only variants only where they can differ from
+    "fused" (skewed sizes on 3+ ranks), and at the V4 width 7168 only (to keep the sweep short)."""
+    return impl not in API_SETTINGS or (len(sizes) >= 3 and len(set(sizes)) > 1 and hidden == 7168)
+
+
+def planned_under(settings: dict, call: Callable[[], object]) -> Callable[[], object]:
+    """``call`` run with the ``kernels.api`` module settings ``settings``, restored afterwards."""
+    def wrapped():
+        saved = {k: getattr(api, k) for k in settings}
+        for k, v in settings.items():
+            setattr(api, k, v)
+        try:
+            return call()
+        finally:
+            for k, v in saved.items():
+                setattr(api, k, v)
+    return wrapped
 
 
 def build(impl: str, partial: torch.Tensor, sizes: list[int], rank: int) -> tuple[Callable[[], object], torch.Tensor]:
@@ -26,12 +54,13 @@ def build(impl: str, partial: torch.Tensor, sizes: list[int], rank: int) -> tupl
     H = partial.shape[1]
     off, n = sum(sizes[:rank]), sizes[rank]
     out = torch.empty((n, H), dtype=partial.dtype, device=partial.device)
-    if impl in ("fused", "fused_copy"):
+    if impl.startswith("fused"):
         inp = partial
-        if impl == "fused":
+        if impl != "fused_copy":
             inp = kernels.workspace().empty(*partial.shape, dtype=partial.dtype)
             inp.copy_(partial)
-        return (lambda: kernels.reduce_scatterv(inp, out, sizes=sizes)), out
+        call = lambda: kernels.reduce_scatterv(inp, out, sizes=sizes)  # noqa: E731
+        return (planned_under(API_SETTINGS[impl], call) if impl in API_SETTINGS else call), out
     if impl == "nccl_rsv":
         chunks = list(partial.split(sizes))
         return (lambda: dist.reduce_scatter(out, chunks)), out

@@ -7,7 +7,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-STYLE = {"fused": "o-", "fused_copy": "o--", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
+STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
 
 
 def plot(path: str | Path) -> list[Path]:
@@ -37,6 +37,9 @@ def plot(path: str | Path) -> list[Path]:
             ratio = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused")
             if ratio:
                 axes[1][col].plot(*zip(*ratio), "o-", ms=3, label="fused")
+            kernel = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused_kernel")
+            if kernel:
+                axes[1][col].plot(*zip(*kernel), "o-.", ms=3, label="fused_kernel (no NCCL dispatch)")
             copy = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused_copy")
             if copy:
                 axes[1][col].plot(*zip(*copy), "o--", ms=3, label="fused_copy")

@@ -23,6 +23,7 @@ from bench import impls
 from kernels import distributed_env as dist_env
 from kernels.timing import time_call
 from kernels import api, configs
+from kernels._triton_mode import kernel_module
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 ALL_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
@@ -49,12 +50,16 @@ def distribution(name: str, rows: int, world: int) -> list[int]:
 
 
 def _fused_choice(partial: torch.Tensor, sizes: list[int]) -> dict:
-    """The mode and config the API picks for this call (recorded with each measurement)."""
+    """The mode and config the API picks for this call (recorded with each measurement), and
+    whether it relays a heavy owner's rows (decided as the kernel decides, from the tile counts)."""
     ws = kernels.workspace(device=partial.device)
     call = api.check_call(partial, None, sizes, ws.world_size, ws.rank)
     plan = api.plan_call(ws, call, partial)
-    relay = bool(plan.variant is not None and plan.variant.relay)
-    return {**plan.config.to_json(), "mode": plan.mode, "relay": relay}
+    relayed = 0
+    if plan.variant is not None and plan.mode != "nccl":
+        tiles = [-(-n * call.hidden // plan.config.block) for n in sizes]
+        relayed = kernel_module(partial.device.type).relayed_tiles(tiles, plan.variant)
+    return {**plan.config.to_json(), "mode": plan.mode, "relayed_tiles": relayed}
 
 
 def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, stamp):
@@ -74,7 +79,7 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
         err = (check["fused"] - check["nccl_rsv"]).abs().max().item() / scale
     results = []
     for name in impl_names:
-        if name == "nccl_padded" and device.type != "cuda":
+        if (name == "nccl_padded" and device.type != "cuda") or not impls.applies(name, sizes, hidden):
             continue  # gloo has no reduce_scatter_tensor
         call, _ = impls.build(name, partial, sizes, rank)
         us = time_call(call, device)
@@ -89,7 +94,8 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
                    ratio_vs_nccl_rsv=round(times["nccl_rsv"] / us, 3) if "nccl_rsv" in times else None,
                    peer_gbps=round(peer_bytes / us / 1e3, 1) if us else None)
         if name.startswith("fused"):
-            rec["config"] = _fused_choice(partial, sizes)
+            rec["config"] = impls.planned_under(impls.API_SETTINGS.get(name, {}),
+                                                lambda: _fused_choice(partial, sizes))()
             rec["max_rel_err_vs_nccl"] = err
             if ceiling:
                 rec["pct_of_peer_ceiling"] = round(100 * rec["peer_gbps"] / ceiling, 1)
@@ -107,6 +113,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args(argv)
     device = dist_env.init()
+    kernel_module(device.type)  # fix the Triton mode (interpreter on CPU) before anything imports triton
     preset = args.preset or ("full" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
@@ -116,11 +123,18 @@ def main(argv=None) -> None:
         from bench.peer_bandwidth import measure
 
         ceiling, ceiling_cfg = measure(device)
-    records = []
-    if rank == 0:
+    out_dir = Path(args.out)
+    slug = configs.gpu_slug(card.split(" (")[0])
+    path = out_dir / f"{slug}-W{world}-{preset}.jsonl"
+    if rank == 0:  # written as the sweep goes, so a run cut short keeps what it measured
+        out_dir.mkdir(parents=True, exist_ok=True)
+        meta = dict(kind="meta", date=stamp, card=card, world=world, preset=preset, peer_ceiling_gbps=ceiling,
+                    ceiling_launch=ceiling_cfg, torch=torch.__version__, triton=_triton_version(),
+                    nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
+        path.write_text(json.dumps(meta) + "\n")
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}")
-        print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'nccl_rsv':>9} "
-              f"{'padded':>9} {'allred':>9} | {'x nccl':>6} {'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)
+        print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} {'direct':>9} "
+              f"{'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} {'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)
     for rows_list, hiddens, dtypes, dists in PRESETS[preset]:
         for dtype in dtypes:
             for hidden in hiddens:
@@ -128,21 +142,11 @@ def main(argv=None) -> None:
                     for rows in rows_list:
                         recs = run_case(device, rows, hidden, dtype, dist_name, args.impls.split(","), ceiling,
                                         card, stamp)
-                        records += recs
                         if rank == 0:
                             print(_table_line(recs), flush=True)
+                            with open(path, "a") as f:
+                                f.writelines(json.dumps(r) + "\n" for r in recs)
     if rank == 0:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        slug = configs.gpu_slug(card.split(" (")[0])
-        path = out_dir / f"{slug}-W{world}-{preset}.jsonl"
-        with open(path, "w") as f:
-            meta = dict(kind="meta", date=stamp, card=card, world=world, preset=preset, peer_ceiling_gbps=ceiling,
-                        ceiling_launch=ceiling_cfg, torch=torch.__version__, triton=_triton_version(),
-                        nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
-            f.write(json.dumps(meta) + "\n")
-            for r in records:
-                f.write(json.dumps(r) + "\n")
         print(f"# wrote {path}")
         if not args.no_plot:
             from bench.plot import plot
@@ -167,7 +171,7 @@ def _table_line(recs: list[dict]) -> str:
         return f"{by[name]['median_us']:9.1f}" if name in by else f"{'-':>9}"
 
     return (f"{r0['hidden']:>5} {r0['dtype']:>8} {r0['distribution']:>9} {r0['rows_per_rank']:>5} | {us('fused')} "
-            f"{us('fused_copy')} {us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
+            f"{us('fused_copy')} {us('fused_kernel')} {us('fused_direct')} {us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
             f"{f.get('ratio_vs_nccl_rsv') or 0:6.2f} {f.get('peer_gbps') or 0:6.0f} "
             f"{f.get('pct_of_peer_ceiling', 0):5.0f} {f.get('config', {}).get('mode', '-'):>5}")
 

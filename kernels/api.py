@@ -18,6 +18,15 @@ from .workspace import Workspace, workspace
 
 MAX_WORLD = 8  # ranks of one node; host sizes travel as 8 kernel scalars
 SPIN_LIMIT = {"cuda": 20_000_000, "cpu": 2_000_000}  # polls before a wait gives up (tens of seconds)
+# Relay a heavy owner's excess rows only when that saves the owner this many inbound bytes:
+# relaying saves (W-2) * excess bytes of peer reads but adds a second hop (a few microseconds,
+# about 1 MiB of NVLink time). On CPU every excess is relayed so that the tests exercise it.
+RELAY_MIN_SAVED_BYTES = {"cuda": int(os.environ.get("KERNELS_RELAY_MIN_BYTES", 1 << 20)), "cpu": 0}
+# ... and only when it cuts the busiest GPU's traffic to this % of the direct pull's (see the kernel)
+RELAY_MAX_COST_PCT = int(os.environ.get("KERNELS_RELAY_MAX_COST_PCT", 65))
+# With host sizes on CUDA, calls that configs.DISPATCH predicts NCCL's grouped reduce to run faster
+# (large skewed calls on 3+ GPUs) go to NCCL. KERNELS_NCCL_DISPATCH=0 keeps every call on the kernels.
+NCCL_DISPATCH = os.environ.get("KERNELS_NCCL_DISPATCH", "1") == "1"
 
 
 def _spin_limit(device_type: str) -> int:
@@ -61,7 +70,8 @@ class Plan:
     rank-agreed facts only, so every rank runs the same protocol; ``variant.stage`` (copy the input
     into the workspace first) is each rank's own business."""
 
-    mode: str  # "ll" (push flagged words), "small" (double-buffered pull), "large" (in-place pull, relay)
+    mode: str  # "ll" (push flagged words), "small" (double-buffered pull), "large" (in-place pull, relay),
+    # "nccl" (NCCL's grouped reduce: host sizes the dispatch model says it serves faster)
     config: configs.KernelConfig
     variant: object | None  # reduce_scatterv_kernel.Variant for "small"/"large"
 
@@ -83,8 +93,18 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     if mode == "ll":
         return Plan(mode, config, None)
     resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
-    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident,
-                           relay=mode == "large" and ws.world_size >= 3 and config.relay)
+    relay = ws.world_size >= 3 and config.relay
+    if relay:  # relays push sums into the owner's scratch, at the rows' places in the input
+        ws.reserve(max_input_bytes=nbytes)
+    tile_saving = max(1, ws.world_size - 2) * config.block * elt  # bytes one relayed tile saves the owner
+    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident, relay=relay,
+                           relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
+                           relay_max_cost_pct=RELAY_MAX_COST_PCT)
+    if NCCL_DISPATCH and call.sizes is not None and inp.device.type == "cuda":
+        tiles = [-(-n * call.hidden // config.block) for n in call.sizes]
+        relayed = kern.relayed_tiles(tiles, variant) > 0
+        if configs.DISPATCH.prefers_nccl(list(call.sizes), call.hidden * elt, relayed):
+            return Plan("nccl", config, variant)
     return Plan(mode, config, variant)
 
 
@@ -150,7 +170,9 @@ def reduce_scatterv(
         out = torch.empty(output.shape, dtype=output.dtype, device=output.device)
     plan = plan_call(ws, call, inp)
     kern = kernel_module(inp.device.type)
-    if plan.mode == "ll":
+    if plan.mode == "nccl":
+        _nccl_fallback(inp, out, call, group)
+    elif plan.mode == "ll":
         kern.ll_launch(ws, inp, out, call, plan.config, _multiprocessors(inp.device), _spin_limit(inp.device.type))
     else:
         kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device),

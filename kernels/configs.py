@@ -23,7 +23,7 @@ class KernelConfig:
 
     block: elements per tile (power of two); num_warps: warps per program; programs_per_sm: grid cap
     per multiprocessor; tiles_per_program: tiles of the largest destination per program before the
-    grid grows; relay: let peers pre-reduce the rows of a heavy owner (large calls, W >= 3).
+    grid grows; relay: let peers reduce the excess rows of a heavy owner and push them to it (W >= 3).
     """
 
     block: int = 4096
@@ -42,6 +42,39 @@ DEFAULTS = {
     "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
 }
 CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
+
+
+@dataclass(frozen=True)
+class DispatchModel:
+    """Predicted microseconds of a large call, ``a + b * MB`` with MB = the whole input (sum(sizes)
+    rows, in 1e6 bytes), fitted to the 4x H200 sweep of 2026-11-28 (bench/results, bench/NOTES.md).
+
+    direct pull: the busiest owner reads (W-1) * max(sizes) rows, i.e. ``skew = (W-1)*max/sum`` of
+    the input, at ~331 GB/s; relay: every GPU moves about the whole input once, at ~290 GB/s plus a
+    second hop; NCCL's grouped reduce: the whole input through its chain at ~365 GB/s (writes), with a
+    larger fixed cost that grows with the number of roots. With host sizes the API takes NCCL only
+    where this predicts it faster: skewed calls of tens of MB and more, or a heavy owner from ~1 MB.
+    """
+
+    direct: tuple[float, float] = (5.0, 3.02)  # a, b per unit of skew
+    relay: tuple[float, float] = (19.0, 3.43)
+    nccl: tuple[float, float, float] = (9.9, 7.7, 2.74)  # a, a per root (rank with rows), b
+    min_mb: float = 0.6  # below this the kernels' latency wins whatever the model says
+
+    def prefers_nccl(self, sizes: list[int], row_bytes: int, relayed: bool) -> bool:
+        total = sum(sizes)
+        mb = total * row_bytes / 1e6
+        if len(sizes) < 3 or mb < self.min_mb:
+            return False
+        if relayed:
+            kernel = self.relay[0] + self.relay[1] * mb
+        else:
+            kernel = self.direct[0] + self.direct[1] * mb * (len(sizes) - 1) * max(sizes) / total
+        roots = sum(1 for n in sizes if n)
+        return self.nccl[0] + self.nccl[1] * roots + self.nccl[2] * mb < kernel
+
+
+DISPATCH = DispatchModel()
 
 
 def size_bucket(nbytes: int) -> int:

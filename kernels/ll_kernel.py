@@ -53,7 +53,8 @@ def _words(addr, start, WORDS: tl.constexpr, WORD_TY: tl.constexpr, VEC_BYTES: t
 
 @triton.jit
 def _poll(slots, live, flag, spin_limit):
-    """Load flagged words until every live one carries ``flag``; returns (32-bit data, timed out?)."""
+    """Load flagged words until every live one carries ``flag``; returns (32-bit data, 0 where not
+    live; timed out?)."""
     words = tl.load(slots, mask=live, other=0, volatile=True)
     polls = spin_limit.to(tl.int64) * 0
     pending = _stale(words, live, flag) & (polls < spin_limit)
@@ -66,8 +67,8 @@ def _poll(slots, live, flag, spin_limit):
 
 @triton.jit
 def _stale(words, live, flag):
-    """True while some live word does not carry this call's flag yet."""
-    return tl.max(((((words >> 32) & 0xFFFFFFFF) != flag) & live).to(tl.int32), axis=0) > 0
+    """True while some live word (of a 1-D or 2-D block) does not carry this call's flag yet."""
+    return tl.max(((((words >> 32) & 0xFFFFFFFF) != flag) & live).to(tl.int32)) > 0
 
 
 @triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "spin_limit", "programs_per_sm",
@@ -102,7 +103,7 @@ def reduce_scatterv_ll_kernel(
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
     table, my_base, epoch = begin_call(table_addr, rank, pid)
-    _, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
     flag = (epoch + 1) & 0xFFFFFFFF
     parity = epoch % 2
     lanes = tl.arange(0, WP)
@@ -125,23 +126,26 @@ def reduce_scatterv_ll_kernel(
                 tl.store(_words(slot, local // PER_WORD, WORDS, tl.int64, 16),
                          (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
 
-    # ---- receive: own partial plus every peer's words, summed in float32
+    # ---- receive: own partial plus every peer's words, summed in float32. All peers' slots are
+    # polled by one 2-D load per round ([source rank, word]), so the waits overlap instead of
+    # following each other.
     my_first = pick(first, lanes, rank)
     my_count = pick(count, lanes, rank)
     my_slots = my_base + ll_off + parity * W * slot_bytes
+    source = tl.arange(0, WP)[:, None]
+    peers = (source < W) & (source != rank)
+    slot_words = tl.multiple_of(slot_bytes // 8, 32)  # slots start on 256-byte boundaries
     for t in range(pid, tl.where(out_ok, pick(tiles, lanes, rank), 0), num_programs):
         start, local, _ = tile(my_first, t, my_count, BLOCK, 1)
         live = tl.arange(0, WORDS) < tl.multiple_of((my_count - local) // PER_WORD, VEC_BYTES // 4)
         lo, hi = _unpack(tl.load(_words(in_addr, start // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live,
                                  other=0), DTYPE, PER_WORD)
-        for r in tl.static_range(W):
-            if r != rank:
-                data, late = _poll(_words(my_slots + r * slot_bytes, local // PER_WORD, WORDS, tl.int64, 16),
-                                   live, flag, spin_limit)
-                err |= tl.where(late, ERR_SPIN_TIMEOUT, 0)
-                dlo, dhi = _unpack(data, DTYPE, PER_WORD)
-                lo += dlo
-                hi += dhi
+        slots = _words(my_slots, local // PER_WORD, WORDS, tl.int64, 16)[None, :] + source * slot_words
+        data, late = _poll(slots, peers & live[None, :], flag, spin_limit)
+        err |= tl.where(late, ERR_SPIN_TIMEOUT, 0)
+        dlo, dhi = _unpack(data, DTYPE, PER_WORD)  # masked-off sources read as 0 words: +0.0
+        lo += tl.sum(dlo, axis=0)
+        hi += tl.sum(dhi, axis=0)
         tl.store(_words(out_addr, local // PER_WORD, WORDS, tl.int32, VEC_BYTES), _pack(lo, hi, DTYPE, PER_WORD),
                  mask=live)
 

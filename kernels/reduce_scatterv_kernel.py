@@ -14,12 +14,17 @@ barrier structure):
     every peer has finished reading half h.
 ``STAGE`` (large calls, input not in the workspace): the input is copied into the scratch region
     first. Large calls end with a second barrier, so nobody overwrites what a peer still reads.
-``RELAY`` (large calls): tiles of a rank that owns far more rows than the others are pre-reduced
-    by the other ranks (each reads that tile from all ranks and leaves the sum in its scratch), and
-    the owner pulls each such tile once, waiting on a per-tile flag. With one owner of S rows, the
-    owner then receives S rows instead of (W-1)*S. Owners keep ``min(T_q, C)`` tiles to reduce
-    themselves, C = the second smallest tile count, which balances inbound traffic; with even
-    sizes nothing is relayed and the kernel is a plain pull.
+``RELAY`` (W >= 3): tiles of a rank that owns far more rows than the others are reduced by the
+    other ranks (each reads that tile from all ranks and pushes the finished sum into the owner's
+    scratch, at the tile's own place), and the owner copies each such tile to its output once the
+    relay's per-program counter says it has arrived. With one owner of S rows, the owner then
+    receives S rows instead of (W-1)*S, as posted writes. Owners keep ``min(T_q, C)`` tiles to
+    reduce themselves, C = the second smallest tile count, which balances inbound traffic. Relaying
+    happens only where it pays: the excess is at least ``relay_min_tiles`` (two hops cost latency)
+    and the relayed traffic bound, ``sum(T) - min(T)`` tiles per GPU, is at most
+    ``relay_max_cost_pct`` % of the direct pull's, ``(W-1) * max(T)`` (the relay path runs at a
+    lower fraction of the link rate than the plain pull, so a small saving loses). With even sizes
+    nothing is relayed and the kernel is a plain pull. ``relayed_tiles`` mirrors this on the host.
 
 Every cross-rank dependency is between programs of the same index, so the protocol needs no
 co-residency and also runs in Triton's interpreter, where programs execute one after another.
@@ -65,7 +70,8 @@ def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
     return first, k, (relayed - k + W - 2) // (W - 1)
 
 
-@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "spin_limit",
+@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "relay_min_tiles",
+                                                "relay_max_cost_pct", "spin_limit",
                                                 "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
@@ -81,6 +87,8 @@ def reduce_scatterv_kernel(
     stage_off,  # bytes from base to staging half 0
     stage_bytes,  # bytes from half 0 to half 1
     scratch_off,  # bytes from base to the scratch region (relay results)
+    relay_min_tiles,  # relay an owner's tiles only when it has this many more than C (>= 1)
+    relay_max_cost_pct,  # ... and only when relaying cuts the busiest GPU's traffic to this % or less
     spin_limit,  # polls before a wait gives up and flags ERR_SPIN_TIMEOUT
     programs_per_sm,  # grid knobs: unused here, read by the grid function, so that
     tiles_per_program,  # triton.autotune Configs can carry them without a recompile
@@ -101,7 +109,7 @@ def reduce_scatterv_kernel(
     out_addr = out_addr.to(tl.int64)  # arrives as int32
     sizes_addr = sizes_addr.to(tl.int64)
     table, my_base, epoch = begin_call(table_addr, rank, pid)
-    _, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
 
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)
@@ -112,7 +120,8 @@ def reduce_scatterv_kernel(
         live_tiles = tl.where(lanes < W, tiles, BIG)
         smallest = tl.argmin(live_tiles, axis=0)
         second = tl.min(tl.where(lanes == smallest, BIG, live_tiles), axis=0)
-        direct = tl.minimum(tiles, second)
+        pays = (tl.sum(tiles, axis=0) - tl.min(live_tiles, axis=0)) * 100 <= relay_max_cost_pct * (W - 1) * tl.max(tiles, axis=0)
+        direct = tl.where(pays & (tiles - second >= relay_min_tiles), second, tiles)
     else:
         direct = tiles
 
@@ -142,21 +151,26 @@ def reduce_scatterv_kernel(
     tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
     err |= barrier(table, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
 
-    # ---- relay: pre-reduce the tiles this rank relays for heavier owners (before own work, so the
-    # owners' waits overlap with their direct tiles)
+    # ---- relay: reduce the tiles this rank relays for heavier owners and push each sum into the
+    # owner's scratch (before own work, so the owners' waits overlap with their direct tiles). The
+    # owner's scratch at its own rows is read by nobody else: when the owner staged its input there,
+    # the one relay of a tile reads the owner's partial and then overwrites it with the sum.
     if RELAY:
         for q in tl.static_range(W):
             if q != rank:
                 relay_first, k, turns = _relay_turns(tiles, direct, rank, q, W, lanes)
-                owner_flag = word_ptr(tl.load(table + q), RELAY_FLAGS + pid * W + rank)
+                owner_base = tl.load(table + q)
+                owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank)
                 for m in range(pid, turns, num_programs):
                     t = relay_first + k + m * (W - 1)
                     start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
                     acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                                        W, DTYPE, BLOCK, VEC_BYTES)
-                    tl.store(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                    tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
                              mask=mask)
-                    tl.debug_barrier()  # all threads' stores precede the release below
+                    # every thread's remote stores precede the counter: CTA barrier, then a
+                    # system-scope release (it waits for those posted writes to land)
+                    tl.debug_barrier()
                     tl.atomic_xchg(owner_flag, (epoch << 32) + (m - pid) // num_programs + 1,
                                    sem="release", scope="sys")
 
@@ -169,21 +183,23 @@ def reduce_scatterv_kernel(
                            W, DTYPE, BLOCK, VEC_BYTES)
         tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
 
-    # ---- relayed tiles of this rank's own rows: wait for the relay's flag, pull the finished sum
+    # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all relays'
+    # m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum from local scratch
     if RELAY:
         if out_ok:
-            for relay in tl.static_range(W):
-                if relay != rank:
-                    relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
-                    relay_scratch = tl.load(table + relay) + scratch_off
-                    flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
-                    for m in range(pid, turns, num_programs):
-                        err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
-                                          spin_limit)
-                        t = relay_first + k + m * (W - 1)
-                        start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
-                        x = tl.load(vec(relay_scratch, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-                        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+            most = (pick(tiles, lanes, rank) - pick(direct, lanes, rank) + W - 2) // (W - 1)
+            for m in range(pid, most, num_programs):
+                for relay in tl.static_range(W):
+                    if relay != rank:
+                        relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
+                        if m < turns:
+                            flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
+                            err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
+                                              spin_limit)
+                            t = relay_first + k + m * (W - 1)
+                            start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
+                            x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
     # ---- large calls: nobody may overwrite what a peer still reads until all are done
     if not DOUBLE_BUFFER:
@@ -207,6 +223,18 @@ class Variant:
     double_buffer: bool
     stage: bool
     relay: bool
+    relay_min_tiles: int = 1  # rank-agreed; >= 1
+    relay_max_cost_pct: int = 100  # rank-agreed
+
+
+def relayed_tiles(tile_counts: list[int], variant: Variant) -> int:
+    """Host mirror of the kernel's relay decision: how many tiles of heavy owners the call relays."""
+    if not variant.relay or len(tile_counts) < 3:
+        return 0
+    t = sorted(tile_counts)
+    if (sum(t) - t[0]) * 100 > variant.relay_max_cost_pct * (len(t) - 1) * t[-1]:
+        return 0
+    return sum(x - t[1] for x in t if x - t[1] >= variant.relay_min_tiles)
 
 
 def kernel_arguments(ws, inp, out, call, variant: Variant, spin_limit: int):
@@ -217,7 +245,8 @@ def kernel_arguments(ws, inp, out, call, variant: Variant, spin_limit: int):
     lay = ws.layout
     align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
     args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base,
-             lay.stage_offset, lay.stage_stride, lay.scratch_offset, spin_limit)
+             lay.stage_offset, lay.stage_stride, lay.scratch_offset, variant.relay_min_tiles,
+             variant.relay_max_cost_pct, spin_limit)
     constexprs.update(DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay, ALIGN=align,
                       VEC_BYTES=align * inp.element_size())
     return args, constexprs, max_rows

@@ -38,7 +38,8 @@ class Workspace:
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
-        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, 0)
+        # with 3+ ranks, small calls may relay too: their sums land in scratch (see plan_call)
+        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, stage_bytes if self.world_size >= 3 else 0, 0)
         self._retired: list = []
         self.buffer = self.table = None
         self.p2p = self._reachable()

@@ -22,12 +22,12 @@ run() {  # run NAME TIMEOUT CMD...
 for phase in "$@"; do
   case $phase in
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
-    tests) run tests 300 python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "not fuzz and not demo_command and not test_block_matches" -p no:cacheprovider ;;
+    tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "not fuzz and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     fuzz) run fuzz 420 env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
     quick4) run quick4 240 torchrun --nproc-per-node 4 -m bench --preset quick --out "$LOG/results" ;;
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
-    bench) run bench 480 torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
-    bench2) run bench2 300 torchrun --nproc-per-node 2 -m bench --preset full --out "$LOG/results" ;;
+    bench) run bench ${BENCH_LIMIT:-480} torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
+    bench2) run bench2 ${BENCH_LIMIT:-300} torchrun --nproc-per-node 2 -m bench --preset full --out "$LOG/results" ;;
     demo) run demo 300 bash scripts/demo_gpu.sh ;;
     tune) run tune 400 torchrun --nproc-per-node $NG -m bench.tune --ship --out "$LOG/results" ;;
   esac

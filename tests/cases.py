@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 import kernels
+from kernels import api
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
@@ -73,7 +74,9 @@ def _input_tensor(ctx, ws, mine: torch.Tensor, capacity: int, resident: bool, no
 
 def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, with_output=True, resident=False,
                          device_sizes=False, spare_rows=0, noncontig=False, group="world", repeat=1,
-                         int32_sizes=False):
+                         int32_sizes=False, nccl_dispatch=False):
+    """One call (``repeat`` times, fresh inputs each) checked on this rank. ``nccl_dispatch`` lets the
+    API send host-size calls its model prefers to NCCL; off by default, so the kernels are tested."""
     dtype_t = DTYPES[dtype]
     rest = tuple(rest)
     grp = ctx.groups[group]
@@ -94,7 +97,11 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
         sizes_arg = sizes
         if device_sizes:
             sizes_arg = torch.tensor(sizes, dtype=torch.int32 if int32_sizes else torch.int64, device=ctx.device)
-        result = kernels.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
+        api.NCCL_DISPATCH, saved = nccl_dispatch, api.NCCL_DISPATCH
+        try:
+            result = kernels.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
+        finally:
+            api.NCCL_DISPATCH = saved
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             ws.check()

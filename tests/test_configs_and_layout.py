@@ -53,3 +53,22 @@ def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monke
 @pytest.mark.parametrize("nbytes,bucket", [(1, 0), (2, 1), (3, 2), (1024, 10), (1025, 11)])
 def test_size_bucket(nbytes, bucket):
     assert configs.size_bucket(nbytes) == bucket
+
+
+ROW = 7168 * 2  # bytes of one bf16 row of H 7168
+
+
+@pytest.mark.parametrize("sizes,relayed,nccl", [
+    ([1, 1, 1, 1], False, False),  # decode: the kernels' latency wins
+    ([4096] * 4, False, False),  # even: the direct pull reads 3/4 of what NCCL moves
+    ([32, 0, 0, 0], True, False),  # one owner, under 0.6 MB: still the kernels
+    ([64, 0, 0, 0], True, True),  # one owner, 0.9 MB: NCCL's one chain (measured 14.2 vs 16.1 us)
+    ([256, 427, 597, 768], False, False),  # uneven 0.5x..1.5x of 512 rows: kernel (111.6 vs 124.3 us)
+    ([2048, 3413, 4779, 6144], False, True),  # ... of 4096 rows: NCCL (641 vs 773 us)
+    ([2048, 2048, 2048, 0], False, False),  # one idle rank, 88 MB: even match, the kernel stays
+    ([8192, 8192, 8192, 0], False, True),  # ... 352 MB: NCCL (1000 vs 1056 us)
+    ([8192, 0], False, False),  # 2 GPUs: never dispatched (the pull measured at or above NCCL)
+])
+def test_dispatch_model_sends_only_measured_losses_to_nccl(sizes, relayed, nccl):
+    """The host-size dispatch rule reproduces the 4x H200 measurements it was fitted to."""
+    assert configs.DISPATCH.prefers_nccl(sizes, ROW, relayed) == nccl

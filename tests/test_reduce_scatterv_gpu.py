@@ -51,6 +51,26 @@ def test_cuda_graph_replays_with_new_device_sizes(gpu_pools, world, resident, pe
                          dtype="bfloat16", size_sets=size_sets, resident=resident, seed=world)
 
 
+@pytest.mark.parametrize("world", [3, 4])
+@pytest.mark.parametrize("group", ["world", "large"])
+@pytest.mark.parametrize("sizes", [[2500, 0, 0, 0], [250, 0, 0, 0], [64, 900, 20, 1500], [0, 1, 2048, 600]])
+def test_heavy_owners_rows_are_relayed_and_match_nccl(gpu_pools, world, group, sizes):
+    """Skewed sizes large enough to be relayed (the owner's excess rows reduced by its peers and
+    pushed to it), in the double-buffered (250 rows) and the large variant, input in the workspace or not."""
+    if world > GPUS:
+        pytest.skip(f"needs {world} GPUs, this machine has {GPUS}")
+    for resident in (True, False):
+        gpu_pools[world].run(CASE, sizes=sizes[:world], rest=(7168,), seed=world, group=group, resident=resident)
+
+
+@pytest.mark.parametrize("sizes", [[3000, 0, 0, 0], [2048, 3413, 4779, 6144], [64, 0, 0, 0]])
+def test_calls_dispatched_to_nccl_are_right_too(gpu_pools, sizes):
+    """Host sizes the dispatch model sends to NCCL's grouped reduce (large skew on 4 GPUs)."""
+    if GPUS < 4:
+        pytest.skip(f"needs 4 GPUs, this machine has {GPUS}")
+    gpu_pools[4].run(CASE, sizes=sizes, rest=(7168,), seed=7, nccl_dispatch=True, with_output=False)
+
+
 @pytest.mark.parametrize("world", WORLDS)
 def test_many_back_to_back_calls(gpu_pools, world):
     for i in range(20):
