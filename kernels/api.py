@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -93,18 +94,24 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     if mode == "ll":
         return Plan(mode, config, None)
     resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
-    relay = ws.world_size >= 3 and config.relay
-    if relay:  # relays push sums into the owner's scratch, at the rows' places in the input
-        ws.reserve(max_input_bytes=nbytes)
     tile_saving = max(1, ws.world_size - 2) * config.block * elt  # bytes one relayed tile saves the owner
-    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident, relay=relay,
+    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident,
+                           relay=ws.world_size >= 3 and config.relay,
                            relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
                            relay_max_cost_pct=RELAY_MAX_COST_PCT)
-    if NCCL_DISPATCH and call.sizes is not None and inp.device.type == "cuda":
+    if call.sizes is not None:
+        # host sizes (rank-agreed): compile the relay code in only when this call relays something
+        # (in the small variant it costs ~2.5 us even when idle), and maybe leave the call to NCCL
         tiles = [-(-n * call.hidden // config.block) for n in call.sizes]
         relayed = kern.relayed_tiles(tiles, variant) > 0
-        if configs.DISPATCH.prefers_nccl(list(call.sizes), call.hidden * elt, relayed):
+        variant = dataclasses.replace(variant, relay=relayed)
+        if NCCL_DISPATCH and inp.device.type == "cuda" and configs.DISPATCH.prefers_nccl(
+                list(call.sizes), call.hidden * elt, relayed):
             return Plan("nccl", config, variant)
+    elif mode == "small":  # device sizes: relaying stays a large-call feature (no cost for small ones)
+        variant = dataclasses.replace(variant, relay=False)
+    if variant.relay:  # relays push sums into the owner's scratch, at the rows' places in the input
+        ws.reserve(max_input_bytes=nbytes)
     return Plan(mode, config, variant)
 
 
