@@ -32,10 +32,10 @@ def grid_size(max_rows: int, hidden: int, block: int, programs_per_sm: int, tile
 
 def call_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call):
     """What every kernel takes first: ``(args, constexprs, max_rows)`` where ``args`` are the table,
-    input, output and sizes addresses, the eight host sizes, rank, capacities and row length;
+    this rank's base, input, output and sizes addresses, the eight host sizes, rank, capacities and row length;
     ``constexprs`` W, WP, DTYPE, SIZES_DTYPE; ``max_rows`` (rank-agreed) sizes the grid."""
     host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
-    args = (ws.table_addr, inp.data_ptr(), out.data_ptr(),
+    args = (ws.table_addr, ws.base, inp.data_ptr(), out.data_ptr(),
             call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
             *(host_sizes + [0] * (8 - len(host_sizes))), ws.rank, call.rows, call.out_rows, call.hidden)
     constexprs = dict(W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],

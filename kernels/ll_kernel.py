@@ -75,6 +75,7 @@ def _stale(words, live, flag):
                                                 "tiles_per_program"])
 def reduce_scatterv_ll_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
+    base_addr,  # this rank's workspace base address (= table[rank])
     in_addr,  # address of this rank's input, [in_cap, H] contiguous, 4-byte aligned
     out_addr,  # address of this rank's output, [out_cap, H] contiguous, 4-byte aligned
     sizes_addr,  # address of SIZES_DTYPE[W] rows per rank, on the device
@@ -102,7 +103,7 @@ def reduce_scatterv_ll_kernel(
     in_addr = in_addr.to(tl.int64)
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch = begin_call(table_addr, rank, pid)
+    table, my_base, epoch = begin_call(table_addr, base_addr, pid)
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
     flag = (epoch + 1) & 0xFFFFFFFF
     parity = epoch % 2
@@ -149,7 +150,8 @@ def reduce_scatterv_ll_kernel(
         tl.store(_words(out_addr, local // PER_WORD, WORDS, tl.int32, VEC_BYTES), _pack(lo, hi, DTYPE, PER_WORD),
                  mask=live)
 
-    err |= wait_all(my_base, SIG_START + pid * W, epoch + 1, spin_limit, W, WP)
+    # peers started this call, so they finished the one before: slot reuse is safe (no data to order)
+    err |= wait_all(my_base, SIG_START + pid * W, epoch + 1, spin_limit, W, WP, False)
     end_call(my_base, epoch, err, pid, num_programs, ERR)
 
 

@@ -75,6 +75,7 @@ def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
                                                 "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
+    base_addr,  # this rank's workspace base address (= table[rank])
     in_addr,  # address of this rank's input, [in_cap, H] contiguous
     out_addr,  # address of this rank's output, [out_cap, H] contiguous
     sizes_addr,  # address of SIZES_DTYPE[W] rows per rank, on the device
@@ -108,7 +109,7 @@ def reduce_scatterv_kernel(
     in_addr = in_addr.to(tl.int64)  # an address that happens to be small (0 for an empty tensor)
     out_addr = out_addr.to(tl.int64)  # arrives as int32
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch = begin_call(table_addr, rank, pid)
+    table, my_base, epoch = begin_call(table_addr, base_addr, pid)
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
 
     # ---- sizes: validated on the device, identically on every rank
@@ -195,7 +196,7 @@ def reduce_scatterv_kernel(
                         if m < turns:
                             flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
                             err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
-                                              spin_limit)
+                                              spin_limit, True)
                             t = relay_first + k + m * (W - 1)
                             start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
                             x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)

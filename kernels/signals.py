@@ -29,12 +29,14 @@ def header_words(W: tl.constexpr):
 
 
 @triton.jit
-def begin_call(table_addr, rank, pid):
+def begin_call(table_addr, base_addr, pid):
     """(peer table pointer, this rank's workspace base, the call's epoch) for program ``pid``.
 
-    The epoch (calls this group completed) is equal on every program and rank between calls."""
+    ``base_addr`` (this rank's own base, also ``table[rank]``) comes from the host so that the epoch
+    load does not wait for a table load. The epoch (calls this group completed) is equal on every
+    program and rank between calls."""
     table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
-    my_base = tl.load(table + rank)
+    my_base = base_addr.to(tl.int64)
     return table, my_base, tl.load(word_ptr(my_base, pid))  # word 0.. = CNT
 
 
@@ -72,34 +74,36 @@ def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.co
 
 
 @triton.jit
-def wait_words(slots, live, target, spin_limit):
+def wait_words(slots, live, target, spin_limit, ACQUIRE: tl.constexpr):
     """Spin until every live word of ``slots`` (a pointer vector into this rank's header) is >= target.
 
-    Returns ERR_SPIN_TIMEOUT if ``spin_limit`` polls passed first, else 0. Ends with an acquire at
-    system scope and a CTA barrier, so reads issued after it see what the signalling peers wrote
-    before their release.
+    Returns ERR_SPIN_TIMEOUT if ``spin_limit`` polls passed first, else 0. With ACQUIRE it ends with
+    an acquire at system scope and a CTA barrier, so reads issued after it see what the signalling
+    peers wrote before their release; without, it only says the peers got this far (no ordering).
     """
     polls = spin_limit.to(tl.int64) * 0
-    pending = polls < spin_limit
+    seen = tl.load(slots, mask=live, other=target, volatile=True)
+    pending = (tl.min(seen, axis=0) < target) & (polls < spin_limit)
     while pending:
         seen = tl.load(slots, mask=live, other=target, volatile=True)
         polls += 1
         pending = (tl.min(seen, axis=0) < target) & (polls < spin_limit)
-    seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
-    tl.debug_barrier()
+    if ACQUIRE:
+        seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
+        tl.debug_barrier()
     late = tl.min(tl.where(live, seen, target), axis=0) < target
     return tl.where(late, ERR_SPIN_TIMEOUT, 0)
 
 
 @triton.jit
-def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
+def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexpr, ACQUIRE: tl.constexpr):
     """Wait until words ``word .. word+W-1`` of this rank's header (one per peer) reach ``target``."""
     lanes = tl.arange(0, WP)
-    return wait_words(word_ptr(my_base, word + lanes), lanes < W, target, spin_limit)
+    return wait_words(word_ptr(my_base, word + lanes), lanes < W, target, spin_limit, ACQUIRE)
 
 
 @triton.jit
 def barrier(table, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
     """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
     signal_all(table, array + pid * W + rank, target, W, WP, "release")
-    return wait_all(my_base, array + pid * W, target, spin_limit, W, WP)
+    return wait_all(my_base, array + pid * W, target, spin_limit, W, WP, True)
