@@ -7,6 +7,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+COLOR = {"fused": "C0", "fused_copy": "C1", "fused_kernel": "C2", "fused_direct": "C6", "nccl_rsv": "C3",
+         "nccl_padded": "C4", "allreduce_slice": "C5"}
 STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
 
 
@@ -33,16 +35,12 @@ def plot(path: str | Path) -> list[Path]:
             for impl in STYLE:
                 pts = sorted((r["rows_per_rank"], r["median_us"]) for r in sub if r["impl"] == impl)
                 if pts:
-                    axes[0][col].plot(*zip(*pts), STYLE[impl], label=impl, ms=3)
-            ratio = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused")
-            if ratio:
-                axes[1][col].plot(*zip(*ratio), "o-", ms=3, label="fused")
-            kernel = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused_kernel")
-            if kernel:
-                axes[1][col].plot(*zip(*kernel), "o-.", ms=3, label="fused_kernel (no NCCL dispatch)")
-            copy = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == "fused_copy")
-            if copy:
-                axes[1][col].plot(*zip(*copy), "o--", ms=3, label="fused_copy")
+                    axes[0][col].plot(*zip(*pts), STYLE[impl], color=COLOR[impl], label=impl, ms=3)
+            for impl in ("fused", "fused_copy", "fused_kernel", "fused_direct"):
+                ratio = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == impl)
+                if ratio:
+                    axes[1][col].plot(*zip(*ratio), STYLE[impl], color=COLOR[impl], ms=3, label=impl)
+            axes[1][col].legend(fontsize=7)
             axes[1][col].axhline(1.0, color="gray", lw=0.8)
             for ax in axes[:, col]:
                 ax.set_xscale("log", base=2)
@@ -52,8 +50,7 @@ def plot(path: str | Path) -> list[Path]:
             axes[0][col].set_ylabel("us per call (max over ranks)")
             axes[1][col].set_ylabel("speed-up over NCCL reduce_scatterv")
             axes[1][col].set_xlabel("rows per rank")
-        axes[0][0].legend(fontsize=7)
-        axes[1][0].legend(fontsize=7)
+        axes[0][-1].legend(fontsize=7)
         fig.suptitle(f"{meta.get('card', '?')} x{meta.get('world', '?')}  H={hidden} {dtype}  ({meta.get('date', '')})")
         fig.tight_layout()
         out = path.with_name(f"{path.stem}-H{hidden}-{dtype}.png")

@@ -140,11 +140,15 @@ def reduce_scatterv(
 
     Returns:
         ``[sizes[rank], *rest]``: the sum over ranks of rows ``[offset_rank, offset_rank + sizes[rank])``,
-        accumulated in float32 and rounded once to the input dtype.
+        accumulated in float32 and rounded once to the input dtype by the kernels. Calls the API hands
+        to NCCL (host sizes, 3+ GPUs, large and skewed: see ``configs.DispatchModel``) get NCCL's
+        numerics instead (its chain rounds the running sum to the dtype at every hop, like SGLang's
+        reduce_scatterv today); ``KERNELS_NCCL_DISPATCH=0`` keeps every call on the kernels.
 
-    One Triton launch does the exchange, the sum and the store: no NCCL call, no host
-    synchronisation, no allocation when ``output`` is given and both tensors are contiguous (others
-    go through a copy), CUDA-graph safe once the workspace is large enough (``Workspace.reserve``). Device-side problems (device sizes that
+    On the kernels, one Triton launch does the exchange, the sum and the store: no NCCL call, no
+    host synchronisation, no allocation when ``output`` is given and both tensors are contiguous
+    (others go through a copy), CUDA-graph safe once the workspace is large enough
+    (``Workspace.reserve``). Device-side problems (device sizes that
     are negative or exceed a capacity, a peer that never arrives) are flagged, not raised, on CUDA:
     ``kernels.workspace(group).check()`` raises them (set ``KERNELS_CHECK=1`` to check every call).
     """

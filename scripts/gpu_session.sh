@@ -23,6 +23,7 @@ for phase in "$@"; do
   case $phase in
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
     tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "not fuzz and not demo_command and not test_block_matches" -p no:cacheprovider ;;
+    rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     fuzz) run fuzz 420 env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
     quick4) run quick4 240 torchrun --nproc-per-node 4 -m bench --preset quick --out "$LOG/results" ;;
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
