@@ -9,7 +9,8 @@ from pathlib import Path
 
 COLOR = {"fused": "C0", "fused_copy": "C1", "fused_kernel": "C2", "fused_direct": "C6", "nccl_rsv": "C3",
          "nccl_padded": "C4", "allreduce_slice": "C5"}
-STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
+STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "nccl_rsv": "s-",
+         "nccl_padded": "^:", "allreduce_slice": "x:"}
 
 
 def plot(path: str | Path) -> list[Path]:

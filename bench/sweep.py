@@ -133,8 +133,9 @@ def main(argv=None) -> None:
                     nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
         path.write_text(json.dumps(meta) + "\n")
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}")
-        print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} {'direct':>9} "
-              f"{'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} {'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)
+        print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} "
+              f"{'direct':>9} {'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} {'GB/s':>6} {'%ceil':>5} "
+              f"{'mode':>5}", flush=True)
     for rows_list, hiddens, dtypes, dists in PRESETS[preset]:
         for dtype in dtypes:
             for hidden in hiddens:

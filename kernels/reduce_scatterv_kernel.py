@@ -121,7 +121,8 @@ def reduce_scatterv_kernel(
         live_tiles = tl.where(lanes < W, tiles, BIG)
         smallest = tl.argmin(live_tiles, axis=0)
         second = tl.min(tl.where(lanes == smallest, BIG, live_tiles), axis=0)
-        pays = (tl.sum(tiles, axis=0) - tl.min(live_tiles, axis=0)) * 100 <= relay_max_cost_pct * (W - 1) * tl.max(tiles, axis=0)
+        relayed_bound = tl.sum(tiles, axis=0) - tl.min(live_tiles, axis=0)  # busiest GPU, relaying
+        pays = relayed_bound * 100 <= relay_max_cost_pct * (W - 1) * tl.max(tiles, axis=0)  # vs direct pull
         direct = tl.where(pays & (tiles - second >= relay_min_tiles), second, tiles)
     else:
         direct = tiles
