@@ -36,16 +36,10 @@ def applies(impl: str, sizes: list[int], hidden: int) -> bool:
 
 
 def planned_under(settings: dict, call: Callable[[], object]) -> Callable[[], object]:
-    """``call`` run with the ``kernels.api`` module settings ``settings``, restored afterwards."""
+    """``call`` run under ``kernels.api.overrides(**settings)``."""
     def wrapped():
-        saved = {k: getattr(api, k) for k in settings}
-        for k, v in settings.items():
-            setattr(api, k, v)
-        try:
+        with api.overrides(**settings):
             return call()
-        finally:
-            for k, v in saved.items():
-                setattr(api, k, v)
     return wrapped
 
 

@@ -57,8 +57,7 @@ def _fused_choice(partial: torch.Tensor, sizes: list[int]) -> dict:
     plan = api.plan_call(ws, call, partial)
     relayed = 0
     if plan.variant is not None and plan.mode != "nccl":
-        tiles = [-(-n * call.hidden // plan.config.block) for n in sizes]
-        relayed = kernel_module(partial.device.type).relayed_tiles(tiles, plan.variant)
+        relayed = api.relayed_tiles(sizes, call.hidden, plan.config.block, plan.variant)
     return {**plan.config.to_json(), "mode": plan.mode, "relayed_tiles": relayed}
 
 

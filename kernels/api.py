@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
@@ -28,6 +29,23 @@ RELAY_MAX_COST_PCT = int(os.environ.get("KERNELS_RELAY_MAX_COST_PCT", 65))
 # With host sizes on CUDA, calls that configs.DISPATCH predicts NCCL's grouped reduce to run faster
 # (large skewed calls on 3+ GPUs) go to NCCL. KERNELS_NCCL_DISPATCH=0 keeps every call on the kernels.
 NCCL_DISPATCH = os.environ.get("KERNELS_NCCL_DISPATCH", "1") == "1"
+_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "NCCL_DISPATCH")
+
+
+@contextlib.contextmanager
+def overrides(**settings):
+    """Plan the calls made inside with other module settings (``NCCL_DISPATCH``,
+    ``RELAY_MAX_COST_PCT``, ``RELAY_MIN_SAVED_BYTES``): benchmarks' A/B runs and tests. Under CUDA-graph
+    capture the plan is fixed at capture, so replays keep what was chosen inside."""
+    unknown = set(settings) - set(_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown reduce_scatterv settings {sorted(unknown)}; known: {_SETTINGS}")
+    saved = {k: globals()[k] for k in settings}
+    globals().update(settings)
+    try:
+        yield
+    finally:
+        globals().update(saved)
 
 
 def _spin_limit(device_type: str) -> int:
@@ -99,20 +117,37 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
                            relay=ws.world_size >= 3 and config.relay,
                            relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
                            relay_max_cost_pct=RELAY_MAX_COST_PCT)
+    # Relays push sums into the owner's scratch at the rows' places in the input: large calls
+    # reserved it above, small ones fit the scratch every 3+ rank workspace starts with.
     if call.sizes is not None:
         # host sizes (rank-agreed): compile the relay code in only when this call relays something
         # (in the small variant it costs ~2.5 us even when idle), and maybe leave the call to NCCL
-        tiles = [-(-n * call.hidden // config.block) for n in call.sizes]
-        relayed = kern.relayed_tiles(tiles, variant) > 0
-        variant = dataclasses.replace(variant, relay=relayed)
-        if NCCL_DISPATCH and inp.device.type == "cuda" and configs.DISPATCH.prefers_nccl(
-                list(call.sizes), call.hidden * elt, relayed):
+        relays, to_nccl = _host_size_choice(call.sizes, call.hidden, elt, config.block, variant,
+                                            NCCL_DISPATCH and inp.device.type == "cuda")
+        variant = dataclasses.replace(variant, relay=relays)
+        if to_nccl:
             return Plan("nccl", config, variant)
     elif mode == "small":  # device sizes: relaying stays a large-call feature (no cost for small ones)
         variant = dataclasses.replace(variant, relay=False)
-    if variant.relay:  # relays push sums into the owner's scratch, at the rows' places in the input
-        ws.reserve(max_input_bytes=nbytes)
     return Plan(mode, config, variant)
+
+
+def relayed_tiles(sizes: Sequence[int], hidden: int, block: int, variant) -> int:
+    """Host mirror of the kernel's relay decision (see ``reduce_scatterv_kernel``): how many tiles of
+    heavy owners a call with host ``sizes`` relays under ``variant``."""
+    t = sorted(-(-n * hidden // block) for n in sizes)
+    if not variant.relay or len(t) < 3:
+        return 0
+    if (sum(t) - t[0]) * 100 > variant.relay_max_cost_pct * (len(t) - 1) * t[-1]:
+        return 0
+    return sum(x - t[1] for x in t if x - t[1] >= variant.relay_min_tiles)
+
+
+@lru_cache(maxsize=4096)
+def _host_size_choice(sizes: tuple, hidden: int, elt: int, block: int, variant, dispatch: bool) -> tuple[bool, bool]:
+    """(relays anything, goes to NCCL) for host sizes: pure, so cached off the hot path."""
+    relays = relayed_tiles(sizes, hidden, block, variant) > 0
+    return relays, dispatch and configs.DISPATCH.prefers_nccl(list(sizes), hidden * elt, relays)
 
 
 def reduce_scatterv(

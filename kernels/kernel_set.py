@@ -5,7 +5,7 @@ from .ll_kernel import ll_arguments
 from .ll_kernel import launch as ll_launch
 from .ll_kernel import reduce_scatterv_ll_kernel
 from .launch_args import grid_size
-from .reduce_scatterv_kernel import Variant, kernel_arguments, launch, reduce_scatterv_kernel, relayed_tiles
+from .reduce_scatterv_kernel import Variant, kernel_arguments, launch, reduce_scatterv_kernel
 
-__all__ = ["ll_fits", "ll_arguments", "ll_launch", "reduce_scatterv_ll_kernel", "Variant", "relayed_tiles", "grid_size",
+__all__ = ["ll_fits", "ll_arguments", "ll_launch", "reduce_scatterv_ll_kernel", "Variant", "grid_size",
            "kernel_arguments", "launch", "reduce_scatterv_kernel"]

@@ -24,7 +24,7 @@ barrier structure):
     and the relayed traffic bound, ``sum(T) - min(T)`` tiles per GPU, is at most
     ``relay_max_cost_pct`` % of the direct pull's, ``(W-1) * max(T)`` (the relay path runs at a
     lower fraction of the link rate than the plain pull, so a small saving loses). With even sizes
-    nothing is relayed and the kernel is a plain pull. ``relayed_tiles`` mirrors this on the host.
+    nothing is relayed and the kernel is a plain pull. ``api.relayed_tiles`` mirrors this on the host.
 
 Every cross-rank dependency is between programs of the same index, so the protocol needs no
 co-residency and also runs in Triton's interpreter, where programs execute one after another.
@@ -227,16 +227,6 @@ class Variant:
     relay: bool
     relay_min_tiles: int = 1  # rank-agreed; >= 1
     relay_max_cost_pct: int = 100  # rank-agreed
-
-
-def relayed_tiles(tile_counts: list[int], variant: Variant) -> int:
-    """Host mirror of the kernel's relay decision: how many tiles of heavy owners the call relays."""
-    if not variant.relay or len(tile_counts) < 3:
-        return 0
-    t = sorted(tile_counts)
-    if (sum(t) - t[0]) * 100 > variant.relay_max_cost_pct * (len(t) - 1) * t[-1]:
-        return 0
-    return sum(x - t[1] for x in t if x - t[1] >= variant.relay_min_tiles)
 
 
 def kernel_arguments(ws, inp, out, call, variant: Variant, spin_limit: int):

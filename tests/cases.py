@@ -100,11 +100,8 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
         sizes_arg = sizes
         if device_sizes:
             sizes_arg = torch.tensor(sizes, dtype=torch.int32 if int32_sizes else torch.int64, device=ctx.device)
-        api.NCCL_DISPATCH, saved = nccl_dispatch, api.NCCL_DISPATCH
-        try:
+        with api.overrides(NCCL_DISPATCH=nccl_dispatch):
             result = kernels.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
-        finally:
-            api.NCCL_DISPATCH = saved
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             ws.check()
