@@ -7,6 +7,8 @@ fused_kernel     "fused" with the NCCL dispatch off: the Triton kernels on every
                  "fused" only on the large skewed calls the dispatch model sends to NCCL)
 fused_direct     "fused_kernel" with relaying off too (every owner pulls all its rows itself): the
                  A/B that shows what the relay path is worth on skewed sizes (3+ ranks only)
+fused_push       "fused" with flagged words off: the plain push where "fused" sends flagged words
+fused_pull       "fused" with both push modes off: the pull kernel where "fused" pushes
 nccl_rsv         torch.distributed.reduce_scatter with uneven chunks = NCCL grouped ncclReduce
                  (SGLang's reduce_scatterv, the upstream fix)
 nccl_padded      pad every rank's chunk to max(sizes), reduce_scatter_tensor, (padding copies included)
@@ -23,16 +25,25 @@ import torch.distributed as dist
 import kernels
 from kernels import api
 
-IMPLS = ("fused", "fused_copy", "fused_kernel", "fused_direct", "nccl_rsv", "nccl_padded", "allreduce_slice")
+IMPLS = ("fused", "fused_copy", "fused_kernel", "fused_direct", "fused_push", "fused_pull", "nccl_rsv", "nccl_padded",
+         "allreduce_slice")
 # the API settings each fused variant plans under (while it plans: eagerly and under graph capture)
 API_SETTINGS = {"fused_kernel": dict(NCCL_DISPATCH=False),
-                "fused_direct": dict(NCCL_DISPATCH=False, RELAY_MAX_COST_PCT=0)}
+                "fused_direct": dict(NCCL_DISPATCH=False, RELAY_MAX_COST_PCT=0),
+                "fused_push": dict(MODES_OFF=frozenset({"ll"})),
+                "fused_pull": dict(MODES_OFF=frozenset({"ll", "push"}))}
 
 
-def applies(impl: str, sizes: list[int], hidden: int) -> bool:
-    """Whether ``impl`` is worth timing: the kernel-only variants only where they can differ from
-    "fused" (skewed sizes on 3+ ranks), and at the V4 width 7168 only (to keep the sweep short)."""
-    return impl not in API_SETTINGS or (len(sizes) >= 3 and len(set(sizes)) > 1 and hidden == 7168)
+def applies(impl: str, sizes: list[int], hidden: int, mode: str) -> bool:
+    """Whether ``impl`` is worth timing, given the ``mode`` "fused" takes: each A/B variant only where
+    it can differ from "fused", and at the V4 width 7168 only (to keep the sweep short)."""
+    if impl not in API_SETTINGS:
+        return True
+    if hidden != 7168:
+        return False
+    if impl in ("fused_kernel", "fused_direct"):  # skewed sizes on 3+ ranks
+        return len(sizes) >= 3 and len(set(sizes)) > 1
+    return mode == "ll" if impl == "fused_push" else mode in ("ll", "push")
 
 
 def planned_under(settings: dict, call: Callable[[], object]) -> Callable[[], object]:

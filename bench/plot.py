@@ -7,10 +7,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-COLOR = {"fused": "C0", "fused_copy": "C1", "fused_kernel": "C2", "fused_direct": "C6", "nccl_rsv": "C3",
-         "nccl_padded": "C4", "allreduce_slice": "C5"}
-STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "nccl_rsv": "s-",
-         "nccl_padded": "^:", "allreduce_slice": "x:"}
+COLOR = {"fused": "C0", "fused_copy": "C1", "fused_kernel": "C2", "fused_direct": "C6", "fused_push": "C8",
+         "fused_pull": "C9", "nccl_rsv": "C3", "nccl_padded": "C4", "allreduce_slice": "C5"}
+STYLE = {"fused": "o-", "fused_copy": "o--", "fused_kernel": "o-.", "fused_direct": "d:", "fused_push": "v--",
+         "fused_pull": "<:", "nccl_rsv": "s-", "nccl_padded": "^:", "allreduce_slice": "x:"}
 
 
 def plot(path: str | Path) -> list[Path]:
@@ -37,7 +37,7 @@ def plot(path: str | Path) -> list[Path]:
                 pts = sorted((r["rows_per_rank"], r["median_us"]) for r in sub if r["impl"] == impl)
                 if pts:
                     axes[0][col].plot(*zip(*pts), STYLE[impl], color=COLOR[impl], label=impl, ms=3)
-            for impl in ("fused", "fused_copy", "fused_kernel", "fused_direct"):
+            for impl in (i for i in STYLE if i.startswith("fused")):
                 ratio = sorted((r["rows_per_rank"], r["ratio_vs_nccl_rsv"]) for r in sub if r["impl"] == impl)
                 if ratio:
                     axes[1][col].plot(*zip(*ratio), STYLE[impl], color=COLOR[impl], ms=3, label=impl)

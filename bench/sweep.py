@@ -77,8 +77,9 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
         scale = max(check["nccl_rsv"].abs().max().item(), 1e-30)
         err = (check["fused"] - check["nccl_rsv"]).abs().max().item() / scale
     results = []
+    mode = _fused_choice(partial, sizes)["mode"]
     for name in impl_names:
-        if (name == "nccl_padded" and device.type != "cuda") or not impls.applies(name, sizes, hidden):
+        if (name == "nccl_padded" and device.type != "cuda") or not impls.applies(name, sizes, hidden, mode):
             continue  # gloo has no reduce_scatter_tensor
         call, _ = impls.build(name, partial, sizes, rank)
         us = time_call(call, device)
@@ -133,8 +134,8 @@ def main(argv=None) -> None:
         path.write_text(json.dumps(meta) + "\n")
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}")
         print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} "
-              f"{'direct':>9} {'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} {'GB/s':>6} {'%ceil':>5} "
-              f"{'mode':>5}", flush=True)
+              f"{'direct':>9} {'push':>9} {'pull':>9} {'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} "
+              f"{'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)
     for rows_list, hiddens, dtypes, dists in PRESETS[preset]:
         for dtype in dtypes:
             for hidden in hiddens:
@@ -171,7 +172,8 @@ def _table_line(recs: list[dict]) -> str:
         return f"{by[name]['median_us']:9.1f}" if name in by else f"{'-':>9}"
 
     return (f"{r0['hidden']:>5} {r0['dtype']:>8} {r0['distribution']:>9} {r0['rows_per_rank']:>5} | {us('fused')} "
-            f"{us('fused_copy')} {us('fused_kernel')} {us('fused_direct')} {us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
+            f"{us('fused_copy')} {us('fused_kernel')} {us('fused_direct')} {us('fused_push')} {us('fused_pull')} "
+            f"{us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
             f"{f.get('ratio_vs_nccl_rsv') or 0:6.2f} {f.get('peer_gbps') or 0:6.0f} "
             f"{f.get('pct_of_peer_ceiling', 0):5.0f} {f.get('config', {}).get('mode', '-'):>5}")
 

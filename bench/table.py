@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = ("fused", "fused_kernel", "fused_direct", "nccl_rsv", "nccl_padded", "allreduce_slice")
+COLUMNS = ("fused", "fused_kernel", "fused_direct", "fused_pull", "nccl_rsv", "nccl_padded", "allreduce_slice")
 
 
 def records(path: Path) -> tuple[dict, dict]:
@@ -30,9 +30,10 @@ def table(path: Path, rows: list[int], hidden: int = 7168, dtype: str = "bfloat1
     _, by = records(path)
     dists = [d for d in ("even", "uneven", "idle_rank", "one_owner")
              if any(k[2] == d and k[0] == hidden and k[1] == dtype for k in by)]
-    out = ["| distribution | rows/rank | fused (us) | kernels only (us) | no relay (us) | NCCL reduce_scatterv (us) "
-           "| NCCL padded RS (us) | all-reduce+slice (us) | speed-up | kernels-only speed-up | mode |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    out = ["| distribution | rows/rank | fused (us) | kernels only (us) | no relay (us) | pull kernel (us) "
+           "| NCCL reduce_scatterv (us) | NCCL padded RS (us) | all-reduce+slice (us) | speed-up "
+           "| kernels-only speed-up | mode |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for d in dists:
         for n in rows:
             got = {c: by.get((hidden, dtype, d, n, c)) for c in COLUMNS}

@@ -3,7 +3,7 @@
     torchrun --nproc-per-node 4 -m bench.tune                  # writes ~/.cache/reduce_scatterv/<gpu>.json
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
 
-For each mode (ll, small, large), row width and size bucket, one representative call is tuned:
+For each mode (ll, push, small, large), row width and size bucket, one representative call is tuned:
 ``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
 through a benchmark that is collective: every rank runs the same
 number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
@@ -28,11 +28,14 @@ from kernels import api, configs
 from kernels import distributed_env as dist_env
 from kernels.validation import check_call
 
-POINTS = {  # mode -> rows per rank of the representative calls (even split unless noted)
+POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16],
+    "push": [32, 128, 512],
     "small": [32, 64],
     "large": [256, 1024, 4096],
 }
+# the API settings under which each mode gets those calls (the planner would push the small ones)
+MODE_SETTINGS = {"small": dict(MODES_OFF=frozenset({"ll", "push"})), "large": dict(MODES_OFF=frozenset({"ll", "push"}))}
 
 
 def search_space(mode: str, world: int) -> list[triton.Config]:
@@ -43,11 +46,11 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
                 for tpp in (1, 2):
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
                                               num_warps=warps))
-    elif mode == "small":
+    elif mode in ("small", "push"):
         for block in (1024, 2048, 4096):
             for warps in (4, 8):
-                for tpp in (1, 2, 4):
-                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
+                for per_sm, tpp in ((1, 1), (1, 2), (2, 1)):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=tpp),
                                               num_warps=warps))
     else:
         # relay stays on (it changes nothing for the even calls tuned here, so timing it would only
@@ -79,14 +82,15 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     inp.normal_()
     out = torch.empty((rows, hidden), dtype=dtype, device=device)
     call = check_call(inp, out, sizes, world, rank)
-    plan = api.plan_call(ws, call, inp)
+    with api.overrides(**MODE_SETTINGS.get(mode, {})):
+        plan = api.plan_call(ws, call, inp)
     if plan.mode != mode:
         return None
     kern = api.kernel_module("cuda")
     spin = api._spin_limit("cuda")
-    if mode == "ll":
-        args, constexprs, max_rows = kern.ll_arguments(ws, inp, out, call, spin)
-        fn = kern.reduce_scatterv_ll_kernel
+    if mode in ("ll", "push"):
+        args, constexprs, max_rows = kern.push_arguments(ws, inp, out, call, mode == "ll", spin)
+        fn = kern.reduce_scatterv_push_kernel
     else:
         args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, spin)
         fn = kern.reduce_scatterv_kernel
@@ -114,7 +118,7 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", default="4096,7168")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--modes", default="ll,small,large")
+    ap.add_argument("--modes", default="ll,push,small,large")
     ap.add_argument("--out", default=None, help="also write the entries found to this folder")
     ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
     args = ap.parse_args(argv)

@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 
 _mode: str | None = None
-_KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.ll_kernel",
+_KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.push_kernel",
                    "kernels.launch_args")
 
 

@@ -29,12 +29,15 @@ RELAY_MAX_COST_PCT = int(os.environ.get("KERNELS_RELAY_MAX_COST_PCT", 65))
 # With host sizes on CUDA, calls that configs.DISPATCH predicts NCCL's grouped reduce to run faster
 # (large skewed calls on 3+ GPUs) go to NCCL. KERNELS_NCCL_DISPATCH=0 keeps every call on the kernels.
 NCCL_DISPATCH = os.environ.get("KERNELS_NCCL_DISPATCH", "1") == "1"
-_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "NCCL_DISPATCH")
+# Modes the planner may not pick (A/B runs): "ll" and/or "push" (the workspace's byte limits say
+# where each applies; KERNELS_LL_BYTES=0 / KERNELS_PUSH_BYTES=0 turn them off for good).
+MODES_OFF: frozenset = frozenset()
+_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "NCCL_DISPATCH", "MODES_OFF")
 
 
 @contextlib.contextmanager
 def overrides(**settings):
-    """Plan the calls made inside with other module settings (``NCCL_DISPATCH``,
+    """Plan the calls made inside with other module settings (``NCCL_DISPATCH``, ``MODES_OFF``,
     ``RELAY_MAX_COST_PCT``, ``RELAY_MIN_SAVED_BYTES``): benchmarks' A/B runs and tests. Under CUDA-graph
     capture the plan is fixed at capture, so replays keep what was chosen inside."""
     unknown = set(settings) - set(_SETTINGS)
@@ -89,36 +92,36 @@ class Plan:
     rank-agreed facts only, so every rank runs the same protocol; ``variant.stage`` (copy the input
     into the workspace first) is each rank's own business."""
 
-    mode: str  # "ll" (push flagged words), "small" (double-buffered pull), "large" (in-place pull, relay),
-    # "nccl" (NCCL's grouped reduce: host sizes the dispatch model says it serves faster)
+    mode: str  # "ll" (push flagged words), "push" (push data + progress signals), "small"
+    # (double-buffered pull), "large" (in-place pull, relay), "nccl" (NCCL's grouped reduce: host
+    # sizes the dispatch model says it serves faster)
     config: configs.KernelConfig
     variant: object | None  # reduce_scatterv_kernel.Variant for "small"/"large"
 
 
 def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
-    """Choose mode, config and variant for a call; grows the workspace for large calls (collective,
-    but every rank decides the same)."""
+    """Choose mode, config and variant for a call; grows the workspace where the mode needs it
+    (collective, but every rank decides the same).
+
+    In order: flagged words ("ll") up to ``ll_bytes`` per destination; else, with host sizes, NCCL
+    where the dispatch model prefers it, and the pull kernel where it would relay a heavy owner's
+    rows (pushing cannot spare an owner its (W-1) inbound copies); else the plain push up to the
+    workspace's ``push_max_bytes`` per destination; else the pull kernel ("small" for inputs up to
+    ``stage_bytes``, "large" beyond)."""
     elt = inp.element_size()
-    nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
     kern = kernel_module(inp.device.type)
-    if kern.ll_fits(ws, call, elt):
-        mode = "ll"
-    elif nbytes <= ws.layout.stage_bytes:
-        mode = "small"
-    else:
-        mode = "large"
-        ws.reserve(max_input_bytes=nbytes)
+    if "ll" not in MODES_OFF and kern.push_fits(ws, call, elt, True):
+        return Plan("ll", pick_config(inp.device, "ll", ws.world_size, inp.dtype, call), None)
+    nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
+    mode = "small" if nbytes <= ws.layout.stage_bytes else "large"
     config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
-    if mode == "ll":
-        return Plan(mode, config, None)
-    resident = ws.holds(inp) and inp.data_ptr() % 16 == 0
     tile_saving = max(1, ws.world_size - 2) * config.block * elt  # bytes one relayed tile saves the owner
-    variant = kern.Variant(double_buffer=mode == "small", stage=mode == "small" or not resident,
+    variant = kern.Variant(double_buffer=mode == "small", stage=True,  # large calls: decided below
                            relay=ws.world_size >= 3 and config.relay,
                            relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
                            relay_max_cost_pct=RELAY_MAX_COST_PCT)
     # Relays push sums into the owner's scratch at the rows' places in the input: large calls
-    # reserved it above, small ones fit the scratch every 3+ rank workspace starts with.
+    # reserve it below, small ones fit the scratch every 3+ rank workspace starts with.
     if call.sizes is not None:
         # host sizes (rank-agreed): compile the relay code in only when this call relays something
         # (in the small variant it costs ~2.5 us even when idle), and maybe leave the call to NCCL
@@ -129,6 +132,13 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
             return Plan("nccl", config, variant)
     elif mode == "small":  # device sizes: relaying stays a large-call feature (no cost for small ones)
         variant = dataclasses.replace(variant, relay=False)
+    pushes = "push" not in MODES_OFF and not (call.sizes is not None and variant.relay)
+    if pushes and kern.push_fits(ws, call, elt, False):
+        ws.reserve_slots(kern.destination_bytes(call, elt))
+        return Plan("push", pick_config(inp.device, "push", ws.world_size, inp.dtype, call), None)
+    if mode == "large":
+        ws.reserve(max_input_bytes=nbytes)  # before the residency check: growing moves the workspace
+        variant = dataclasses.replace(variant, stage=not (ws.holds(inp) and inp.data_ptr() % 16 == 0))
     return Plan(mode, config, variant)
 
 
@@ -218,8 +228,9 @@ def reduce_scatterv(
     kern = kernel_module(inp.device.type)
     if plan.mode == "nccl":
         _nccl_fallback(inp, out, call, group)
-    elif plan.mode == "ll":
-        kern.ll_launch(ws, inp, out, call, plan.config, _multiprocessors(inp.device), _spin_limit(inp.device.type))
+    elif plan.mode in ("ll", "push"):
+        kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device),
+                         _spin_limit(inp.device.type))
     else:
         kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device),
                     _spin_limit(inp.device.type))

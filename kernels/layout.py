@@ -6,8 +6,9 @@ of base addresses (peer pointers). The layout, front to back:
     header   int64 words: call counters, signal slots written by peers, error flags
     stage 0  double-buffered staging for small calls (parity = call count & 1)
     stage 1
-    ll       low-latency receive slots [2 parities][W sources]: peers push flagged 8-byte words
-             (4 data bytes + the call's epoch) for the tiniest calls
+    slots    push receive slots [2 parities][W sources]: peers push their partials of this rank's
+             rows here, as flagged 8-byte words (4 data bytes + the call's epoch) for the tiniest
+             calls ("ll"), as plain data followed by a progress signal for mid-size ones ("push")
     scratch  exposure area for large calls whose input is not already in the workspace, and where
              relay ranks leave the rows they pre-reduced for an owner
     arena    tensors handed out by ``Workspace.empty`` (a producer writes its output here)
@@ -19,6 +20,7 @@ Header words (``PMAX`` = most programs a launch may use, ``W`` = world size), al
     OFF_START  [PMAX][W]    ... and the byte offset (from its base) where that data starts
     SIG_END    [PMAX][W]    peer r writes E+1 into [p][r] once it stopped reading this rank
     RELAY      [PMAX][W]    relay r writes (E << 32) + k after its k-th reduced tile for this rank
+    PUSH       [PMAX][W]    peer r writes (E << 32) + j + 1 once its round-j tiles for this rank landed
     ERR        [8]          error bits set by the kernel (see ``ERR_*``)
 """
 
@@ -40,7 +42,7 @@ ERR_MESSAGES = {
 
 
 def header_words(world_size: int) -> int:
-    return PMAX * (1 + 4 * world_size) + 8
+    return PMAX * (1 + 5 * world_size) + 8
 
 
 def word_offsets(world_size: int) -> dict[str, int]:
@@ -52,7 +54,8 @@ def word_offsets(world_size: int) -> dict[str, int]:
         "OFF_START": PMAX * (1 + w),
         "SIG_END": PMAX * (1 + 2 * w),
         "RELAY": PMAX * (1 + 3 * w),
-        "ERR": PMAX * (1 + 4 * w),
+        "PUSH": PMAX * (1 + 4 * w),
+        "ERR": PMAX * (1 + 5 * w),
     }
 
 
@@ -66,7 +69,8 @@ class Layout:
 
     world_size: int
     stage_bytes: int  # size of ONE staging half
-    ll_bytes: int  # data bytes per destination the low-latency slots hold (each slot is twice that)
+    ll_bytes: int  # largest per-destination byte count sent as flagged words (two bytes per data byte)
+    push_bytes: int  # data bytes one slot holds as plain data (grows on demand, see Workspace)
     scratch_bytes: int
     arena_bytes: int
 
@@ -84,17 +88,18 @@ class Layout:
         return _round_up(self.stage_bytes)
 
     @property
-    def ll_offset(self) -> int:
+    def slot_offset(self) -> int:
         return self.stage_offset + 2 * self.stage_stride
 
     @property
-    def ll_slot_bytes(self) -> int:
-        """Bytes of one (parity, source) low-latency slot: two bytes of flagged words per data byte."""
-        return _round_up(2 * self.ll_bytes)
+    def slot_bytes(self) -> int:
+        """Bytes of one (parity, source) push slot. Both push variants use the same slots, so that the
+        parity rule (see ``push_kernel``) holds whatever variant the calls before took."""
+        return _round_up(max(2 * self.ll_bytes, self.push_bytes))
 
     @property
     def scratch_offset(self) -> int:
-        return self.ll_offset + 2 * self.world_size * self.ll_slot_bytes
+        return self.slot_offset + 2 * self.world_size * self.slot_bytes
 
     @property
     def arena_offset(self) -> int:
@@ -104,7 +109,8 @@ class Layout:
     def total_bytes(self) -> int:
         return self.arena_offset + _round_up(self.arena_bytes)
 
-    def grown(self, *, stage_bytes: int = 0, scratch_bytes: int = 0, arena_bytes: int = 0) -> "Layout":
+    def grown(self, *, stage_bytes: int = 0, push_bytes: int = 0, scratch_bytes: int = 0,
+              arena_bytes: int = 0) -> "Layout":
         """A layout at least as large as this one in every region (sizes rounded up to powers of 2)."""
 
         def grow(have: int, need: int) -> int:
@@ -116,6 +122,7 @@ class Layout:
             self.world_size,
             grow(self.stage_bytes, stage_bytes),
             self.ll_bytes,
+            grow(self.push_bytes, push_bytes),
             grow(self.scratch_bytes, scratch_bytes),
             grow(self.arena_bytes, arena_bytes),
         )

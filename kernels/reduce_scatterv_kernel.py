@@ -110,7 +110,7 @@ def reduce_scatterv_kernel(
     out_addr = out_addr.to(tl.int64)  # arrives as int32
     sizes_addr = sizes_addr.to(tl.int64)
     table, my_base, epoch = begin_call(table_addr, base_addr, pid)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
 
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)

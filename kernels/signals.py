@@ -24,8 +24,8 @@ def word_ptr(base, word):
 
 @triton.jit
 def header_words(W: tl.constexpr):
-    """Word index of the header arrays CNT, SIG_START, OFF_START, SIG_END, RELAY, ERR (see layout.py)."""
-    return 0, PMAX, PMAX * (1 + W), PMAX * (1 + 2 * W), PMAX * (1 + 3 * W), PMAX * (1 + 4 * W)
+    """Word index of the header arrays CNT, SIG_START, OFF_START, SIG_END, RELAY, PUSH, ERR (see layout.py)."""
+    return 0, PMAX, PMAX * (1 + W), PMAX * (1 + 2 * W), PMAX * (1 + 3 * W), PMAX * (1 + 4 * W), PMAX * (1 + 5 * W)
 
 
 @triton.jit

@@ -12,6 +12,7 @@ from . import layout as L
 
 DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
 DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 256 << 10))
+DEFAULT_PUSH_BYTES = int(os.environ.get("KERNELS_PUSH_BYTES", 8 << 20))
 
 _workspaces: dict[tuple, "Workspace"] = {}
 
@@ -33,13 +34,15 @@ class Workspace:
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int = DEFAULT_STAGE_BYTES,
-                 ll_bytes: int = DEFAULT_LL_BYTES):
+                 ll_bytes: int = DEFAULT_LL_BYTES, push_bytes: int = DEFAULT_PUSH_BYTES):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        self.push_max_bytes = push_bytes  # the push slots grow up to this per source, on demand
         # with 3+ ranks, small calls may relay too: their sums land in scratch (see plan_call)
-        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, stage_bytes if self.world_size >= 3 else 0, 0)
+        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, stage_bytes if self.world_size >= 3 else 0,
+                               0)
         self._retired: list = []
         self.buffer = self.table = None
         self.p2p = self._reachable()
@@ -87,10 +90,18 @@ class Workspace:
 
     def reserve(self, *, max_input_bytes: int = 0, arena_bytes: int = 0) -> "Workspace":
         """Collective: make room for calls whose input is up to ``max_input_bytes`` bytes (all
-        ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes."""
+        ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes. The push
+        slots grow to ``min(max_input_bytes, push_max_bytes)`` per source (2 x world slots)."""
         if self.p2p:
-            self._grow(scratch_bytes=max_input_bytes, arena_bytes=arena_bytes)
+            push = min(max_input_bytes, self.push_max_bytes)
+            self._grow(scratch_bytes=max_input_bytes, arena_bytes=arena_bytes,
+                       push_bytes=push if push > self.layout.slot_bytes else 0)
         return self
+
+    def reserve_slots(self, destination_bytes: int) -> None:
+        """Collective: push slots that hold ``destination_bytes`` (<= ``push_max_bytes``) per source."""
+        if self.p2p and destination_bytes > self.layout.slot_bytes:
+            self._grow(push_bytes=destination_bytes)
 
     # ---- tensors inside the workspace
     def empty(self, *shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -157,7 +168,8 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
 
 
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
-              stage_bytes: int | None = None, ll_bytes: int | None = None) -> Workspace:
+              stage_bytes: int | None = None, ll_bytes: int | None = None,
+              push_bytes: int | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
     Collective on first use for a (group, device): every rank must call it. ``stage_bytes`` (used
@@ -165,7 +177,10 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     variant (input copied into a double buffer, one barrier); larger calls read in place and end
     with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
     per-destination byte count served by the low-latency push variant (no barrier, no pull round
-    trip); default 256 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off.
+    trip); default 256 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest
+    per-destination byte count served by the plain push variant (peers write, the owner sums
+    locally); its slots (2 x world of them) grow to it on demand; default 8 MiB, or
+    ``KERNELS_PUSH_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
@@ -174,5 +189,6 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     key = (group.group_name, device)
     if key not in _workspaces:
         _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes,
-                                     DEFAULT_LL_BYTES if ll_bytes is None else ll_bytes)
+                                     DEFAULT_LL_BYTES if ll_bytes is None else ll_bytes,
+                                     DEFAULT_PUSH_BYTES if push_bytes is None else push_bytes)
     return _workspaces[key]

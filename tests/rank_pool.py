@@ -30,7 +30,17 @@ class RankContext:
     rank: int
     world: int
     device: "object"  # torch.device
-    groups: dict  # "world" (default workspace), "small" (no low-latency variant), "large" (large variant only)
+    groups: dict  # "world" (default workspace) and the GROUP_LIMITS groups
+
+
+# Groups whose workspaces steer calls to one mode (or, "mixed", through all of them by size):
+GROUP_LIMITS = {
+    "push": dict(ll_bytes=0),  # flagged words off: calls push plain data (or relay, pulling)
+    "small": dict(ll_bytes=0, push_bytes=0),  # pull from a double buffer
+    "large": dict(stage_bytes=0, ll_bytes=0, push_bytes=0),  # the large pull variant only
+    # flagged words up to 64 B per destination, plain push up to 512 B, then small / large pulls
+    "mixed": dict(ll_bytes=64, push_bytes=512, stage_bytes=4096),
+}
 
 
 class RankFailure(AssertionError):
@@ -53,10 +63,11 @@ def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, e
     import kernels
 
     backend = "nccl" if device_type == "cuda" else "gloo"
-    small, large = dist.new_group(list(range(world)), backend=backend), dist.new_group(list(range(world)), backend=backend)
-    kernels.workspace(small, device, ll_bytes=0)  # no low-latency variant: small calls pull from a double buffer
-    kernels.workspace(large, device, stage_bytes=0, ll_bytes=0)  # every call takes the large variant
-    ctx = RankContext(rank, world, device, {"world": dist.group.WORLD, "small": small, "large": large})
+    groups = {"world": dist.group.WORLD}
+    for name, limits in GROUP_LIMITS.items():
+        groups[name] = dist.new_group(list(range(world)), backend=backend)
+        kernels.workspace(groups[name], device, **limits)
+    ctx = RankContext(rank, world, device, groups)
     outbox.put(("ready", None))
     while True:
         job = inbox.get()

@@ -11,18 +11,26 @@ from kernels.layout import PMAX, Layout, header_words, word_offsets
 
 
 def test_layout_regions_are_aligned_and_disjoint():
-    lay = Layout(4, stage_bytes=1000, ll_bytes=3000, scratch_bytes=5000, arena_bytes=7)
-    starts = [0, lay.stage_offset, lay.ll_offset, lay.scratch_offset, lay.arena_offset, lay.total_bytes]
+    lay = Layout(4, stage_bytes=1000, ll_bytes=3000, push_bytes=0, scratch_bytes=5000, arena_bytes=7)
+    starts = [0, lay.stage_offset, lay.slot_offset, lay.scratch_offset, lay.arena_offset, lay.total_bytes]
     assert starts == sorted(starts) and all(s % 256 == 0 for s in starts)
     assert lay.stage_offset >= header_words(4) * 8
-    assert lay.ll_offset - lay.stage_offset >= 2 * 1000
-    assert lay.scratch_offset - lay.ll_offset >= 2 * 4 * 2 * 3000  # [parity][source] slots of flagged words
+    assert lay.slot_offset - lay.stage_offset >= 2 * 1000
+    assert lay.scratch_offset - lay.slot_offset >= 2 * 4 * 2 * 3000  # [parity][source] slots of flagged words
     assert lay.total_bytes - lay.arena_offset >= 7
-    assert word_offsets(4)["ERR"] == PMAX * 17
+    assert word_offsets(4)["ERR"] == PMAX * 21 and header_words(4) == PMAX * 21 + 8
+
+
+def test_push_slots_hold_the_larger_of_flagged_and_plain_data():
+    lay = Layout(2, stage_bytes=0, ll_bytes=1000, push_bytes=0, scratch_bytes=0, arena_bytes=0)
+    assert lay.slot_bytes >= 2000  # flagged words: two bytes per data byte
+    grown = lay.grown(push_bytes=5000)
+    assert grown.slot_bytes >= 5000 and grown.ll_bytes == 1000
+    assert grown.scratch_offset - grown.slot_offset == 2 * 2 * grown.slot_bytes
 
 
 def test_layout_grows_to_powers_of_two_and_never_shrinks():
-    lay = Layout(2, 4096, 1024, 0, 0)
+    lay = Layout(2, 4096, 1024, 0, 0, 0)
     grown = lay.grown(scratch_bytes=3000, arena_bytes=5)
     assert (grown.scratch_bytes, grown.arena_bytes) == (4096, 8)
     assert grown.grown(scratch_bytes=10) == grown

@@ -46,13 +46,16 @@ def test_regressions(cpu_pools, case):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_back_to_back_calls_of_both_variants_stay_in_step(cpu_pools, world):
-    """Signals are epochs, never reset: 24 calls in a row, cycling through the low-latency, the
-    double-buffered and the large variants, each with fresh inputs, all correct."""
+def test_back_to_back_calls_of_every_variant_stay_in_step(cpu_pools, world):
+    """Signals are epochs, never reset: 40 calls in a row, each with fresh inputs, all correct. In the
+    "mixed" group one workspace takes every mode in turn (flagged push, plain push, a relayed or
+    double-buffered pull, the large pull), so the push slots' parity survives mode changes."""
+    by_mode = [[1] * world, [4] * world, [30] + [0] * (world - 1), [40] * world]  # ll, push, small, large
     for i in range(8):
         sizes = [(i + r) % 4 for r in range(world)]
-        for group in ("world", "small", "large"):
+        for group in ("world", "push", "small", "large"):
             cpu_pools[world].run(CASE, sizes=sizes, rest=(24,), seed=i, group=group, repeat=1, resident=i % 2 == 0)
+        cpu_pools[world].run(CASE, sizes=by_mode[i % 4], rest=(24,), seed=i, group="mixed", resident=i % 3 == 0)
 
 
 BAD = {

@@ -42,7 +42,7 @@ def test_fuzz_model_shapes_match_nccl(gpu_pools, world, data):
 
 @pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("resident", [True, False])
-@pytest.mark.parametrize("per_rank_capacity", [16, 2048])  # small (double-buffered) and large variants
+@pytest.mark.parametrize("per_rank_capacity", [16, 2048])  # push and large variants
 def test_cuda_graph_replays_with_new_device_sizes(gpu_pools, world, resident, per_rank_capacity):
     size_sets = [[1] * world, [0] * world, [per_rank_capacity] + [0] * (world - 1),
                  [(3 * r + 1) % (per_rank_capacity + 1) for r in range(world)], [per_rank_capacity] * world,
@@ -73,10 +73,13 @@ def test_calls_dispatched_to_nccl_are_right_too(gpu_pools, sizes):
 
 @pytest.mark.parametrize("world", WORLDS)
 def test_many_back_to_back_calls(gpu_pools, world):
-    for i in range(20):
-        sizes = [(i * 7 + r * 3) % 9 for r in range(world)]
-        gpu_pools[world].run(CASE, sizes=sizes, rest=(7168,), seed=i, group=("world", "large")[i % 2], repeat=3,
-                             resident=i % 3 == 0)
+    """One workspace through every mode in turn (scale 1: flagged push, 16: plain push, 90: the pull
+    kernel past the 8 MiB push limit), then the large-only group: the slots' parity and the epochs
+    stay in step across mode changes."""
+    for i in range(24):
+        sizes = [(i * 7 + r * 3) % 9 * (1, 16, 90)[i % 3] for r in range(world)]
+        gpu_pools[world].run(CASE, sizes=sizes, rest=(7168,), seed=i, group=("world", "world", "world", "large")[i % 4],
+                             repeat=2, resident=i % 5 == 0)
 
 
 BAD_GPU = ["rows_mismatch", "negative_size", "too_many_sizes", "dtype_float64", "output_rows", "output_dtype",
