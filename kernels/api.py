@@ -103,15 +103,22 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     """Choose mode, config and variant for a call; grows the workspace where the mode needs it
     (collective, but every rank decides the same).
 
-    In order: flagged words ("ll") up to ``ll_bytes`` per destination; else, with host sizes, NCCL
-    where the dispatch model prefers it, and the pull kernel where it would relay a heavy owner's
-    rows (pushing cannot spare an owner its (W-1) inbound copies); else the plain push up to the
+    In order: flagged words ("ll") up to ``ll_bytes`` per destination; plain push up to the
     workspace's ``push_max_bytes`` per destination; else the pull kernel ("small" for inputs up to
-    ``stage_bytes``, "large" beyond)."""
+    ``stage_bytes``, "large" beyond; both relay a heavy owner's excess rows). With host sizes on
+    CUDA, calls the dispatch model predicts NCCL to serve faster go to NCCL instead of a push or a
+    pull (large skew on 3+ GPUs)."""
     elt = inp.element_size()
     kern = kernel_module(inp.device.type)
+    dispatch = NCCL_DISPATCH and inp.device.type == "cuda" and call.sizes is not None
     if "ll" not in MODES_OFF and kern.push_fits(ws, call, elt, True):
         return Plan("ll", pick_config(inp.device, "ll", ws.world_size, inp.dtype, call), None)
+    if "push" not in MODES_OFF and kern.push_fits(ws, call, elt, False):
+        config = pick_config(inp.device, "push", ws.world_size, inp.dtype, call)
+        if dispatch and _prefers_nccl(call.sizes, call.hidden * elt, False):  # pushing: a direct transfer
+            return Plan("nccl", config, None)
+        ws.reserve_slots(kern.destination_bytes(call, elt))
+        return Plan("push", config, None)
     nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
     mode = "small" if nbytes <= ws.layout.stage_bytes else "large"
     config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
@@ -125,17 +132,12 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     if call.sizes is not None:
         # host sizes (rank-agreed): compile the relay code in only when this call relays something
         # (in the small variant it costs ~2.5 us even when idle), and maybe leave the call to NCCL
-        relays, to_nccl = _host_size_choice(call.sizes, call.hidden, elt, config.block, variant,
-                                            NCCL_DISPATCH and inp.device.type == "cuda")
+        relays = _relays(call.sizes, call.hidden, config.block, variant)
         variant = dataclasses.replace(variant, relay=relays)
-        if to_nccl:
+        if dispatch and _prefers_nccl(call.sizes, call.hidden * elt, relays):
             return Plan("nccl", config, variant)
     elif mode == "small":  # device sizes: relaying stays a large-call feature (no cost for small ones)
         variant = dataclasses.replace(variant, relay=False)
-    pushes = "push" not in MODES_OFF and not (call.sizes is not None and variant.relay)
-    if pushes and kern.push_fits(ws, call, elt, False):
-        ws.reserve_slots(kern.destination_bytes(call, elt))
-        return Plan("push", pick_config(inp.device, "push", ws.world_size, inp.dtype, call), None)
     if mode == "large":
         ws.reserve(max_input_bytes=nbytes)  # before the residency check: growing moves the workspace
         variant = dataclasses.replace(variant, stage=not (ws.holds(inp) and inp.data_ptr() % 16 == 0))
@@ -153,11 +155,15 @@ def relayed_tiles(sizes: Sequence[int], hidden: int, block: int, variant) -> int
     return sum(x - t[1] for x in t if x - t[1] >= variant.relay_min_tiles)
 
 
+# Host-size decisions are pure functions of rank-agreed facts: cached off the hot path.
 @lru_cache(maxsize=4096)
-def _host_size_choice(sizes: tuple, hidden: int, elt: int, block: int, variant, dispatch: bool) -> tuple[bool, bool]:
-    """(relays anything, goes to NCCL) for host sizes: pure, so cached off the hot path."""
-    relays = relayed_tiles(sizes, hidden, block, variant) > 0
-    return relays, dispatch and configs.DISPATCH.prefers_nccl(list(sizes), hidden * elt, relays)
+def _relays(sizes: tuple, hidden: int, block: int, variant) -> bool:
+    return relayed_tiles(sizes, hidden, block, variant) > 0
+
+
+@lru_cache(maxsize=4096)
+def _prefers_nccl(sizes: tuple, row_bytes: int, relayed: bool) -> bool:
+    return configs.DISPATCH.prefers_nccl(list(sizes), row_bytes, relayed)
 
 
 def reduce_scatterv(

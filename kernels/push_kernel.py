@@ -88,17 +88,17 @@ def _ll_push(table, in_addr, first, count, tiles, lanes, slot_off, slot_bytes, p
     """FLAGGED: write this rank's partial of every other rank's tiles (of this program) into that
     rank's slot for us, as flagged words."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
-    for q in tl.static_range(W):
-        if q != rank:
-            q_first = pick(first, lanes, q)
-            q_count = pick(count, lanes, q)
-            slot = tl.load(table + q) + slot_off + (parity * W + rank) * slot_bytes
-            for t in range(pid, pick(tiles, lanes, q), num_programs):
-                start, local, _ = tile(q_first, t, q_count, BLOCK, 1)
-                live = tl.arange(0, WORDS) < tl.multiple_of((q_count - local) // PER_WORD, VEC_BYTES // 4)
-                data = tl.load(_words(in_addr, start // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
-                tl.store(_words(slot, local // PER_WORD, WORDS, tl.int64, 16),
-                         (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
+    for i in tl.static_range(1, W):
+        q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
+        q_first = pick(first, lanes, q)
+        q_count = pick(count, lanes, q)
+        slot = tl.load(table + q) + slot_off + (parity * W + rank) * slot_bytes
+        for t in range(pid, pick(tiles, lanes, q), num_programs):
+            start, local, _ = tile(q_first, t, q_count, BLOCK, 1)
+            live = tl.arange(0, WORDS) < tl.multiple_of((q_count - local) // PER_WORD, VEC_BYTES // 4)
+            data = tl.load(_words(in_addr, start // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
+            tl.store(_words(slot, local // PER_WORD, WORDS, tl.int64, 16),
+                     (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
 
 
 @triton.jit
@@ -144,13 +144,13 @@ def _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, 
     for j in range(0, tl.maximum(push_rounds, my_rounds + 1)):
         t = pid + j * num_programs
         if j < push_rounds:
-            for q in tl.static_range(W):
-                if q != rank:
-                    if t < pick(tiles, lanes, q):
-                        start, local, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
-                        slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
-                        x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-                        tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+            for i in tl.static_range(1, W):
+                q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
+                if t < pick(tiles, lanes, q):
+                    start, local, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
+                    slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
+                    x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                    tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
             # every thread's stores of this round precede the signal: CTA barrier, then a
             # system-scope release (it waits until those posted writes have landed)
             tl.debug_barrier()
