@@ -46,11 +46,17 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
                 for tpp in (1, 2):
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
                                               num_warps=warps))
-    elif mode in ("small", "push"):
+    elif mode == "push":
+        for block in (2048, 4096, 8192):
+            for warps in (4, 8):
+                for per_sm in (1, 2, 4):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1),
+                                              num_warps=warps))
+    elif mode == "small":
         for block in (1024, 2048, 4096):
             for warps in (4, 8):
-                for per_sm, tpp in ((1, 1), (1, 2), (2, 1)):
-                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=tpp),
+                for tpp in (1, 2, 4):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
                                               num_warps=warps))
     else:
         # relay stays on (it changes nothing for the even calls tuned here, so timing it would only
@@ -73,7 +79,7 @@ def collective_bench(fn, quantiles=None, calls: int = 10, replays: int = 5, **_)
     return [ms] * len(quantiles) if quantiles else ms
 
 
-def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int):
+def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int, verbose: bool = False):
     """Tune one representative call; returns (table key, KernelConfig, best ms)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = [rows] * world
@@ -103,6 +109,11 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
 
     tuner[grid](*args, **constexprs)
     torch.cuda.synchronize()
+    if verbose and rank == 0:  # every config's time (collective: the same on every rank)
+        timings = {c: t[0] if isinstance(t, (list, tuple)) else t
+                   for c, t in getattr(tuner, "configs_timings", {}).items()}  # ms, or [ms] per quantile
+        for c, t in sorted(timings.items(), key=lambda kv: kv[1]):
+            print(f"  {mode} H{hidden} {rows} rows: {t * 1e3:8.1f} us  {c}", flush=True)
     best = tuner.best_config
     kw = best.kwargs
     cfg = configs.KernelConfig(block=kw["BLOCK"], num_warps=best.num_warps, programs_per_sm=kw["programs_per_sm"],
@@ -121,6 +132,7 @@ def main(argv=None) -> None:
     ap.add_argument("--modes", default="ll,push,small,large")
     ap.add_argument("--out", default=None, help="also write the entries found to this folder")
     ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
+    ap.add_argument("--verbose", action="store_true", help="print every config's time")
     args = ap.parse_args(argv)
     device = dist_env.init("cuda")
     rank = dist.get_rank()
@@ -130,7 +142,7 @@ def main(argv=None) -> None:
     for mode in args.modes.split(","):
         for hidden in map(int, args.hidden.split(",")):
             for rows in POINTS[mode]:
-                res = tune_point(device, mode, hidden, rows, dtype, sms)
+                res = tune_point(device, mode, hidden, rows, dtype, sms, args.verbose)
                 if res and rank == 0:
                     key, cfg, ms = res
                     found[key] = cfg

@@ -38,7 +38,7 @@ class KernelConfig:
 
 DEFAULTS = {
     "ll": KernelConfig(block=1024, num_warps=4, programs_per_sm=1, tiles_per_program=1),
-    "push": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
+    "push": KernelConfig(block=8192, num_warps=4, programs_per_sm=2, tiles_per_program=1),
     "small": KernelConfig(block=2048, num_warps=4, programs_per_sm=1, tiles_per_program=1),
     "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
 }

@@ -12,7 +12,7 @@ from . import layout as L
 
 DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
 DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 256 << 10))
-DEFAULT_PUSH_BYTES = int(os.environ.get("KERNELS_PUSH_BYTES", 8 << 20))
+DEFAULT_PUSH_BYTES = int(os.environ.get("KERNELS_PUSH_BYTES", 2 << 20))
 
 _workspaces: dict[tuple, "Workspace"] = {}
 
@@ -179,7 +179,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     per-destination byte count served by the low-latency push variant (no barrier, no pull round
     trip); default 256 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest
     per-destination byte count served by the plain push variant (peers write, the owner sums
-    locally); its slots (2 x world of them) grow to it on demand; default 8 MiB, or
+    locally); its slots (2 x world of them) grow to it on demand; default 2 MiB, or
     ``KERNELS_PUSH_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD

@@ -74,7 +74,7 @@ def test_calls_dispatched_to_nccl_are_right_too(gpu_pools, sizes):
 @pytest.mark.parametrize("world", WORLDS)
 def test_many_back_to_back_calls(gpu_pools, world):
     """One workspace through every mode in turn (scale 1: flagged push, 16: plain push, 90: the pull
-    kernel past the 8 MiB push limit), then the large-only group: the slots' parity and the epochs
+    kernel past the push limit), then the large-only group: the slots' parity and the epochs
     stay in step across mode changes."""
     for i in range(24):
         sizes = [(i * 7 + r * 3) % 9 * (1, 16, 90)[i % 3] for r in range(world)]
