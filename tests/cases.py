@@ -265,3 +265,15 @@ def fallback_case(ctx, *, sizes: list[int], seed: int):
     assert_close("fallback vs float64", got, truth, tol)
     assert torch.equal(got, got2)
     return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def plan_case(ctx, *, size_sets: list, hidden: int, group: str = "world"):
+    """The mode (and whether it relays) the planner picks for each host-size set, bf16 rows of
+    ``hidden``; nothing is launched."""
+    ws = kernels.workspace(ctx.groups[group], ctx.device)
+    picked = []
+    for sizes in size_sets:
+        x = torch.empty(sum(sizes), hidden, dtype=torch.bfloat16, device=ctx.device)
+        plan = api.plan_call(ws, api.check_call(x, None, sizes, ctx.world, ctx.rank), x)
+        picked.append((plan.mode, bool(plan.variant is not None and plan.variant.relay)))
+    return picked
