@@ -111,7 +111,8 @@ class Layout:
 
     def grown(self, *, stage_bytes: int = 0, push_bytes: int = 0, scratch_bytes: int = 0,
               arena_bytes: int = 0) -> "Layout":
-        """A layout at least as large as this one in every region (sizes rounded up to powers of 2)."""
+        """A layout at least as large as this one in every region (sizes rounded up to powers of 2);
+        ``push_bytes`` grows the push slots only where the slots hold less than that."""
 
         def grow(have: int, need: int) -> int:
             if need <= have:
@@ -122,7 +123,7 @@ class Layout:
             self.world_size,
             grow(self.stage_bytes, stage_bytes),
             self.ll_bytes,
-            grow(self.push_bytes, push_bytes),
+            grow(self.push_bytes, push_bytes) if push_bytes > self.slot_bytes else self.push_bytes,
             grow(self.scratch_bytes, scratch_bytes),
             grow(self.arena_bytes, arena_bytes),
         )

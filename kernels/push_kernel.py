@@ -28,7 +28,8 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, signal_all, wait_all, wait_words, word_ptr
+from .signals import (ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, peer_bases, release, signal_all, wait_all,
+                      wait_words, word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
 
 
@@ -151,11 +152,7 @@ def _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, 
                     slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
                     x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
                     tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
-            # every thread's stores of this round precede the signal: CTA barrier, then a
-            # system-scope release (it waits until those posted writes have landed)
-            tl.debug_barrier()
-            tl.atomic_xchg(sent, (lanes * 0).to(tl.int64) + (epoch << 32) + j + 1, mask=peers & (t < tiles),
-                           sem="release", scope="sys")
+            release(sent, (lanes * 0).to(tl.int64) + (epoch << 32) + j + 1, peers & (t < tiles))  # the round landed
         if (j >= 1) & (j <= my_rounds):
             err |= wait_words(heard, peers, (epoch << 32) + j, spin_limit, True)
             start, local, mask = tile(my_first, t - num_programs, my_count, BLOCK, ALIGN)
@@ -220,7 +217,7 @@ def reduce_scatterv_push_kernel(
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, rank, pid,
                           num_programs, spin_limit, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
     else:
-        bases = tl.load(table + lanes, mask=lanes < W, other=0)
+        bases = peer_bases(table, W, WP)
         err = _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, my_tiles, slot_off,
                            slot_bytes, parity, epoch, PUSH_FLAGS, rank, pid, num_programs, spin_limit, err, W,
                            DTYPE, BLOCK, ALIGN, VEC_BYTES)

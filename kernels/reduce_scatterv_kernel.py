@@ -33,7 +33,7 @@ co-residency and also runs in Triton's interpreter, where programs execute one a
 import triton
 import triton.language as tl
 
-from .signals import barrier, begin_call, end_call, header_words, wait_words, word_ptr
+from .signals import barrier, begin_call, end_call, header_words, peer_bases, release, wait_words, word_ptr
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
 
 
@@ -149,7 +149,7 @@ def reduce_scatterv_kernel(
                             for m in range(pid, turns, num_programs):
                                 _copy_tile(in_addr, dst, q_first, q_direct + k + m * (W - 1), q_count,
                                            DTYPE, BLOCK, ALIGN, VEC_BYTES)
-    bases = tl.load(table + lanes, mask=lanes < W, other=0)
+    bases = peer_bases(table, W, WP)
     tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
     err |= barrier(table, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
 
@@ -162,7 +162,7 @@ def reduce_scatterv_kernel(
             if q != rank:
                 relay_first, k, turns = _relay_turns(tiles, direct, rank, q, W, lanes)
                 owner_base = tl.load(table + q)
-                owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank)
+                owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank + lanes * 0)  # lane 0 is live
                 for m in range(pid, turns, num_programs):
                     t = relay_first + k + m * (W - 1)
                     start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
@@ -170,11 +170,8 @@ def reduce_scatterv_kernel(
                                        W, DTYPE, BLOCK, VEC_BYTES)
                     tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
                              mask=mask)
-                    # every thread's remote stores precede the counter: CTA barrier, then a
-                    # system-scope release (it waits for those posted writes to land)
-                    tl.debug_barrier()
-                    tl.atomic_xchg(owner_flag, (epoch << 32) + (m - pid) // num_programs + 1,
-                                   sem="release", scope="sys")
+                    release(owner_flag, (lanes * 0).to(tl.int64) + (epoch << 32) + (m - pid) // num_programs + 1,
+                            lanes < 1)
 
     # ---- direct tiles of this rank's own rows
     my_first = pick(first, lanes, rank)

@@ -69,8 +69,19 @@ def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.co
     live = lanes < W
     slots = word_ptr(peer_bases(table, W, WP), word)
     if SEM == "release":
-        tl.debug_barrier()
-    tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem=SEM, scope="sys")
+        release(slots, live.to(tl.int64) * 0 + value, live)
+    else:
+        tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem="relaxed", scope="sys")
+
+
+@triton.jit
+def release(slots, values, live):
+    """Write ``values`` into the live words of ``slots`` (a pointer vector, any rank's header) with a
+    system-scope release after a CTA barrier: a peer that acquires a word sees everything any thread
+    of this program wrote or read before, remote stores included (the release waits until those
+    posted writes have landed)."""
+    tl.debug_barrier()
+    tl.atomic_xchg(slots, values, mask=live, sem="release", scope="sys")
 
 
 @triton.jit

@@ -93,14 +93,13 @@ class Workspace:
         ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes. The push
         slots grow to ``min(max_input_bytes, push_max_bytes)`` per source (2 x world slots)."""
         if self.p2p:
-            push = min(max_input_bytes, self.push_max_bytes)
             self._grow(scratch_bytes=max_input_bytes, arena_bytes=arena_bytes,
-                       push_bytes=push if push > self.layout.slot_bytes else 0)
+                       push_bytes=min(max_input_bytes, self.push_max_bytes))
         return self
 
     def reserve_slots(self, destination_bytes: int) -> None:
         """Collective: push slots that hold ``destination_bytes`` (<= ``push_max_bytes``) per source."""
-        if self.p2p and destination_bytes > self.layout.slot_bytes:
+        if self.p2p:
             self._grow(push_bytes=destination_bytes)
 
     # ---- tensors inside the workspace
