@@ -1,6 +1,7 @@
 """The sweep: every implementation on every size and distribution, timed side by side.
 
     torchrun --nproc-per-node 4 -m bench --preset full        # GPUs: NCCL vs fused, CUDA graphs
+    torchrun --nproc-per-node 4 -m bench --preset latency     # decode sizes only (1-32 rows per rank)
     torchrun --nproc-per-node 2 -m bench --preset tiny        # CPU emulation (gloo); numbers meaningless
 
 Rank 0 prints a table and writes JSON lines (one per measurement) and a PNG plot under
@@ -30,6 +31,7 @@ ALL_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 PRESETS = {
     # name: list of (rows per rank, hidden sizes, dtypes, distributions)
     "tiny": [([1, 3], [16], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
+    "latency": [([1, 2, 4, 8, 16, 32], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
     "quick": [([1, 8, 64, 512, 1024, 4096], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "full": [(ALL_ROWS, [4096, 7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"]),
              ([1, 64, 1024], [7168], ["float16", "float32"], ["even", "uneven"])],

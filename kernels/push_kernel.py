@@ -19,8 +19,10 @@ Reuse of a slot: both variants share the slots, and slots alternate by ``epoch &
 parity p again only two calls later, after the call in between proved that every peer finished the
 call before: a program that received a tile of its own rows heard from every peer in this call (and
 a peer's kernel of call E starts only once its kernel of call E-1 has ended); a program that
-received nothing waits for every peer's "started" word of this call. "Started" words are relaxed
-(they order no data).
+received nothing waits for every peer's "started" word of this call. Every rank knows from the sizes
+which peers' programs receive nothing, and sends "started" words only to those (none for even sizes).
+"Started" words are relaxed (they order no data). An output too small for this rank's rows only masks
+its stores: the program still receives, so the rule above holds.
 
 As in the pull kernel, programs of one index only ever wait for programs of the same index.
 """
@@ -28,8 +30,8 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import (ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, peer_bases, release, signal_all, wait_all,
-                      wait_words, word_ptr)
+from .signals import (ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, peer_bases, release, signal_all, wait_words,
+                      word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
 
 
@@ -57,10 +59,12 @@ def _pack(lo, hi, DTYPE: tl.constexpr, PER_WORD: tl.constexpr):
 
 
 @triton.jit
-def _words(addr, start, WORDS: tl.constexpr, WORD_TY: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """Pointers to WORDS consecutive WORD_TY words from word ``start`` of the array at ``addr``
-    (which, offset by ``start``, is VEC_BYTES-aligned: the hint that allows vector accesses)."""
-    return tl.multiple_of(addr.to(tl.pointer_type(WORD_TY)) + start, VEC_BYTES) + tl.arange(0, WORDS)
+def _word_rows(addrs, start, WORDS: tl.constexpr, WORD_TY: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """[len(addrs), WORDS] pointers: row i holds WORDS consecutive WORD_TY words from word ``start[i]``
+    of the array at address ``addrs[i]`` (either may be a scalar). Every row start is VEC_BYTES-aligned:
+    the hint that allows vector accesses."""
+    rows = tl.multiple_of(addrs.to(tl.pointer_type(WORD_TY)) + start, VEC_BYTES)
+    return rows[:, None] + tl.arange(0, WORDS)[None, :]
 
 
 @triton.jit
@@ -68,13 +72,13 @@ def _poll(slots, live, flag, spin_limit):
     """Load flagged words until every live one carries ``flag``; returns (32-bit data, 0 where not
     live; timed out?)."""
     words = tl.load(slots, mask=live, other=0, volatile=True)
+    stale = _stale(words, live, flag)
     polls = spin_limit.to(tl.int64) * 0
-    pending = _stale(words, live, flag) & (polls < spin_limit)
-    while pending:
+    while stale & (polls < spin_limit):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         polls += 1
-        pending = _stale(words, live, flag) & (polls < spin_limit)
-    return (words & 0xFFFFFFFF).to(tl.int32), _stale(words, live, flag)
+        stale = _stale(words, live, flag)
+    return (words & 0xFFFFFFFF).to(tl.int32), stale
 
 
 @triton.jit
@@ -84,52 +88,52 @@ def _stale(words, live, flag):
 
 
 @triton.jit
-def _ll_push(table, in_addr, first, count, tiles, lanes, slot_off, slot_bytes, parity, flag, rank, pid, num_programs,
+def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid, num_programs,
              W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
     """FLAGGED: write this rank's partial of every other rank's tiles (of this program) into that
-    rank's slot for us, as flagged words."""
+    rank's slot for us, as flagged words. One 2-D load and one 2-D store per tile index cover every
+    peer ([destination rank, word]): the peers' latencies overlap instead of adding up."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
-    for i in tl.static_range(1, W):
-        q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
-        q_first = pick(first, lanes, q)
-        q_count = pick(count, lanes, q)
-        slot = tl.load(table + q) + slot_off + (parity * W + rank) * slot_bytes
-        for t in range(pid, pick(tiles, lanes, q), num_programs):
-            start, local, _ = tile(q_first, t, q_count, BLOCK, 1)
-            live = tl.arange(0, WORDS) < tl.multiple_of((q_count - local) // PER_WORD, VEC_BYTES // 4)
-            data = tl.load(_words(in_addr, start // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
-            tl.store(_words(slot, local // PER_WORD, WORDS, tl.int64, 16),
-                     (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
+    words = tl.arange(0, WORDS)[None, :]
+    slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
+    for t in range(pid, tl.max(tl.where(peers, tiles, 0), axis=0), num_programs):
+        done = tl.cast(t, tl.int64) * BLOCK
+        left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
+        live = peers[:, None] & (words < left[:, None])
+        data = tl.load(_word_rows(in_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
+        tl.store(_word_rows(slots, done // PER_WORD, WORDS, tl.int64, 16),
+                 (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
 
 
 @triton.jit
-def _ll_receive(in_addr, out_addr, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, rank, pid, num_programs,
+def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, rank, pid, num_programs,
                 spin_limit, err, W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr,
                 PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """FLAGGED: own partial plus every peer's words, summed in float32. All peers' slots are polled by
-    one 2-D load per round ([source rank, word]), so the waits overlap instead of following each other."""
+    """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
+    one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
+    in its row of the block (loaded from the input), so the sum is one reduction over sources."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
-    source = tl.arange(0, WP)[:, None]
-    peers = (source < W) & (source != rank)
-    slot_words = tl.multiple_of(slot_bytes // 8, 32)  # slots start on 256-byte boundaries
+    source = tl.arange(0, WP)
+    mine = (source == rank)[:, None]
+    peers = (source < W)[:, None] & (source != rank)[:, None]
+    slots = my_slots + source * slot_bytes  # [WP]: every source's slot here
     for t in range(pid, my_tiles, num_programs):
-        start, local, _ = tile(my_first, t, my_count, BLOCK, 1)
-        live = tl.arange(0, WORDS) < tl.multiple_of((my_count - local) // PER_WORD, VEC_BYTES // 4)
-        lo, hi = _unpack(tl.load(_words(in_addr, start // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live,
-                                 other=0), DTYPE, PER_WORD)
-        slots = _words(my_slots, local // PER_WORD, WORDS, tl.int64, 16)[None, :] + source * slot_words
-        data, late = _poll(slots, peers & live[None, :], flag, spin_limit)
+        done = tl.cast(t, tl.int64) * BLOCK
+        live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
+        own = tl.load(_word_rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
+                      mask=mine & live, other=0)
+        data, late = _poll(_word_rows(slots, done // PER_WORD, WORDS, tl.int64, 16), peers & live, flag, spin_limit)
         err |= tl.where(late, ERR_SPIN_TIMEOUT, 0)
-        dlo, dhi = _unpack(data, DTYPE, PER_WORD)  # masked-off sources read as 0 words: +0.0
-        lo += tl.sum(dlo, axis=0)
-        hi += tl.sum(dhi, axis=0)
-        tl.store(_words(out_addr, local // PER_WORD, WORDS, tl.int32, VEC_BYTES), _pack(lo, hi, DTYPE, PER_WORD),
-                 mask=live)
+        lo, hi = _unpack(tl.where(mine, own, data), DTYPE, PER_WORD)  # masked-off words read as 0: +0.0
+        total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
+        # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
+        out = _word_rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
+        tl.store(out, total + own * 0, mask=tl.where(out_ok, mine & live, False))
     return err
 
 
 @triton.jit
-def _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, my_tiles, slot_off, slot_bytes,
+def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, my_tiles, slot_off, slot_bytes,
                  parity, epoch, progress_word, rank, pid, num_programs, spin_limit, err, W: tl.constexpr,
                  DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Plain: round j pushes tile pid + j * P of every peer's rows and signals those peers, then
@@ -161,7 +165,7 @@ def _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, 
                 if r != rank:
                     acc += tl.load(vec(my_slots + r * slot_bytes, local, DTYPE, BLOCK, VEC_BYTES), mask=mask,
                                    other=0.0).to(tl.float32)
-            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
+            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=tl.where(out_ok, mask, False))
     return err
 
 
@@ -191,7 +195,7 @@ def reduce_scatterv_push_kernel(
     FLAGGED: tl.constexpr,  # flagged words (mode "ll") or plain data + progress signals (mode "push")
     PER_WORD: tl.constexpr,  # FLAGGED: elements per 32-bit word: 2 for 16-bit dtypes, 1 for float32
     ALIGN: tl.constexpr,  # elements; divides H and every row start
-    VEC_BYTES: tl.constexpr,  # alignment (bytes) of the input/output tiles: ALIGN * element size
+    VEC_BYTES: tl.constexpr,  # alignment (bytes) of the input/output tiles: ALIGN * element size (FLAGGED: at most 8)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -204,28 +208,30 @@ def reduce_scatterv_push_kernel(
     lanes = tl.arange(0, WP)
     count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
                                                      out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
-    my_tiles = tl.where(out_ok, pick(tiles, lanes, rank), 0)
+    my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
+    peers = (lanes < W) & (lanes != rank)
 
-    # ---- "started": lets peers reuse the parity slots of two calls ago (see the module docstring)
-    signal_all(table, SIG_START + pid * W + rank, epoch + 1, W, WP, "relaxed")
+    bases = peer_bases(table, W, WP)
+    # ---- "started", for the peers whose program pid receives nothing (they wait for it at the end;
+    # see the module docstring)
+    signal_all(bases, SIG_START + pid * W + rank, epoch + 1, peers & (tiles <= pid), "relaxed")
 
     if FLAGGED:
         flag = (epoch + 1) & 0xFFFFFFFF
-        _ll_push(table, in_addr, first, count, tiles, lanes, slot_off, slot_bytes, parity, flag, rank, pid,
+        _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid,
                  num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
-        err = _ll_receive(in_addr, out_addr, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
+        err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, rank, pid,
                           num_programs, spin_limit, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
     else:
-        bases = peer_bases(table, W, WP)
-        err = _push_rounds(in_addr, out_addr, bases, my_base, first, count, tiles, lanes, my_tiles, slot_off,
-                           slot_bytes, parity, epoch, PUSH_FLAGS, rank, pid, num_programs, spin_limit, err, W,
-                           DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, my_tiles,
+                           slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, rank, pid, num_programs, spin_limit, err,
+                           W, DTYPE, BLOCK, ALIGN, VEC_BYTES)
 
     # a program that received a tile heard from every peer in this call; the others wait for the
-    # "started" words (no data to order)
+    # peers' "started" words (no data to order)
     if my_tiles <= pid:
-        err |= wait_all(my_base, SIG_START + pid * W, epoch + 1, spin_limit, W, WP, False)
+        err |= wait_words(word_ptr(my_base, SIG_START + pid * W + lanes), peers, epoch + 1, spin_limit, False)
     end_call(my_base, epoch, err, pid, num_programs, ERR)
 
 
@@ -257,8 +263,10 @@ def push_arguments(ws, inp, out, call, flagged: bool, spin_limit: int):
     elt = inp.element_size()
     args += (ws.layout.slot_offset, ws.layout.slot_bytes, spin_limit)
     align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
+    # flagged: 32-bit data words move 8 bytes at a time (as many per thread as the 16-byte accesses
+    # of 64-bit flagged words: the data and its words share one register layout, no shuffles)
     constexprs.update(FLAGGED=flagged, PER_WORD=max(1, 4 // elt), ALIGN=align,
-                      VEC_BYTES=max(4, align * elt) if flagged else align * elt)
+                      VEC_BYTES=max(4, min(8, align * elt)) if flagged else align * elt)
     return args, constexprs, max_rows
 
 

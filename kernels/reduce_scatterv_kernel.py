@@ -151,7 +151,7 @@ def reduce_scatterv_kernel(
                                            DTYPE, BLOCK, ALIGN, VEC_BYTES)
     bases = peer_bases(table, W, WP)
     tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
-    err |= barrier(table, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
+    err |= barrier(bases, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
 
     # ---- relay: reduce the tiles this rank relays for heavier owners and push each sum into the
     # owner's scratch (before own work, so the owners' waits overlap with their direct tiles). The
@@ -202,7 +202,7 @@ def reduce_scatterv_kernel(
 
     # ---- large calls: nobody may overwrite what a peer still reads until all are done
     if not DOUBLE_BUFFER:
-        err |= barrier(table, my_base, SIG_END, pid, rank, epoch + 1, spin_limit, W, WP)
+        err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, spin_limit, W, WP)
 
     end_call(my_base, epoch, err, pid, num_programs, ERR)
 

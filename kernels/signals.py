@@ -58,16 +58,15 @@ def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
 
 
 @triton.jit
-def signal_all(table, word, value, W: tl.constexpr, WP: tl.constexpr, SEM: tl.constexpr):
-    """Write ``value`` into header word ``word`` of every rank (this one included).
+def signal_all(bases, word, value, live, SEM: tl.constexpr):
+    """Write ``value`` into header word ``word`` of every rank whose lane is ``live`` (a [WP] mask over
+    ranks); ``bases`` are the ranks' workspace bases (``peer_bases``).
 
     With SEM="release" (system scope, after a CTA barrier), everything any thread of this program
     wrote or read before is ordered before the signal, as seen by a peer that acquires it. With
     "relaxed" the signal only says "this program has started", and costs no fence.
     """
-    lanes = tl.arange(0, WP)
-    live = lanes < W
-    slots = word_ptr(peer_bases(table, W, WP), word)
+    slots = word_ptr(bases, word)
     if SEM == "release":
         release(slots, live.to(tl.int64) * 0 + value, live)
     else:
@@ -114,7 +113,7 @@ def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexp
 
 
 @triton.jit
-def barrier(table, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
+def barrier(bases, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
     """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
-    signal_all(table, array + pid * W + rank, target, W, WP, "release")
+    signal_all(bases, array + pid * W + rank, target, tl.arange(0, WP) < W, "release")
     return wait_all(my_base, array + pid * W, target, spin_limit, W, WP, True)

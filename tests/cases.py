@@ -172,10 +172,38 @@ def bad_input_case(ctx, *, kind: str):
     return None
 
 
-def _flagged(ctx, call):
+def short_output_case(ctx, *, sizes: list, short_rank: int, group: str = "world", seed: int = 0):
+    """Device ``sizes``; ``short_rank``'s output holds one row fewer than its count. That rank must get
+    the capacity error and no write past its output (the row after it keeps its poison); every other
+    rank must get its rows right, with no hang. Returns the error message (None where nothing raised)."""
+    grp = ctx.groups[group]
+    parts = partials(seed, ctx.world, sum(sizes), (16,), torch.bfloat16)
+    n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])
+    buf = torch.full((n, 16), POISON, dtype=torch.bfloat16, device=ctx.device)
+    out = buf[: n - 1] if ctx.rank == short_rank else buf
+    got = None
+    try:
+        _flagged(ctx, lambda: kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out,
+                                                      sizes=torch.tensor(sizes, device=ctx.device), group=grp),
+                 group)
+    except RuntimeError as e:
+        got = str(e)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    if ctx.rank == short_rank:
+        if not torch.isnan(buf[n - 1:].float()).all():
+            raise AssertionError("the row past the short output was written")
+        return got
+    truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
+    abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+    assert_close("vs float64 sum", buf, truth, tolerance(torch.bfloat16, truth, abs_sum, ctx.world))
+    return got
+
+
+def _flagged(ctx, call, group: str = "world"):
     out = call()
     if ctx.device.type == "cuda":
-        kernels.workspace(device=ctx.device).check()
+        kernels.workspace(ctx.groups[group], ctx.device).check()
     return out
 
 

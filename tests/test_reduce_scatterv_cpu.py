@@ -112,6 +112,14 @@ def test_output_too_small_for_a_device_size_is_flagged_on_that_rank(cpu_pools):
     cpu_pools[2].run(CASE, sizes=[2, 1], rest=(8,))
 
 
+@pytest.mark.parametrize("group", ["world", "push", "small"])  # flagged words, plain push, pull
+def test_an_output_too_small_on_one_rank_fails_there_alone(cpu_pools, group):
+    results = cpu_pools[3].run("tests.cases:short_output_case", sizes=[2, 3, 1], short_rank=1, group=group)
+    assert results[1] is not None and "output's row capacity" in results[1], results
+    assert results[0] is None and results[2] is None, results
+    cpu_pools[3].run(CASE, sizes=[1, 2, 3], rest=(8,), group=group)  # the group still works afterwards
+
+
 def test_a_missing_rank_gives_a_clear_error_not_a_hang(cpu_pools):
     results = cpu_pools[3].run("tests.cases:timeout_case", absent_rank=2, spin_limit=200)
     assert results[2] is None

@@ -94,6 +94,14 @@ def test_bad_input_raises_on_every_rank(gpu_pools, kind):
     gpu_pools[2].run(CASE, sizes=[1, 2], rest=(64,))
 
 
+@pytest.mark.parametrize("group", ["world", "push", "small"])  # flagged words, plain push, pull
+def test_an_output_too_small_on_one_rank_fails_there_alone(gpu_pools, group):
+    results = gpu_pools[2].run("tests.cases:short_output_case", sizes=[2, 3], short_rank=1, group=group)
+    assert results[1] is not None and "output's row capacity" in results[1], results
+    assert results[0] is None, results
+    gpu_pools[2].run(CASE, sizes=[1, 2], rest=(64,), group=group)
+
+
 def test_a_missing_rank_gives_a_clear_error_not_a_hang(gpu_pools):
     results = gpu_pools[2].run("tests.cases:timeout_case", absent_rank=1, spin_limit=100_000)
     assert results[1] is None and results[0] is not None and "timed out" in results[0], results
