@@ -106,9 +106,9 @@ def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, p
 
 
 @triton.jit
-def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, rank, pid, num_programs,
-                spin_limit, err, W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr,
-                PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, rank, pid,
+                num_programs, spin_limit, err, W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr,
+                BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
     """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
     in its row of the block (loaded from the input), so the sum is one reduction over sources."""
