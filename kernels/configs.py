@@ -1,9 +1,12 @@
 """Launch configurations: defaults, and the tune file written by ``python -m bench.tune``.
 
 A configuration is looked up on the host from rank-agreed facts (mode, world size, dtype, row
-length, size bucket), never tuned at call time, so calls are CUDA-graph safe. Lookup order: the
-file named by ``KERNELS_TUNE_FILE``; ``~/.cache/reduce_scatterv/<gpu>.json``; the file shipped in
-``kernels/tuned/<gpu>.json``; the defaults below.
+length, size bucket), never tuned at call time, so calls are CUDA-graph safe. The tune files are
+merged, an entry of a file overriding the same entry of the files after it: the file named by
+``KERNELS_TUNE_FILE``; ``~/.cache/reduce_scatterv/<gpu>.json`` (what ``bench.tune`` writes on this
+machine: tuning one mode keeps the shipped entries of the others); the file shipped in
+``kernels/tuned/<gpu>.json``. Where no file has an entry for a mode/world/dtype/row length, the
+defaults below apply.
 """
 
 from __future__ import annotations
@@ -102,11 +105,12 @@ def tune_paths(slug: str) -> list[Path]:
 
 @lru_cache(maxsize=None)
 def load_table(slug: str) -> dict[str, KernelConfig]:
-    for path in tune_paths(slug):
+    """Every tune file's entries for this GPU, merged (the first of ``tune_paths`` wins a clash)."""
+    table = {}
+    for path in reversed(tune_paths(slug)):
         if path.is_file():
-            entries = json.loads(path.read_text())["entries"]
-            return {k: KernelConfig(**v) for k, v in entries.items()}
-    return {}
+            table.update({k: KernelConfig(**v) for k, v in json.loads(path.read_text())["entries"].items()})
+    return table
 
 
 def lookup(slug: str, mode: str, world: int, dtype: str, hidden: int, nbytes: int) -> KernelConfig:

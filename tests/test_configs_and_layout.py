@@ -58,6 +58,29 @@ def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monke
         configs._lookup_bucket.cache_clear()
 
 
+def test_tune_files_merge_so_tuning_one_mode_keeps_the_others(tmp_path, monkeypatch):
+    """bench.tune writes only what it tuned to ~/.cache; entries it did not touch still come from the
+    files after it, and KERNELS_TUNE_FILE overrides the same entry of the cache file."""
+    def entry(block):
+        return dict(block=block, num_warps=4, programs_per_sm=1, tiles_per_program=1, relay=True)
+    ll, large = configs.table_key("ll", 2, "bfloat16", 7168, 14), configs.table_key("large", 2, "bfloat16", 7168, 24)
+    cache = tmp_path / ".cache" / "reduce_scatterv" / "gpu-x.json"
+    cache.parent.mkdir(parents=True)
+    cache.write_text(json.dumps({"entries": {ll: entry(512), large: entry(2048)}}))
+    override = tmp_path / "mine.json"
+    override.write_text(json.dumps({"entries": {large: entry(8192)}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KERNELS_TUNE_FILE", str(override))
+    configs.load_table.cache_clear()
+    configs._lookup_bucket.cache_clear()
+    try:
+        assert configs.lookup("gpu-x", "ll", 2, "bfloat16", 7168, 1 << 14).block == 512  # from the cache file
+        assert configs.lookup("gpu-x", "large", 2, "bfloat16", 7168, 1 << 24).block == 8192  # overridden
+    finally:
+        configs.load_table.cache_clear()
+        configs._lookup_bucket.cache_clear()
+
+
 @pytest.mark.parametrize("nbytes,bucket", [(1, 0), (2, 1), (3, 2), (1024, 10), (1025, 11)])
 def test_size_bucket(nbytes, bucket):
     assert configs.size_bucket(nbytes) == bucket
