@@ -2,6 +2,7 @@
 
     torchrun --nproc-per-node 4 -m bench.tune                  # writes ~/.cache/reduce_scatterv/<gpu>.json
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
+    torchrun --nproc-per-node 4 -m bench.tune --modes push --rows 64   # one mode, chosen sizes
 
 For each mode (ll, push, small, large), row width and size bucket, one representative call is tuned:
 ``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
@@ -130,6 +131,8 @@ def main(argv=None) -> None:
     ap.add_argument("--hidden", default="4096,7168")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--modes", default="ll,push,small,large")
+    ap.add_argument("--rows", default=None,
+                    help="rows per rank to tune (comma list) instead of each mode's representative sizes")
     ap.add_argument("--out", default=None, help="also write the entries found to this folder")
     ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
     ap.add_argument("--verbose", action="store_true", help="print every config's time")
@@ -141,7 +144,7 @@ def main(argv=None) -> None:
     found = {}
     for mode in args.modes.split(","):
         for hidden in map(int, args.hidden.split(",")):
-            for rows in POINTS[mode]:
+            for rows in (map(int, args.rows.split(",")) if args.rows else POINTS[mode]):
                 res = tune_point(device, mode, hidden, rows, dtype, sms, args.verbose)
                 if res and rank == 0:
                     key, cfg, ms = res

@@ -39,7 +39,7 @@ for phase in "$@"; do
     demo) run demo 300 bash scripts/demo_gpu.sh ;;
     latency) lat=$(( ${lat:-0} + 1 ))  # each run in its own folder (e.g. before and after a tune)
         run latency$lat 150 torchrun --nproc-per-node $NG -m bench --preset latency --no-plot --out "$LOG/results/latency$lat" ;;
-    tune) run tune ${TUNE_LIMIT:-400} torchrun --nproc-per-node $NG -m bench.tune --ship --verbose --modes ${TUNE_MODES:-ll,push,small,large} --out "$LOG/results" ;;
+    tune) run tune ${TUNE_LIMIT:-400} torchrun --nproc-per-node $NG -m bench.tune --ship --verbose --modes ${TUNE_MODES:-ll,push,small,large} ${TUNE_ROWS:+--rows $TUNE_ROWS} --out "$LOG/results" ;;
   esac
 done
 tar cJf "$OUT/triton-cache.tar.xz" -C $TRITON_CACHE_DIR . 2>/dev/null
