@@ -31,7 +31,7 @@ from kernels.validation import check_call
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16],
-    "push": [32, 64, 128, 512],  # 64: between 32 and 128 the nearest entry (32's) measured 14% slow
+    "push": [32, 64, 128, 512],  # 64: it took the 32-row entry, which ran slower there than the default
     "small": [32, 64],
     "large": [256, 1024, 4096],
 }
