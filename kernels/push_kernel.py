@@ -133,12 +133,12 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
 
 
 @triton.jit
-def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, my_tiles, slot_off, slot_bytes,
-                 parity, epoch, progress_word, rank, pid, num_programs, spin_limit, err, W: tl.constexpr,
+def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles, slot_off,
+                 slot_bytes, parity, epoch, progress_word, rank, pid, num_programs, spin_limit, err, W: tl.constexpr,
                  DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Plain: round j pushes tile pid + j * P of every peer's rows and signals those peers, then
-    takes round j - 1 of this rank's own rows (see the module docstring)."""
-    peers = (lanes < W) & (lanes != rank)
+    takes round j - 1 of this rank's own rows (see the module docstring). ``peers``: [WP] mask of
+    the other ranks."""
     push_rounds = tl.cdiv(tl.maximum(tl.max(tl.where(peers, tiles, 0), axis=0) - pid, 0), num_programs)
     my_rounds = tl.cdiv(tl.maximum(my_tiles - pid, 0), num_programs)
     my_first = pick(first, lanes, rank)
@@ -224,7 +224,7 @@ def reduce_scatterv_push_kernel(
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, rank, pid,
                           num_programs, spin_limit, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
     else:
-        err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, my_tiles,
+        err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
                            slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, rank, pid, num_programs, spin_limit, err,
                            W, DTYPE, BLOCK, ALIGN, VEC_BYTES)
 

@@ -106,14 +106,8 @@ def wait_words(slots, live, target, spin_limit, ACQUIRE: tl.constexpr):
 
 
 @triton.jit
-def wait_all(my_base, word, target, spin_limit, W: tl.constexpr, WP: tl.constexpr, ACQUIRE: tl.constexpr):
-    """Wait until words ``word .. word+W-1`` of this rank's header (one per peer) reach ``target``."""
-    lanes = tl.arange(0, WP)
-    return wait_words(word_ptr(my_base, word + lanes), lanes < W, target, spin_limit, ACQUIRE)
-
-
-@triton.jit
 def barrier(bases, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
     """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
-    signal_all(bases, array + pid * W + rank, target, tl.arange(0, WP) < W, "release")
-    return wait_all(my_base, array + pid * W, target, spin_limit, W, WP, True)
+    lanes = tl.arange(0, WP)
+    signal_all(bases, array + pid * W + rank, target, lanes < W, "release")
+    return wait_words(word_ptr(my_base, array + pid * W + lanes), lanes < W, target, spin_limit, True)
