@@ -32,6 +32,7 @@ PRESETS = {
     # name: list of (rows per rank, hidden sizes, dtypes, distributions)
     "tiny": [([1, 3], [16], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
     "latency": [([1, 2, 4, 8, 16, 32], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
+    "bandwidth": [([128, 256, 512, 1024, 4096, 8192], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
     "quick": [([1, 8, 64, 512, 1024, 4096], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "full": [(ALL_ROWS, [4096, 7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"]),
              ([1, 64, 1024], [7168], ["float16", "float32"], ["even", "uneven"])],
@@ -120,21 +121,23 @@ def main(argv=None) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-    ceiling, ceiling_cfg = (0.0, {})
+    ceiling, ceiling_cfg, write_ceiling = 0.0, {}, 0.0
     if device.type == "cuda" and world > 1:
         from bench.peer_bandwidth import measure
 
         ceiling, ceiling_cfg = measure(device)
+        write_ceiling = measure(device, write=True)[0]
     out_dir = Path(args.out)
     slug = configs.gpu_slug(card.split(" (")[0])
     path = out_dir / f"{slug}-W{world}-{preset}.jsonl"
     if rank == 0:  # written as the sweep goes, so a run cut short keeps what it measured
         out_dir.mkdir(parents=True, exist_ok=True)
         meta = dict(kind="meta", date=stamp, card=card, world=world, preset=preset, peer_ceiling_gbps=ceiling,
-                    ceiling_launch=ceiling_cfg, torch=torch.__version__, triton=_triton_version(),
+                    ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1), torch=torch.__version__, triton=_triton_version(),
                     nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
         path.write_text(json.dumps(meta) + "\n")
-        print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}")
+        print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}, "
+              f"peer-write ceiling {write_ceiling:.0f} GB/s")
         print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} "
               f"{'direct':>9} {'push':>9} {'pull':>9} {'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} "
               f"{'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)

@@ -30,8 +30,8 @@ from kernels import distributed_env as dist_env
 from kernels.validation import check_call
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
-    "ll": [1, 4, 16],
-    "push": [32, 64, 128, 512],  # 64: it took the 32-row entry, which ran slower there than the default
+    "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
+    "push": [32, 64, 128, 256, 512],  # 64: it took the 32-row entry, which ran slower there than the default
     "small": [32, 64],
     "large": [256, 1024, 4096],
 }

@@ -11,8 +11,29 @@ import torch.distributed as dist
 from . import layout as L
 
 DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
-DEFAULT_LL_BYTES = int(os.environ.get("KERNELS_LL_BYTES", 256 << 10))
-DEFAULT_PUSH_BYTES = int(os.environ.get("KERNELS_PUSH_BYTES", 2 << 20))
+
+
+def _env_bytes(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return default if value is None else int(value)
+
+
+# Per-destination limits of the push modes, by world size. Measured on 2x H200 (H 7168 bf16, CUDA
+# graphs, bench/NOTES.md 2026-11-28 fourth session): flagged words beat the plain push at 32 rows per
+# rank (458 KB per destination: 6.6 vs 7.1 us even, 4.9 vs 5.8 one idle rank), and the plain push
+# beat the pull at 256 rows (3.7 MB: 8-19%) and at 512 rows with skew (5-9%; even 512 rows 3%
+# slower). On 4x H100 the pull was faster above 2 MiB; 4-GPU LL limits above 256 KiB are unmeasured.
+def default_ll_bytes(world_size: int) -> int:
+    """Largest per-destination byte count for flagged words ("ll"): ``KERNELS_LL_BYTES`` if set,
+    else 512 KiB on 2 ranks, 256 KiB on more."""
+    return _env_bytes("KERNELS_LL_BYTES", (512 << 10) if world_size == 2 else (256 << 10))
+
+
+def default_push_bytes(world_size: int) -> int:
+    """Largest per-destination byte count for the plain push: ``KERNELS_PUSH_BYTES`` if set, else
+    8 MiB on 2 ranks, 2 MiB on more."""
+    return _env_bytes("KERNELS_PUSH_BYTES", (8 << 20) if world_size == 2 else (2 << 20))
+
 
 _workspaces: dict[tuple, "Workspace"] = {}
 
@@ -34,12 +55,14 @@ class Workspace:
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int = DEFAULT_STAGE_BYTES,
-                 ll_bytes: int = DEFAULT_LL_BYTES, push_bytes: int = DEFAULT_PUSH_BYTES):
+                 ll_bytes: int | None = None, push_bytes: int | None = None):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
-        self.push_max_bytes = push_bytes  # the push slots grow up to this per source, on demand
+        # the push slots grow up to this per source, on demand
+        self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else push_bytes
+        ll_bytes = default_ll_bytes(self.world_size) if ll_bytes is None else ll_bytes
         # with 3+ ranks, small calls may relay too: their sums land in scratch (see plan_call)
         self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, stage_bytes if self.world_size >= 3 else 0,
                                0)
@@ -176,10 +199,11 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     variant (input copied into a double buffer, one barrier); larger calls read in place and end
     with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
     per-destination byte count served by the low-latency push variant (no barrier, no pull round
-    trip); default 256 KiB, or ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest
+    trip); default 512 KiB on 2 ranks, 256 KiB on more (:func:`default_ll_bytes`), or
+    ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest
     per-destination byte count served by the plain push variant (peers write, the owner sums
-    locally); its slots (2 x world of them) grow to it on demand; default 2 MiB, or
-    ``KERNELS_PUSH_BYTES``; 0 turns it off.
+    locally); its slots (2 x world of them) grow to it on demand; default 8 MiB on 2 ranks, 2 MiB on
+    more (:func:`default_push_bytes`), or ``KERNELS_PUSH_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
@@ -188,6 +212,5 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     key = (group.group_name, device)
     if key not in _workspaces:
         _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes,
-                                     DEFAULT_LL_BYTES if ll_bytes is None else ll_bytes,
-                                     DEFAULT_PUSH_BYTES if push_bytes is None else push_bytes)
+                                     ll_bytes, push_bytes)
     return _workspaces[key]

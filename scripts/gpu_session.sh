@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
-#   scripts/gpu_session.sh PHASE...   phases: env tests rest fuzz ab bench bench2 quick2 quick4 latency demo tune
+#   scripts/gpu_session.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth demo tune
 # ab: the decode sizes (bench preset "latency") on an earlier commit's kernels, put in ab/base/kernels by
 #   hand (git archive COMMIT kernels | tar x -C ab/base), and on this tree, alternating twice.
 # Restores/saves the Triton cache ($OUT/triton-cache.tgz <-> .gpu-cache/) so later calls skip compiles.
@@ -26,7 +26,8 @@ for phase in "$@"; do
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
     tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "not fuzz and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
-    fuzz) run fuzz 420 env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
+    fuzzmax) run fuzzmax ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "fuzz and [$NG]" -p no:cacheprovider ;;
+    fuzz) run fuzz ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
     ab) rm -rf ab/base/bench && cp -r bench ab/base/
         for i in 1 2; do
           run ab-base$i 150 bash -c "cd ab/base && torchrun --nproc-per-node $NG -m bench --preset latency --impls fused,fused_push,nccl_rsv --no-plot --out $LOG/results/ab-base$i"
@@ -36,13 +37,14 @@ for phase in "$@"; do
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
     bench) run bench ${BENCH_LIMIT:-480} torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
     bench2) run bench2 ${BENCH_LIMIT:-300} torchrun --nproc-per-node 2 -m bench --preset full --out "$LOG/results" ;;
+    bandwidth) run bandwidth 300 torchrun --nproc-per-node $NG -m bench --preset bandwidth --impls fused,fused_pull,nccl_rsv --no-plot --out "$LOG/results/bandwidth" ;;
     demo) run demo 300 bash scripts/demo_gpu.sh ;;
     latency) lat=$(( ${lat:-0} + 1 ))  # each run in its own folder (e.g. before and after a tune)
         run latency$lat 150 torchrun --nproc-per-node $NG -m bench --preset latency --no-plot --out "$LOG/results/latency$lat" ;;
     tune) run tune ${TUNE_LIMIT:-400} torchrun --nproc-per-node $NG -m bench.tune --ship --verbose --modes ${TUNE_MODES:-ll,push,small,large} ${TUNE_ROWS:+--rows $TUNE_ROWS} --out "$LOG/results" ;;
   esac
 done
-tar cJf "$OUT/triton-cache.tar.xz" -C $TRITON_CACHE_DIR . 2>/dev/null
+[ "${SAVE_CACHE:-1}" = 1 ] && tar cJf "$OUT/triton-cache.tar.xz" -C $TRITON_CACHE_DIR . 2>/dev/null  # ~100 s
 tar czf "$OUT/run.tgz" -C $LOG .
 for f in $LOG/*.log; do echo "== $(basename $f): $(tail -c 1500 $f | tail -n 8)"; done
 printf '%s\n' "${summary[@]}"

@@ -103,3 +103,17 @@ ROW = 7168 * 2  # bytes of one bf16 row of H 7168
 def test_dispatch_model_sends_only_measured_losses_to_nccl(sizes, relayed, nccl):
     """The host-size dispatch rule reproduces the 4x H200 measurements it was fitted to."""
     assert configs.DISPATCH.prefers_nccl(sizes, ROW, relayed) == nccl
+
+
+def test_push_limits_default_by_world_size_and_follow_the_environment(monkeypatch):
+    from kernels.workspace import default_ll_bytes, default_push_bytes
+
+    monkeypatch.delenv("KERNELS_LL_BYTES", raising=False)
+    monkeypatch.delenv("KERNELS_PUSH_BYTES", raising=False)
+    # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+
+    assert (default_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 8 << 20)
+    for world in (3, 4, 8):
+        assert (default_ll_bytes(world), default_push_bytes(world)) == (256 << 10, 2 << 20)
+    monkeypatch.setenv("KERNELS_LL_BYTES", "0")
+    monkeypatch.setenv("KERNELS_PUSH_BYTES", "12345")
+    assert (default_ll_bytes(2), default_push_bytes(4)) == (0, 12345)
