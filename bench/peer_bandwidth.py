@@ -5,8 +5,9 @@ A Triton kernel reads ``nbytes`` from each peer's symmetric workspace and folds 
 (one small store per program, so nothing is elided): no reduction traffic to memory, no barrier,
 no uneven split. Each tile is read from every peer in the same iteration, so all links are busy at
 once (the runs of 2026-11-27 used a version that read the peers one after another; at W=4 that
-measured one link at a time, 226 GB/s, and the fused kernel's "% of ceiling" there exceeded 100). Its best inbound rate over a few launch shapes is the ceiling the fused kernel's
-achieved rate is compared with. The write ceiling (stores of register values into every peer's
+measured one link at a time, 226 GB/s, and the fused kernel's "% of ceiling" there exceeded 100).
+Its best inbound rate over a few launch shapes is the ceiling the fused kernel's achieved rate is
+compared with. The write ceiling (stores of register values into every peer's
 workspace, all peers per iteration) is reported beside it: NVLink writes are posted, and the push
 modes move data that way.
 """

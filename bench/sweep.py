@@ -32,7 +32,8 @@ PRESETS = {
     # name: list of (rows per rank, hidden sizes, dtypes, distributions)
     "tiny": [([1, 3], [16], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
     "latency": [([1, 2, 4, 8, 16, 32], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
-    "bandwidth": [([128, 256, 512, 1024, 4096, 8192], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
+    "bandwidth": [([128, 256, 512, 1024, 4096, 8192], [7168], ["bfloat16"],
+                   ["even", "uneven", "idle_rank", "one_owner"])],
     "quick": [([1, 8, 64, 512, 1024, 4096], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "full": [(ALL_ROWS, [4096, 7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"]),
              ([1, 64, 1024], [7168], ["float16", "float32"], ["even", "uneven"])],
@@ -133,7 +134,8 @@ def main(argv=None) -> None:
     if rank == 0:  # written as the sweep goes, so a run cut short keeps what it measured
         out_dir.mkdir(parents=True, exist_ok=True)
         meta = dict(kind="meta", date=stamp, card=card, world=world, preset=preset, peer_ceiling_gbps=ceiling,
-                    ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1), torch=torch.__version__, triton=_triton_version(),
+                    ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1),
+                    torch=torch.__version__, triton=_triton_version(),
                     nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
         path.write_text(json.dumps(meta) + "\n")
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}, "

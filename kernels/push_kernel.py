@@ -32,7 +32,7 @@ import triton.language as tl
 
 from .signals import (ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, peer_bases, release, signal_all, wait_words,
                       word_ptr)
-from .tiles import HOST_SIZE_ARGS, call_geometry, pick, tile, vec
+from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 
 @triton.jit
@@ -56,15 +56,6 @@ def _pack(lo, hi, DTYPE: tl.constexpr, PER_WORD: tl.constexpr):
         hi16 = hi.to(DTYPE).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
         return lo16 | (hi16 << 16)
     return lo.to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def _word_rows(addrs, start, WORDS: tl.constexpr, WORD_TY: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """[len(addrs), WORDS] pointers: row i holds WORDS consecutive WORD_TY words from word ``start[i]``
-    of the array at address ``addrs[i]`` (either may be a scalar). Every row start is VEC_BYTES-aligned:
-    the hint that allows vector accesses."""
-    rows = tl.multiple_of(addrs.to(tl.pointer_type(WORD_TY)) + start, VEC_BYTES)
-    return rows[:, None] + tl.arange(0, WORDS)[None, :]
 
 
 @triton.jit
@@ -100,8 +91,8 @@ def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, p
         done = tl.cast(t, tl.int64) * BLOCK
         left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
         live = peers[:, None] & (words < left[:, None])
-        data = tl.load(_word_rows(in_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
-        tl.store(_word_rows(slots, done // PER_WORD, WORDS, tl.int64, 16),
+        data = tl.load(rows(in_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
+        tl.store(rows(slots, done // PER_WORD, WORDS, tl.int64, 16),
                  (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
 
 
@@ -120,14 +111,14 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
     for t in range(pid, my_tiles, num_programs):
         done = tl.cast(t, tl.int64) * BLOCK
         live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
-        own = tl.load(_word_rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
+        own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
                       mask=mine & live, other=0)
-        data, late = _poll(_word_rows(slots, done // PER_WORD, WORDS, tl.int64, 16), peers & live, flag, spin_limit)
+        data, late = _poll(rows(slots, done // PER_WORD, WORDS, tl.int64, 16), peers & live, flag, spin_limit)
         err |= tl.where(late, ERR_SPIN_TIMEOUT, 0)
         lo, hi = _unpack(tl.where(mine, own, data), DTYPE, PER_WORD)  # masked-off words read as 0: +0.0
         total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
         # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
-        out = _word_rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
+        out = rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
         tl.store(out, total + own * 0, mask=tl.where(out_ok, mine & live, False))
     return err
 

@@ -74,3 +74,12 @@ def vec(addr, start, DTYPE: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.con
     so the compiler emits 16-byte accesses when VEC_BYTES is 16.
     """
     return tl.multiple_of(addr.to(tl.pointer_type(DTYPE)) + start, VEC_BYTES) + tl.arange(0, BLOCK)
+
+
+@triton.jit
+def rows(addrs, start, N: tl.constexpr, TY: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """[len(start), N] pointers: row i holds N consecutive TY elements from element ``start[i]`` of
+    the array at address ``addrs[i]`` (either may be a scalar). Every row start is VEC_BYTES-aligned:
+    the hint that allows vector accesses (on the row pointers, as in ``vec``)."""
+    firsts = tl.multiple_of(addrs.to(tl.pointer_type(TY)) + start, VEC_BYTES)
+    return firsts[:, None] + tl.arange(0, N)[None, :]
