@@ -200,10 +200,10 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
     per-destination byte count served by the low-latency push variant (no barrier, no pull round
     trip); default 512 KiB on 2 ranks, 256 KiB on more (:func:`default_ll_bytes`), or
-    ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest
-    per-destination byte count served by the plain push variant (peers write, the owner sums
-    locally); its slots (2 x world of them) grow to it on demand; default 8 MiB on 2 ranks, 2 MiB on
-    more (:func:`default_push_bytes`), or ``KERNELS_PUSH_BYTES``; 0 turns it off.
+    ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest per-destination byte count
+    served by the plain push variant (peers write, the owner sums locally); its slots (2 x world of
+    them) grow to it on demand; default 8 MiB on 2 ranks, 2 MiB on more (:func:`default_push_bytes`),
+    or ``KERNELS_PUSH_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
