@@ -68,7 +68,7 @@ def measure(device: torch.device, nbytes: int = 256 << 20, write: bool = False) 
         for warps in (4, 8, 16):
             for per_sm in (1, 2, 4):
                 programs = sms * per_sm
-                sink = torch.empty(programs * block, dtype=torch.float32, device=device)
+                sink = None if write else torch.empty(programs * block, dtype=torch.float32, device=device)
 
                 def call():
                     if write:

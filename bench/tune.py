@@ -36,7 +36,8 @@ POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "large": [256, 1024, 4096],
 }
 # the API settings under which each mode gets those calls (the planner would push the small ones)
-MODE_SETTINGS = {"small": dict(MODES_OFF=frozenset({"ll", "push"})), "large": dict(MODES_OFF=frozenset({"ll", "push"}))}
+_PULL_ONLY = dict(MODES_OFF=frozenset({"ll", "push"}))
+MODE_SETTINGS = {"small": _PULL_ONLY, "large": _PULL_ONLY}
 
 
 def search_space(mode: str, world: int) -> list[triton.Config]:

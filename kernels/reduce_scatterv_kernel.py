@@ -42,8 +42,9 @@ def _copy_tiles(src_addr, dst_addr, first, count, t0, t_step, m0, m_end, m_step,
                 BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Copy tiles ``t0 + m * t_step`` (m = m0, m0 + m_step, ... < m_end) of a destination's range from
     ``src_addr`` to the same elements at ``dst_addr``. Several tiles per step, as one 2-D access
-    (about 16K elements), so that many loads are in flight before their stores: copied one tile at a
-    time, staging was bound by load latency (4x H200, 2048-element tiles: ~0.5 TB/s)."""
+    (about 16K elements), so that many loads are in flight before their stores. Copied one tile at a
+    time, staging cost followed the tile count, not the bytes (4x H200, copy-in vs in place: +50 us
+    at 512 rows of H 7168 with 2048-element tiles, +23 us at 1024 rows with 8192-element tiles)."""
     U: tl.constexpr = (16384 + BLOCK - 1) // BLOCK  # tiles per step (BLOCK is a power of two)
     for m in range(m0, m_end, m_step * U):
         ms = m + tl.arange(0, U) * m_step

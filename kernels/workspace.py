@@ -10,9 +10,6 @@ import torch.distributed as dist
 
 from . import layout as L
 
-DEFAULT_STAGE_BYTES = int(os.environ.get("KERNELS_STAGE_BYTES", 4 << 20))
-
-
 def _env_bytes(name: str, default: int) -> int:
     value = os.environ.get(name)
     return default if value is None else int(value)
@@ -23,6 +20,11 @@ def _env_bytes(name: str, default: int) -> int:
 # rank (458 KB per destination: 6.6 vs 7.1 us even, 4.9 vs 5.8 one idle rank), and the plain push
 # beat the pull at 256 rows (3.7 MB: 8-19%) and at 512 rows with skew (5-9%; even 512 rows 3%
 # slower). On 4x H100 the pull was faster above 2 MiB; 4-GPU LL limits above 256 KiB are unmeasured.
+def default_stage_bytes() -> int:
+    """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
+    return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
+
+
 def default_ll_bytes(world_size: int) -> int:
     """Largest per-destination byte count for flagged words ("ll"): ``KERNELS_LL_BYTES`` if set,
     else 512 KiB on 2 ranks, 256 KiB on more."""
@@ -54,7 +56,7 @@ class Workspace:
     :meth:`reserve`. Memory of an outgrown buffer is kept, so graphs captured earlier stay valid.
     """
 
-    def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int = DEFAULT_STAGE_BYTES,
+    def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int | None = None,
                  ll_bytes: int | None = None, push_bytes: int | None = None):
         self.group = group
         self.device = device
@@ -63,6 +65,7 @@ class Workspace:
         # the push slots grow up to this per source, on demand
         self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else push_bytes
         ll_bytes = default_ll_bytes(self.world_size) if ll_bytes is None else ll_bytes
+        stage_bytes = default_stage_bytes() if stage_bytes is None else stage_bytes
         # with 3+ ranks, small calls may relay too: their sums land in scratch (see plan_call)
         self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, stage_bytes if self.world_size >= 3 else 0,
                                0)
@@ -211,6 +214,5 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
         device = torch.device("cuda", torch.cuda.current_device())
     key = (group.group_name, device)
     if key not in _workspaces:
-        _workspaces[key] = Workspace(group, device, DEFAULT_STAGE_BYTES if stage_bytes is None else stage_bytes,
-                                     ll_bytes, push_bytes)
+        _workspaces[key] = Workspace(group, device, stage_bytes, ll_bytes, push_bytes)
     return _workspaces[key]
