@@ -34,6 +34,7 @@ PRESETS = {
     "latency": [([1, 2, 4, 8, 16, 32], [7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"])],
     "bandwidth": [([128, 256, 512, 1024, 4096, 8192], [7168], ["bfloat16"],
                    ["even", "uneven", "idle_rank", "one_owner"])],
+    "skew": [([32, 64, 128, 256, 512, 1024], [7168], ["bfloat16"], ["uneven", "idle_rank", "one_owner"])],
     "quick": [([1, 8, 64, 512, 1024, 4096], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "full": [(ALL_ROWS, [4096, 7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"]),
              ([1, 64, 1024], [7168], ["float16", "float32"], ["even", "uneven"])],

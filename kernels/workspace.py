@@ -19,7 +19,9 @@ def _env_bytes(name: str, default: int) -> int:
 # graphs, bench/NOTES.md 2026-11-28 fourth session): flagged words beat the plain push at 32 rows per
 # rank (458 KB per destination: 6.6 vs 7.1 us even, 4.9 vs 5.8 one idle rank), and the plain push
 # beat the pull at 256 rows (3.7 MB: 8-19%) and at 512 rows with skew (5-9%; even 512 rows 3%
-# slower). On 4x H100 the pull was faster above 2 MiB; 4-GPU LL limits above 256 KiB are unmeasured.
+# slower). On 4x H200 (same-run A/B, fifth session) the push beat the pull at 256 rows (3.7 MB: 40.7
+# vs 45.9 us even, 41.9 vs 43.5 one idle rank) and lost at 512 (7.3 MB: 95.3 vs 82.4 even): 4 MiB
+# on 3+ ranks. 4-GPU LL limits above 256 KiB are unmeasured.
 def default_stage_bytes() -> int:
     """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
     return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
@@ -33,8 +35,8 @@ def default_ll_bytes(world_size: int) -> int:
 
 def default_push_bytes(world_size: int) -> int:
     """Largest per-destination byte count for the plain push: ``KERNELS_PUSH_BYTES`` if set, else
-    8 MiB on 2 ranks, 2 MiB on more."""
-    return _env_bytes("KERNELS_PUSH_BYTES", (8 << 20) if world_size == 2 else (2 << 20))
+    8 MiB on 2 ranks, 4 MiB on more."""
+    return _env_bytes("KERNELS_PUSH_BYTES", (8 << 20) if world_size == 2 else (4 << 20))
 
 
 _workspaces: dict[tuple, "Workspace"] = {}
@@ -205,7 +207,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     trip); default 512 KiB on 2 ranks, 256 KiB on more (:func:`default_ll_bytes`), or
     ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest per-destination byte count
     served by the plain push variant (peers write, the owner sums locally); its slots (2 x world of
-    them) grow to it on demand; default 8 MiB on 2 ranks, 2 MiB on more (:func:`default_push_bytes`),
+    them) grow to it on demand; default 8 MiB on 2 ranks, 4 MiB on more (:func:`default_push_bytes`),
     or ``KERNELS_PUSH_BYTES``; 0 turns it off.
     """
     group = group if group is not None else dist.group.WORLD

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
 #   scripts/gpu_session.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth demo tune
+# bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
+#   (default fused,fused_pull,nccl_rsv).
 # ab: the decode sizes (bench preset "latency") on an earlier commit's kernels, put in ab/base/kernels by
 #   hand (git archive COMMIT kernels | tar x -C ab/base), and on this tree, alternating twice.
 # Restores/saves the Triton cache ($OUT/triton-cache.tgz <-> .gpu-cache/) so later calls skip compiles.
@@ -24,7 +26,7 @@ run() {  # run NAME TIMEOUT CMD...
 for phase in "$@"; do
   case $phase in
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
-    tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "not fuzz and not demo_command and not test_block_matches" -p no:cacheprovider ;;
+    tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "${TESTS_K:-not fuzz and not demo_command and not test_block_matches}" -p no:cacheprovider ;;
     rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     fuzzmax) run fuzzmax ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "fuzz and [$NG]" -p no:cacheprovider ;;
     fuzz) run fuzz ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
@@ -37,7 +39,7 @@ for phase in "$@"; do
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
     bench) run bench ${BENCH_LIMIT:-480} torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
     bench2) run bench2 ${BENCH_LIMIT:-300} torchrun --nproc-per-node 2 -m bench --preset full --out "$LOG/results" ;;
-    bandwidth) run bandwidth 300 torchrun --nproc-per-node $NG -m bench --preset bandwidth --impls fused,fused_pull,nccl_rsv --no-plot --out "$LOG/results/bandwidth" ;;
+    bandwidth) run bandwidth 300 torchrun --nproc-per-node $NG -m bench --preset ${BW_PRESET:-bandwidth} --impls ${BW_IMPLS:-fused,fused_pull,nccl_rsv} --no-plot --out "$LOG/results/bandwidth" ;;
     demo) run demo 300 bash scripts/demo_gpu.sh ;;
     latency) lat=$(( ${lat:-0} + 1 ))  # each run in its own folder (e.g. before and after a tune)
         run latency$lat 150 torchrun --nproc-per-node $NG -m bench --preset latency --no-plot --out "$LOG/results/latency$lat" ;;

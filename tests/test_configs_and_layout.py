@@ -113,7 +113,7 @@ def test_push_limits_default_by_world_size_and_follow_the_environment(monkeypatc
     # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+
     assert (default_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 8 << 20)
     for world in (3, 4, 8):
-        assert (default_ll_bytes(world), default_push_bytes(world)) == (256 << 10, 2 << 20)
+        assert (default_ll_bytes(world), default_push_bytes(world)) == (256 << 10, 4 << 20)
     monkeypatch.setenv("KERNELS_LL_BYTES", "0")
     monkeypatch.setenv("KERNELS_PUSH_BYTES", "12345")
     assert (default_ll_bytes(2), default_push_bytes(4)) == (0, 12345)

@@ -60,12 +60,13 @@ def test_back_to_back_calls_of_every_variant_stay_in_step(cpu_pools, world):
 
 def test_the_planner_pushes_small_and_mid_calls_and_pulls_or_relays_the_rest(cpu_pools):
     """Default limits on 4 ranks, bf16 rows of H 7168 (14 KiB): flagged words up to 256 KiB per
-    destination, plain push up to 2 MiB, then the pull kernel, which relays a heavy owner's excess
-    rows (every excess on CPU). A heavy owner within the push limit is pushed, not relayed."""
+    destination, plain push up to 4 MiB (292 rows), then the pull kernel, which relays a heavy
+    owner's excess rows (every excess on CPU). A heavy owner within the push limit is pushed, not
+    relayed."""
     sets = [[1, 1, 1, 1], [18, 0, 3, 1], [64, 64, 64, 64], [140, 0, 0, 0], [256, 256, 256, 256],
-            [300, 0, 0, 0], [100, 200, 300, 280]]
-    want = [("ll", False), ("ll", False), ("push", False), ("push", False), ("large", False),
-            ("large", True), ("large", False)]
+            [292, 0, 0, 0], [293, 0, 0, 0], [100, 200, 300, 280], [512] * 4]
+    want = [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("push", False),
+            ("large", True), ("large", False), ("large", False)]
     for got in cpu_pools[4].run("tests.cases:plan_case", size_sets=sets, hidden=7168):
         assert [tuple(g) for g in got] == want
 

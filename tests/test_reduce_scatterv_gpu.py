@@ -52,11 +52,15 @@ def test_cuda_graph_replays_with_new_device_sizes(gpu_pools, world, resident, pe
 
 
 @pytest.mark.parametrize("world", [3, 4])
-@pytest.mark.parametrize("group", ["world", "large"])
-@pytest.mark.parametrize("sizes", [[2500, 0, 0, 0], [250, 0, 0, 0], [64, 900, 20, 1500], [0, 1, 2048, 600]])
+@pytest.mark.parametrize("group", ["world", "small", "large"])
+@pytest.mark.parametrize("sizes", [[2500, 0, 0, 0], [250, 0, 0, 0], [700, 0, 0, 0], [40, 300, 0, 10],
+                                   [64, 900, 20, 1500], [0, 1, 2048, 600]])
 def test_heavy_owners_rows_are_relayed_and_match_nccl(gpu_pools, world, group, sizes):
     """Skewed sizes large enough to be relayed (the owner's excess rows reduced by its peers and
-    pushed to it), in the double-buffered (250 rows) and the large variant, input in the workspace or not."""
+    pushed to it), input in the workspace or not. By default 250 rows of one owner are pushed
+    directly (3.6 MB, under the 4-GPU push limit) and the others pulled, relaying; the "small"
+    group relays by the double-buffered pull where the whole input fits its 4 MiB, the "large"
+    group by the large pull."""
     if world > GPUS:
         pytest.skip(f"needs {world} GPUs, this machine has {GPUS}")
     for resident in (True, False):
