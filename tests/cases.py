@@ -32,6 +32,13 @@ def partials(seed: int, world: int, rows: int, rest: tuple, dtype: torch.dtype) 
     return out
 
 
+def exact_sum(parts: list[torch.Tensor], off: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float64 sum over ranks, float64 sum of magnitudes) of rows [off, off + n) of the partials:
+    the truth a rank's result is checked against, formed from its rows only."""
+    rows = [p[off:off + n].double() for p in parts]
+    return torch.stack(rows).sum(0), torch.stack([r.abs() for r in rows]).sum(0)
+
+
 def tolerance(dtype: torch.dtype, truth: torch.Tensor, abs_sum: torch.Tensor, world: int, slack: int = 1,
               hops: int = 0):
     """One spacing of ``dtype`` at the true value (covers round-to-nearest on the GPU and the
@@ -89,8 +96,7 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
     worst = 0.0
     for i in range(repeat):
         parts = partials(seed * 1000 + i, ctx.world, total, rest, dtype_t)
-        truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
-        abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+        truth, abs_sum = exact_sum(parts, off, n)
         capacity = total + (spare_rows if device_sizes else 0)
         inp = _input_tensor(ctx, ws, parts[ctx.rank], capacity, resident, noncontig, seed * 1000 + i)
         before = inp.clone()
@@ -194,8 +200,7 @@ def short_output_case(ctx, *, sizes: list, short_rank: int, group: str = "world"
         if not torch.isnan(buf[n - 1:].float()).all():
             raise AssertionError("the row past the short output was written")
         return got
-    truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
-    abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+    truth, abs_sum = exact_sum(parts, off, n)
     assert_close("vs float64 sum", buf, truth, tolerance(torch.bfloat16, truth, abs_sum, ctx.world))
     return got
 
@@ -253,8 +258,7 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
         graph.replay()
         torch.cuda.synchronize()
         ws.check()
-        truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
-        abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+        truth, abs_sum = exact_sum(parts, off, n)
         worst = max(worst, assert_close(f"replay {i} {sizes} vs float64", out[:n], truth,
                                         tolerance(dtype_t, truth, abs_sum, W)))
         if not torch.isnan(out[n:].float()).all():
@@ -287,8 +291,7 @@ def fallback_case(ctx, *, sizes: list[int], seed: int):
             got2 = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
     finally:
         Workspace._reachable = reachable
-    truth = torch.stack([p.double() for p in parts]).sum(0)[off:off + n]
-    abs_sum = torch.stack([p.double().abs() for p in parts]).sum(0)[off:off + n]
+    truth, abs_sum = exact_sum(parts, off, n)
     tol = tolerance(torch.bfloat16, truth, abs_sum, ctx.world) + 2.0 ** -7 * (ctx.world - 1) * abs_sum
     assert_close("fallback vs float64", got, truth, tol)
     assert torch.equal(got, got2)
