@@ -21,7 +21,7 @@ def _env_bytes(name: str, default: int) -> int:
 # beat the pull at 256 rows (3.7 MB: 8-19%) and at 512 rows with skew (5-9%; even 512 rows 3%
 # slower). On 4x H200 (same-run A/B, fifth session) the push beat the pull at 256 rows (3.7 MB: 40.7
 # vs 45.9 us even, 41.9 vs 43.5 one idle rank) and lost at 512 (7.3 MB: 95.3 vs 82.4 even): 4 MiB
-# on 3+ ranks. 4-GPU LL limits above 256 KiB are unmeasured.
+# on 3+ ranks (3 and 5-8 ranks unmeasured). 4-GPU LL limits above 256 KiB are unmeasured.
 def default_stage_bytes() -> int:
     """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
     return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
