@@ -10,9 +10,15 @@ import torch.distributed as dist
 
 from . import layout as L
 
+
 def _env_bytes(name: str, default: int) -> int:
     value = os.environ.get(name)
     return default if value is None else int(value)
+
+
+def default_stage_bytes() -> int:
+    """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
+    return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
 
 
 # Per-destination limits of the push modes, by world size. Measured on 2x H200 (H 7168 bf16, CUDA
@@ -22,11 +28,6 @@ def _env_bytes(name: str, default: int) -> int:
 # slower). On 4x H200 (same-run A/B, fifth session) the push beat the pull at 256 rows (3.7 MB: 40.7
 # vs 45.9 us even, 41.9 vs 43.5 one idle rank) and lost at 512 (7.3 MB: 95.3 vs 82.4 even): 4 MiB
 # on 3+ ranks (3 and 5-8 ranks unmeasured). 4-GPU LL limits above 256 KiB are unmeasured.
-def default_stage_bytes() -> int:
-    """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
-    return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
-
-
 def default_ll_bytes(world_size: int) -> int:
     """Largest per-destination byte count for flagged words ("ll"): ``KERNELS_LL_BYTES`` if set,
     else 512 KiB on 2 ranks, 256 KiB on more."""

@@ -58,26 +58,26 @@ def test_back_to_back_calls_of_every_variant_stay_in_step(cpu_pools, world):
         cpu_pools[world].run(CASE, sizes=by_mode[i % 4], rest=(24,), seed=i, group="mixed", resident=i % 3 == 0)
 
 
-def test_the_planner_pushes_small_and_mid_calls_and_pulls_or_relays_the_rest(cpu_pools):
-    """Default limits on 4 ranks, bf16 rows of H 7168 (14 KiB): flagged words up to 256 KiB per
-    destination, plain push up to 4 MiB (292 rows), then the pull kernel, which relays a heavy
-    owner's excess rows (every excess on CPU). A heavy owner within the push limit is pushed, not
-    relayed."""
-    sets = [[1, 1, 1, 1], [18, 0, 3, 1], [64, 64, 64, 64], [140, 0, 0, 0], [256, 256, 256, 256],
-            [292, 0, 0, 0], [293, 0, 0, 0], [100, 200, 300, 280], [512] * 4]
-    want = [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("push", False),
-            ("large", True), ("large", False), ("large", False)]
-    for got in cpu_pools[4].run("tests.cases:plan_case", size_sets=sets, hidden=7168):
-        assert [tuple(g) for g in got] == want
+PLANS = {  # world: host-size sets and the (mode, relays?) the planner must pick, bf16 rows of H 7168
+    # 4 ranks: flagged words up to 256 KiB per destination, plain push up to 4 MiB (292 rows), then
+    # the pull kernel, which relays a heavy owner's excess rows (every excess on CPU); a heavy owner
+    # within the push limit is pushed, not relayed
+    4: ([[1, 1, 1, 1], [18, 0, 3, 1], [64, 64, 64, 64], [140, 0, 0, 0], [256, 256, 256, 256], [292, 0, 0, 0],
+         [293, 0, 0, 0], [100, 200, 300, 280], [512] * 4],
+        [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("push", False),
+         ("large", True), ("large", False), ("large", False)]),
+    # 2 ranks push further: flagged words up to 512 KiB (36 rows), plain push up to 8 MiB (585 rows)
+    2: ([[32, 32], [36, 0], [37, 1], [512, 512], [585, 100], [586, 0], [1024, 1024]],
+        [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("large", False),
+         ("large", False)]),
+}
 
 
-def test_two_ranks_push_further_than_four(cpu_pools):
-    """Default limits on 2 ranks (measured crossovers, bench/NOTES.md): flagged words up to 512 KiB
-    per destination (36 rows of H 7168), plain push up to 8 MiB (585 rows), then the pull."""
-    sets = [[32, 32], [36, 0], [37, 1], [512, 512], [585, 100], [586, 0], [1024, 1024]]
-    want = [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("large", False),
-            ("large", False)]
-    for got in cpu_pools[2].run("tests.cases:plan_case", size_sets=sets, hidden=7168):
+@pytest.mark.parametrize("world", sorted(PLANS))
+def test_the_planner_pushes_small_and_mid_calls_and_pulls_or_relays_the_rest(cpu_pools, world):
+    """Default limits by world size (measured crossovers, bench/NOTES.md): see PLANS."""
+    sets, want = PLANS[world]
+    for got in cpu_pools[world].run("tests.cases:plan_case", size_sets=sets, hidden=7168):
         assert [tuple(g) for g in got] == want
 
 
