@@ -3,9 +3,7 @@
 fused            kernels.reduce_scatterv, input produced inside the symmetric workspace (the
                  DeepSeek post-path's way: the MoE writes there, nothing is copied)
 fused_copy       kernels.reduce_scatterv on an ordinary tensor (copied into the workspace)
-fused_kernel     "fused" with the NCCL dispatch off: the Triton kernels on every call (differs from
-                 "fused" only on the large skewed calls the dispatch model sends to NCCL)
-fused_direct     "fused_kernel" with relaying off too (every owner pulls all its rows itself): the
+fused_direct     "fused" with relaying off (every owner pulls all its rows itself): the
                  A/B that shows what the relay path is worth on skewed sizes (3+ ranks only)
 fused_push       "fused" with flagged words off: the plain push where "fused" sends flagged words
 fused_pull       "fused" with both push modes off: the pull kernel where "fused" pushes
@@ -25,11 +23,10 @@ import torch.distributed as dist
 import kernels
 from kernels import api
 
-IMPLS = ("fused", "fused_copy", "fused_kernel", "fused_direct", "fused_push", "fused_pull", "nccl_rsv", "nccl_padded",
+IMPLS = ("fused", "fused_copy", "fused_direct", "fused_push", "fused_pull", "nccl_rsv", "nccl_padded",
          "allreduce_slice")
 # the API settings each fused variant plans under (while it plans: eagerly and under graph capture)
-API_SETTINGS = {"fused_kernel": dict(NCCL_DISPATCH=False),
-                "fused_direct": dict(NCCL_DISPATCH=False, RELAY_MAX_COST_PCT=0),
+API_SETTINGS = {"fused_direct": dict(RELAY_MAX_COST_PCT=0),
                 "fused_push": dict(MODES_OFF=frozenset({"ll"})),
                 "fused_pull": dict(MODES_OFF=frozenset({"ll", "push"}))}
 
@@ -41,7 +38,7 @@ def applies(impl: str, sizes: list[int], hidden: int, mode: str) -> bool:
         return True
     if hidden != 7168:
         return False
-    if impl in ("fused_kernel", "fused_direct"):  # skewed sizes on 3+ ranks
+    if impl == "fused_direct":  # skewed sizes on 3+ ranks
         return len(sizes) >= 3 and len(set(sizes)) > 1
     return mode == "ll" if impl == "fused_push" else mode in ("ll", "push")
 

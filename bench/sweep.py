@@ -61,7 +61,7 @@ def _fused_choice(partial: torch.Tensor, sizes: list[int]) -> dict:
     call = api.check_call(partial, None, sizes, ws.world_size, ws.rank)
     plan = api.plan_call(ws, call, partial)
     relayed = 0
-    if plan.variant is not None and plan.mode != "nccl":
+    if plan.variant is not None:
         relayed = api.relayed_tiles(sizes, call.hidden, plan.config.block, plan.variant)
     return {**plan.config.to_json(), "mode": plan.mode, "relayed_tiles": relayed}
 
@@ -180,7 +180,7 @@ def _table_line(recs: list[dict]) -> str:
         return f"{by[name]['median_us']:9.1f}" if name in by else f"{'-':>9}"
 
     return (f"{r0['hidden']:>5} {r0['dtype']:>8} {r0['distribution']:>9} {r0['rows_per_rank']:>5} | {us('fused')} "
-            f"{us('fused_copy')} {us('fused_kernel')} {us('fused_direct')} {us('fused_push')} {us('fused_pull')} "
+            f"{us('fused_copy')} {us('fused_direct')} {us('fused_push')} {us('fused_pull')} "
             f"{us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
             f"{f.get('ratio_vs_nccl_rsv') or 0:6.2f} {f.get('peer_gbps') or 0:6.0f} "
             f"{f.get('pct_of_peer_ceiling', 0):5.0f} {f.get('config', {}).get('mode', '-'):>5}")

@@ -4,7 +4,7 @@
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
     torchrun --nproc-per-node 4 -m bench.tune --modes push --rows 64   # one mode, chosen sizes
 
-For each mode (ll, push, small, large), row width and size bucket, one representative call is tuned:
+For each mode (ll, push, large), row width and size bucket, one representative call is tuned:
 ``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
 through a benchmark that is collective: every rank runs the same
 number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
@@ -32,12 +32,11 @@ from kernels.validation import check_call
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
     "push": [32, 64, 128, 256, 512],  # 64: it took the 32-row entry, which ran slower there than the default
-    "small": [32, 64],
     "large": [256, 1024, 4096],
 }
 # the API settings under which each mode gets those calls (the planner would push the small ones)
 _PULL_ONLY = dict(MODES_OFF=frozenset({"ll", "push"}))
-MODE_SETTINGS = {"small": _PULL_ONLY, "large": _PULL_ONLY}
+MODE_SETTINGS = {"large": _PULL_ONLY}
 
 
 def search_space(mode: str, world: int) -> list[triton.Config]:
@@ -53,12 +52,6 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
             for warps in (4, 8):
                 for per_sm in (1, 2, 4):
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1),
-                                              num_warps=warps))
-    elif mode == "small":
-        for block in (1024, 2048, 4096):
-            for warps in (4, 8):
-                for tpp in (1, 2, 4):
-                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
                                               num_warps=warps))
     else:
         # relay stays on (it changes nothing for the even calls tuned here, so timing it would only
@@ -95,12 +88,12 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     if plan.mode != mode:
         return None
     kern = api.kernel_module("cuda")
-    spin = api._spin_limit("cuda")
+    protocol = (ws.timeout_arg, plan.tag, 0)
     if mode in ("ll", "push"):
-        args, constexprs, max_rows = kern.push_arguments(ws, inp, out, call, mode == "ll", spin)
+        args, constexprs, max_rows = kern.push_arguments(ws, inp, out, call, mode == "ll", protocol)
         fn = kern.reduce_scatterv_push_kernel
     else:
-        args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, spin)
+        args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, protocol)
         fn = kern.reduce_scatterv_kernel
     space = search_space(mode, world)
     tuner = triton.autotune(configs=space, key=["H", "in_cap"], do_bench=collective_bench)(fn)
@@ -131,7 +124,7 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", default="4096,7168")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--modes", default="ll,push,small,large")
+    ap.add_argument("--modes", default="ll,push,large")
     ap.add_argument("--rows", default=None,
                     help="rows per rank to tune (comma list) instead of each mode's representative sizes")
     ap.add_argument("--out", default=None, help="also write the entries found to this folder")

@@ -10,6 +10,6 @@ same kernels in Triton's interpreter over shared memory, one process per rank.
 """
 
 from .api import reduce_scatterv
-from .workspace import Workspace, workspace
+from .workspace import Workspace, release, workspace
 
-__all__ = ["reduce_scatterv", "workspace", "Workspace"]
+__all__ = ["reduce_scatterv", "workspace", "Workspace", "release"]

@@ -16,30 +16,33 @@ import torch.distributed as dist
 from . import configs
 from ._triton_mode import kernel_module
 from .validation import Call, check_call
+from .settings import CHECK_EVERY_CALL
 from .workspace import Workspace, workspace
 
 MAX_WORLD = 8  # ranks of one node; host sizes travel as 8 kernel scalars
-SPIN_LIMIT = {"cuda": 20_000_000, "cpu": 2_000_000}  # polls before a wait gives up (tens of seconds)
 # Relay a heavy owner's excess rows only when that saves the owner this many inbound bytes:
 # relaying saves (W-2) * excess bytes of peer reads but adds a second hop (a few microseconds,
 # about 1 MiB of NVLink time). On CPU every excess is relayed so that the tests exercise it.
-RELAY_MIN_SAVED_BYTES = {"cuda": int(os.environ.get("KERNELS_RELAY_MIN_BYTES", 1 << 20)), "cpu": 0}
+RELAY_MIN_SAVED_BYTES = {"cuda": 1 << 20, "cpu": 0}
 # ... and only when it cuts the busiest GPU's traffic to this % of the direct pull's (see the kernel)
-RELAY_MAX_COST_PCT = int(os.environ.get("KERNELS_RELAY_MAX_COST_PCT", 65))
-# With host sizes on CUDA, calls that configs.DISPATCH predicts NCCL's grouped reduce to run faster
-# (large skewed calls on 3+ GPUs) go to NCCL. KERNELS_NCCL_DISPATCH=0 keeps every call on the kernels.
-NCCL_DISPATCH = os.environ.get("KERNELS_NCCL_DISPATCH", "1") == "1"
+RELAY_MAX_COST_PCT = 65
 # Modes the planner may not pick (A/B runs): "ll" and/or "push" (the workspace's byte limits say
-# where each applies; KERNELS_LL_BYTES=0 / KERNELS_PUSH_BYTES=0 turn them off for good).
+# where each applies; ll_bytes=0 / push_bytes=0 at creation turn them off for good).
 MODES_OFF: frozenset = frozenset()
-_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "NCCL_DISPATCH", "MODES_OFF")
+# Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
+CHAOS_SEED = 0
+_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
+MODE_CODES = {"ll": 1, "push": 2, "large": 3}
+DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
 @contextlib.contextmanager
 def overrides(**settings):
-    """Plan the calls made inside with other module settings (``NCCL_DISPATCH``, ``MODES_OFF``,
-    ``RELAY_MAX_COST_PCT``, ``RELAY_MIN_SAVED_BYTES``): benchmarks' A/B runs and tests. Under CUDA-graph
-    capture the plan is fixed at capture, so replays keep what was chosen inside."""
+    """Plan the calls made inside with other module settings (``MODES_OFF``, ``RELAY_MAX_COST_PCT``,
+    ``RELAY_MIN_SAVED_BYTES``, ``CHAOS_SEED``): benchmarks' A/B runs and tests. Every rank should use
+    the same settings; a rank that plans differently makes a different call, which the kernels
+    detect (a disagreement error on every rank). Under CUDA-graph capture the plan is fixed at
+    capture, so replays keep what was chosen inside."""
     unknown = set(settings) - set(_SETTINGS)
     if unknown:
         raise ValueError(f"unknown reduce_scatterv settings {sorted(unknown)}; known: {_SETTINGS}")
@@ -51,8 +54,24 @@ def overrides(**settings):
         globals().update(saved)
 
 
-def _spin_limit(device_type: str) -> int:
-    return int(os.environ.get("KERNELS_SPIN_LIMIT", SPIN_LIMIT[device_type]))
+_M64 = (1 << 64) - 1
+
+
+def _mix64(h: int) -> int:
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+    return h ^ (h >> 31)
+
+
+@lru_cache(maxsize=4096)
+def call_tag(*facts: int) -> int:
+    """The host's part of a call's digest (``signals.call_digest``), as an int64: every fact a rank
+    plans the call from that the kernel does not see by itself (mode, width, dtype, row count or
+    capacity, relay settings). Ranks that differ in any of them get different digests."""
+    h = 0
+    for f in facts:
+        h = _mix64((h ^ (f & _M64)) + 0x9E3779B97F4A7C15 & _M64)
+    return h - (1 << 64) if h >> 63 else h
 
 
 @lru_cache(maxsize=None)
@@ -88,15 +107,14 @@ def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype,
 
 @dataclass(frozen=True)
 class Plan:
-    """How one call runs. ``mode`` (and with it the kernel's barrier structure) is decided from
-    rank-agreed facts only, so every rank runs the same protocol; ``variant.stage`` (copy the input
-    into the workspace first) is each rank's own business."""
+    """How one call runs. ``mode`` (and with it the kernel's protocol) is decided from rank-agreed
+    facts only, so every rank runs the same protocol; ``variant.stage`` (copy the input into the
+    workspace first) is each rank's own business."""
 
-    mode: str  # "ll" (push flagged words), "push" (push data + progress signals), "small"
-    # (double-buffered pull), "large" (in-place pull, relay), "nccl" (NCCL's grouped reduce: host
-    # sizes the dispatch model says it serves faster)
+    mode: str  # "ll" (push flagged words), "push" (push data + progress signals), "large" (pull, relay)
     config: configs.KernelConfig
-    variant: object | None  # reduce_scatterv_kernel.Variant for "small"/"large"
+    variant: object | None  # reduce_scatterv_kernel.Variant for "large"
+    tag: int  # call_tag of the call's rank-agreed facts
 
 
 def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
@@ -104,44 +122,36 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     (collective, but every rank decides the same).
 
     In order: flagged words ("ll") up to ``ll_bytes`` per destination; plain push up to the
-    workspace's ``push_max_bytes`` per destination; else the pull kernel ("small" for inputs up to
-    ``stage_bytes``, "large" beyond; both relay a heavy owner's excess rows). With host sizes on
-    CUDA, calls the dispatch model predicts NCCL to serve faster go to NCCL instead of a push or a
-    pull (large skew on 3+ GPUs)."""
+    workspace's ``push_max_bytes`` per destination; else the pull kernel ("large"), which relays a
+    heavy owner's excess rows on 3+ ranks where that pays."""
     elt = inp.element_size()
     kern = kernel_module(inp.device.type)
-    dispatch = NCCL_DISPATCH and inp.device.type == "cuda" and call.sizes is not None
-    if "ll" not in MODES_OFF and kern.push_fits(ws, call, elt, True):
-        return Plan("ll", pick_config(inp.device, "ll", ws.world_size, inp.dtype, call), None)
-    if "push" not in MODES_OFF and kern.push_fits(ws, call, elt, False):
-        config = pick_config(inp.device, "push", ws.world_size, inp.dtype, call)
-        if dispatch and _prefers_nccl(call.sizes, call.hidden * elt, False):  # pushing: a direct transfer
-            return Plan("nccl", config, None)
-        ws.reserve_slots(kern.destination_bytes(call, elt))
-        return Plan("push", config, None)
+    sms = _multiprocessors(inp.device)
+    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    facts = (ws.world_size, call.hidden, DTYPE_CODES[inp.dtype], call.rows)
+    for mode, flagged in (("ll", True), ("push", False)):
+        if mode not in MODES_OFF and kern.push_fits(ws, call, elt, flagged):
+            config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
+            if kern.rounds_fit(max_rows, call.hidden, config, sms):
+                if not flagged:
+                    ws.reserve_slots(kern.destination_bytes(call, elt))
+                return Plan(mode, config, None, call_tag(MODE_CODES[mode], *facts))
     nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
-    mode = "small" if nbytes <= ws.layout.stage_bytes else "large"
-    config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
+    config = pick_config(inp.device, "large", ws.world_size, inp.dtype, call)
     tile_saving = max(1, ws.world_size - 2) * config.block * elt  # bytes one relayed tile saves the owner
-    variant = kern.Variant(double_buffer=mode == "small", stage=True,  # large calls: decided below
-                           relay=ws.world_size >= 3 and config.relay,
+    variant = kern.Variant(stage=True, relay=ws.world_size >= 3 and config.relay
+                           and kern.rounds_fit(call.rows, call.hidden, config, sms),
                            relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
                            relay_max_cost_pct=RELAY_MAX_COST_PCT)
-    # Relays push sums into the owner's scratch at the rows' places in the input: large calls
-    # reserve it below, small ones fit the scratch every 3+ rank workspace starts with.
     if call.sizes is not None:
         # host sizes (rank-agreed): compile the relay code in only when this call relays something
-        # (in the small variant it costs ~2.5 us even when idle), and maybe leave the call to NCCL
-        relays = _relays(call.sizes, call.hidden, config.block, variant)
-        variant = dataclasses.replace(variant, relay=relays)
-        if dispatch and _prefers_nccl(call.sizes, call.hidden * elt, relays):
-            return Plan("nccl", config, variant)
-    elif mode == "small":  # device sizes: relaying stays a large-call feature (no cost for small ones)
-        variant = dataclasses.replace(variant, relay=False)
-    if mode == "large":
-        ws.reserve(max_input_bytes=nbytes)  # before the residency check: growing moves the workspace
-        variant = dataclasses.replace(variant, stage=not (ws.holds(inp) and inp.data_ptr() % 16 == 0))
-    return Plan(mode, config, variant)
+        variant = dataclasses.replace(variant, relay=_relays(call.sizes, call.hidden, config.block, variant))
+    # relays push sums into the owner's scratch at the rows' places in the input: reserve it
+    ws.reserve(max_input_bytes=nbytes)  # before the residency check: growing moves the workspace
+    variant = dataclasses.replace(variant, stage=not (ws.holds(inp) and inp.data_ptr() % 16 == 0))
+    tag = call_tag(MODE_CODES["large"], *facts, int(variant.relay), variant.relay_min_tiles,
+                   variant.relay_max_cost_pct)
+    return Plan("large", config, variant, tag)
 
 
 def relayed_tiles(sizes: Sequence[int], hidden: int, block: int, variant) -> int:
@@ -159,11 +169,6 @@ def relayed_tiles(sizes: Sequence[int], hidden: int, block: int, variant) -> int
 @lru_cache(maxsize=4096)
 def _relays(sizes: tuple, hidden: int, block: int, variant) -> bool:
     return relayed_tiles(sizes, hidden, block, variant) > 0
-
-
-@lru_cache(maxsize=4096)
-def _prefers_nccl(sizes: tuple, row_bytes: int, relayed: bool) -> bool:
-    return configs.DISPATCH.prefers_nccl(list(sizes), row_bytes, relayed)
 
 
 def reduce_scatterv(
@@ -191,17 +196,17 @@ def reduce_scatterv(
 
     Returns:
         ``[sizes[rank], *rest]``: the sum over ranks of rows ``[offset_rank, offset_rank + sizes[rank])``,
-        accumulated in float32 and rounded once to the input dtype by the kernels. Calls the API hands
-        to NCCL (host sizes, 3+ GPUs, large and skewed: see ``configs.DispatchModel``) get NCCL's
-        numerics instead (its chain rounds the running sum to the dtype at every hop, like SGLang's
-        reduce_scatterv today); ``KERNELS_NCCL_DISPATCH=0`` keeps every call on the kernels.
+        accumulated in float32 and rounded once to the input dtype.
 
-    On the kernels, one Triton launch does the exchange, the sum and the store: no NCCL call, no
-    host synchronisation, no allocation when ``output`` is given and both tensors are contiguous
+    One Triton launch does the exchange, the sum and the store: no NCCL call, no host
+    synchronisation, no allocation when ``output`` is given and both tensors are contiguous
     (others go through a copy), CUDA-graph safe once the workspace is large enough
-    (``Workspace.reserve``). Device-side problems (device sizes that
-    are negative or exceed a capacity, a peer that never arrives) are flagged, not raised, on CUDA:
-    ``kernels.workspace(group).check()`` raises them (set ``KERNELS_CHECK=1`` to check every call).
+    (``Workspace.reserve``). Faults the kernel sees (a peer that does not make the call within the
+    workspace's ``timeout_s``, ranks whose calls differ, device sizes that are negative or exceed a
+    capacity) are flagged, not raised, on CUDA: the rows concerned are NaN, and
+    ``kernels.workspace(group).check()`` raises them on every rank (``KERNELS_CHECK=1``: after every
+    call). A timeout or a disagreement puts the whole group in the failed state (every later call
+    returns NaN, ``check()`` raises) until ``Workspace.reset()``.
     """
     group = group if group is not None else dist.group.WORLD
     world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -232,23 +237,25 @@ def reduce_scatterv(
         out = torch.empty(output.shape, dtype=output.dtype, device=output.device)
     plan = plan_call(ws, call, inp)
     kern = kernel_module(inp.device.type)
-    if plan.mode == "nccl":
-        _nccl_fallback(inp, out, call, group)
-    elif plan.mode in ("ll", "push"):
-        kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device),
-                         _spin_limit(inp.device.type))
-    else:
-        kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device),
-                    _spin_limit(inp.device.type))
+    protocol = (ws.timeout_arg, plan.tag, CHAOS_SEED)
+    with ws.calling():
+        if plan.mode in ("ll", "push"):
+            kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device), protocol)
+        else:
+            kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device), protocol)
     if out is not output:
         output.copy_(out)
-    if inp.device.type == "cpu" or os.environ.get("KERNELS_CHECK", "0") == "1":
+    if inp.device.type == "cpu" or CHECK_EVERY_CALL:
         ws.check()
     return output
 
 
 def _nccl_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:
-    """NCCL's grouped-reduce reduce_scatterv (one ncclReduce per root): what SGLang does upstream."""
+    """NCCL's grouped-reduce reduce_scatterv (one ncclReduce per root): what SGLang does upstream.
+
+    Only for groups whose ranks cannot reach each other's memory (decided collectively when the
+    workspace is created), so no call mixes an NCCL hop with the kernels' protocol; ranks that
+    disagree here get NCCL's behaviour (its watchdog), not the kernels' checks."""
     sizes = call.sizes
     if sizes is None:  # device sizes: the fallback needs them on the host
         sizes = tuple(int(s) for s in call.sizes_dev.tolist())

@@ -11,13 +11,15 @@ defaults below apply.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from . import settings
 
 
 @dataclass(frozen=True)
@@ -48,39 +50,6 @@ DEFAULTS = {
 CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
 
 
-@dataclass(frozen=True)
-class DispatchModel:
-    """Predicted microseconds of a large call, ``a + b * MB`` with MB = the whole input (sum(sizes)
-    rows, in 1e6 bytes), fitted to the 4x H200 sweep of 2026-11-28 (bench/results, bench/NOTES.md).
-
-    direct pull: the busiest owner reads (W-1) * max(sizes) rows, i.e. ``skew = (W-1)*max/sum`` of
-    the input, at ~331 GB/s; relay: every GPU moves about the whole input once, at ~290 GB/s plus a
-    second hop; NCCL's grouped reduce: the whole input through its chain at ~365 GB/s (writes), with a
-    larger fixed cost that grows with the number of roots. With host sizes the API takes NCCL only
-    where this predicts it faster: skewed calls of tens of MB and more, or a heavy owner from ~1 MB.
-    """
-
-    direct: tuple[float, float] = (5.0, 3.02)  # a, b per unit of skew
-    relay: tuple[float, float] = (19.0, 3.43)
-    nccl: tuple[float, float, float] = (9.9, 7.7, 2.74)  # a, a per root (rank with rows), b
-    min_mb: float = 0.6  # below this the kernels' latency wins whatever the model says
-
-    def prefers_nccl(self, sizes: list[int], row_bytes: int, relayed: bool) -> bool:
-        total = sum(sizes)
-        mb = total * row_bytes / 1e6
-        if len(sizes) < 3 or mb < self.min_mb:
-            return False
-        if relayed:
-            kernel = self.relay[0] + self.relay[1] * mb
-        else:
-            kernel = self.direct[0] + self.direct[1] * mb * (len(sizes) - 1) * max(sizes) / total
-        roots = sum(1 for n in sizes if n)
-        return self.nccl[0] + self.nccl[1] * roots + self.nccl[2] * mb < kernel
-
-
-DISPATCH = DispatchModel()
-
-
 def size_bucket(nbytes: int) -> int:
     """log2 bucket of the largest per-destination byte count: 2^(b-1) < nbytes <= 2^b."""
     return max(0, math.ceil(math.log2(max(nbytes, 1))))
@@ -96,8 +65,8 @@ def gpu_slug(name: str) -> str:
 
 def tune_paths(slug: str) -> list[Path]:
     paths = []
-    if os.environ.get("KERNELS_TUNE_FILE"):
-        paths.append(Path(os.environ["KERNELS_TUNE_FILE"]))
+    if settings.tune_file():
+        paths.append(Path(settings.tune_file()))
     paths.append(Path.home() / ".cache" / "reduce_scatterv" / f"{slug}.json")
     paths.append(Path(__file__).parent / "tuned" / f"{slug}.json")
     return paths
@@ -111,6 +80,12 @@ def load_table(slug: str) -> dict[str, KernelConfig]:
         if path.is_file():
             table.update({k: KernelConfig(**v) for k, v in json.loads(path.read_text())["entries"].items()})
     return table
+
+
+def table_digest(slug: str) -> str:
+    """A short hash of the merged tune table for this GPU (part of the ranks' fingerprint)."""
+    text = json.dumps({k: v.to_json() for k, v in sorted(load_table(slug).items())}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def lookup(slug: str, mode: str, world: int, dtype: str, hidden: int, nbytes: int) -> KernelConfig:

@@ -8,7 +8,7 @@ import torch
 import triton.language as tl
 
 from .configs import KernelConfig
-from .layout import PMAX
+from .layout import MAX_ROUNDS, PMAX
 
 TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 TL_SIZE_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
@@ -41,6 +41,14 @@ def call_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call):
     constexprs = dict(W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
                       SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None)
     return args, constexprs, max(call.sizes) if call.sizes is not None else call.rows
+
+
+def rounds_fit(max_rows: int, hidden: int, config: KernelConfig, multiprocessors: int) -> bool:
+    """Whether a call's tiles per program stay below the 2^20 - 1 rounds or relayed tiles that a
+    PUSH / RELAY word can count within one call (``signals.py``); rank-agreed."""
+    grid = grid_size(max_rows, hidden, config.block, config.programs_per_sm, config.tiles_per_program,
+                     multiprocessors)
+    return math.ceil(max_rows * hidden / config.block / grid) <= MAX_ROUNDS
 
 
 def run(kernel, args: tuple, constexprs: dict, max_rows: int, hidden: int, config: KernelConfig,

@@ -1,27 +1,29 @@
-"""Byte layout of one rank's symmetric workspace.
+"""Byte layout of one rank's symmetric workspace, and the values its header words start from.
 
-Every rank of a group owns one buffer of the same size and layout; peers reach it through a table
-of base addresses (peer pointers). The layout, front to back:
+Every rank of a group owns one buffer of the same size and layout (the ranks compare it at
+creation); peers reach it through a table of base addresses (peer pointers). Front to back:
 
-    header   int64 words: call counters, signal slots written by peers, error flags
-    stage 0  double-buffered staging for small calls (parity = call count & 1)
-    stage 1
-    slots    push receive slots [2 parities][W sources]: peers push their partials of this rank's
-             rows here, as flagged 8-byte words (4 data bytes + the call's epoch) for the tiniest
-             calls ("ll"), as plain data followed by a progress signal for mid-size ones ("push")
-    scratch  exposure area for large calls whose input is not already in the workspace, and where
-             relay ranks leave the rows they pre-reduced for an owner
-    arena    tensors handed out by ``Workspace.empty`` (a producer writes its output here)
+    header    int64 words: call counters, signal words written by peers, error flags
+    ll slots  flagged-word receive slots [2 parities][W sources] (mode "ll" only: 8-byte words of
+              4 data bytes + a flag; no other mode writes here, so no other bytes can pass for a flag)
+    push      plain-data receive slots [2 parities][W sources] (mode "push" only)
+    scratch   exposure area of pull calls whose input is not already in the workspace, and where
+              relay ranks leave the rows they pre-reduced for an owner
+    arena     tensors handed out by ``Workspace.empty`` (a producer writes its output here)
 
-Header words (``PMAX`` = most programs a launch may use, ``W`` = world size), all int64:
+Header words (``PMAX`` = most programs a launch may use, ``W`` = world size), all int64. Who writes
+and reads each, and why no stale value can satisfy a read, is in ``signals.py``:
 
-    CNT        [PMAX]       calls completed by program slot p (all equal between calls)
-    SIG_START  [PMAX][W]    peer r writes E+1 into [p][r] once its data for call E is exposed
-    OFF_START  [PMAX][W]    ... and the byte offset (from its base) where that data starts
-    SIG_END    [PMAX][W]    peer r writes E+1 into [p][r] once it stopped reading this rank
-    RELAY      [PMAX][W]    relay r writes (E << 32) + k after its k-th reduced tile for this rank
-    PUSH       [PMAX][W]    peer r writes (E << 32) + j + 1 once its round-j tiles for this rank landed
-    ERR        [8]          error bits set by the kernel (see ``ERR_*``)
+    CNT        [PMAX]          epoch: calls completed, by program slot (equal between calls)
+    SIG_START  [PMAX][W]       pull barrier 1: peer r writes E+1 into [p][r]
+    OFF_START  [PMAX][W]       ... and, before it, where its exposed rows start (bytes from its base)
+    SIG_END    [PMAX][W]       pull barrier 2: peer r writes E+1 once it stopped reading this rank
+    RELAY      [PMAX][W]       relay r writes E * 2^20 + k after its k-th reduced tile for this rank
+    PUSH       [PMAX][W]       peer r writes E * 2^20 + j + 1 once its round-j tiles for this rank landed
+    CALL       [2][PMAX][W]    peer r writes the digest of its call E (nonzero) into [E & 1][p][r];
+                               the reader compares it with its own and writes 0 back (consumed)
+    ERR        [8]             word 0: error bits (``ERR_*``) and the ranks that reported a fault;
+                               word 1: CPU emulation's clock (ns), kept by a host thread
 """
 
 from __future__ import annotations
@@ -30,23 +32,31 @@ from dataclasses import dataclass
 
 PMAX = 1024  # programs a launch may use at most (grid size cap)
 ALIGN_BYTES = 256  # every region starts on this boundary
+ROUND_BITS = 20  # PUSH / RELAY words: E * 2^ROUND_BITS + round; rounds per call stay below 2^ROUND_BITS - 1
+MAX_ROUNDS = (1 << ROUND_BITS) - 2
 
-ERR_SPIN_TIMEOUT = 1  # a wait for a peer exceeded the spin limit: a peer did not call
+ERR_TIMEOUT = 1  # a wait for a peer ran past the workspace's timeout
 ERR_BAD_SIZES = 2  # device sizes were negative or summed past the input's capacity
 ERR_OUTPUT_TOO_SMALL = 4  # this rank's device size exceeded its output's capacity
+ERR_DISAGREE = 8  # a peer's call digest differed from this rank's (sizes, rows, width, dtype, mode...)
+ERR_FAILED = 16  # the workspace was already in the failed state when the call started
+ERR_RANKS_SHIFT = 16  # bit 16 + r: rank r reported a timeout or a disagreement
+STICKY = ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED  # cleared only by Workspace.reset()
 ERR_MESSAGES = {
-    ERR_SPIN_TIMEOUT: "a wait for a peer timed out: not every rank of the group made the same call",
+    ERR_TIMEOUT: "a wait for a peer ran past the timeout: a rank did not make the call (or is far behind)",
+    ERR_DISAGREE: "ranks made different calls (sizes, row count, width, dtype or mode differ between ranks)",
+    ERR_FAILED: "calls were made while the workspace was in the failed state; their outputs are NaN",
     ERR_BAD_SIZES: "device sizes were negative or summed to more rows than the input holds",
     ERR_OUTPUT_TOO_SMALL: "sizes[rank] was larger than the output's row capacity",
 }
 
 
 def header_words(world_size: int) -> int:
-    return PMAX * (1 + 5 * world_size) + 8
+    return PMAX * (1 + 7 * world_size) + 8
 
 
 def word_offsets(world_size: int) -> dict[str, int]:
-    """Index (in int64 words) of each header array; mirrored by ``signals.header_word``."""
+    """Index (in int64 words) of each header array; mirrored by ``signals.header_words``."""
     w = world_size
     return {
         "CNT": 0,
@@ -55,8 +65,21 @@ def word_offsets(world_size: int) -> dict[str, int]:
         "SIG_END": PMAX * (1 + 2 * w),
         "RELAY": PMAX * (1 + 3 * w),
         "PUSH": PMAX * (1 + 4 * w),
-        "ERR": PMAX * (1 + 5 * w),
+        "CALL": PMAX * (1 + 5 * w),
+        "ERR": PMAX * (1 + 7 * w),
     }
+
+
+def initial_header(world_size: int, epoch: int) -> list[tuple[str, int]]:
+    """(array, value) for every header array of a workspace whose next call is ``epoch``: the values
+    call ``epoch - 1`` would have left everywhere, so that no word satisfies a wait of call
+    ``epoch`` or later (wrap-safe comparisons, see ``signals.py``). Values are int64 (two's complement)."""
+    def s64(v: int) -> int:
+        v &= (1 << 64) - 1
+        return v - (1 << 64) if v >> 63 else v
+
+    return [("CNT", s64(epoch)), ("SIG_START", s64(epoch)), ("OFF_START", 0), ("SIG_END", s64(epoch)),
+            ("RELAY", s64(epoch << ROUND_BITS)), ("PUSH", s64(epoch << ROUND_BITS)), ("CALL", 0), ("ERR", 0)]
 
 
 def _round_up(n: int, a: int = ALIGN_BYTES) -> int:
@@ -68,9 +91,8 @@ class Layout:
     """Byte offsets of the regions of one rank's workspace buffer."""
 
     world_size: int
-    stage_bytes: int  # size of ONE staging half
-    ll_bytes: int  # largest per-destination byte count sent as flagged words (two bytes per data byte)
-    push_bytes: int  # data bytes one slot holds as plain data (grows on demand, see Workspace)
+    ll_bytes: int  # largest per-destination data byte count sent as flagged words (a slot holds twice that)
+    push_bytes: int  # data bytes one plain-push slot holds (grows on demand, see Workspace)
     scratch_bytes: int
     arena_bytes: int
 
@@ -79,23 +101,23 @@ class Layout:
         return _round_up(header_words(self.world_size) * 8)
 
     @property
-    def stage_offset(self) -> int:
+    def ll_slot_offset(self) -> int:
         return self.header_bytes
 
     @property
-    def stage_stride(self) -> int:
-        """Bytes from staging half 0 to half 1."""
-        return _round_up(self.stage_bytes)
+    def ll_slot_bytes(self) -> int:
+        """Bytes of one (parity, source) flagged-word slot: two bytes per data byte."""
+        return _round_up(2 * self.ll_bytes)
 
     @property
     def slot_offset(self) -> int:
-        return self.stage_offset + 2 * self.stage_stride
+        """Start of the plain-push slots."""
+        return self.ll_slot_offset + 2 * self.world_size * self.ll_slot_bytes
 
     @property
     def slot_bytes(self) -> int:
-        """Bytes of one (parity, source) push slot. Both push variants use the same slots, so that the
-        parity rule (see ``push_kernel``) holds whatever variant the calls before took."""
-        return _round_up(max(2 * self.ll_bytes, self.push_bytes))
+        """Bytes of one (parity, source) plain-push slot."""
+        return _round_up(self.push_bytes)
 
     @property
     def scratch_offset(self) -> int:
@@ -109,21 +131,14 @@ class Layout:
     def total_bytes(self) -> int:
         return self.arena_offset + _round_up(self.arena_bytes)
 
-    def grown(self, *, stage_bytes: int = 0, push_bytes: int = 0, scratch_bytes: int = 0,
-              arena_bytes: int = 0) -> "Layout":
-        """A layout at least as large as this one in every region (sizes rounded up to powers of 2);
-        ``push_bytes`` grows the push slots only where the slots hold less than that."""
+    def grown(self, *, push_bytes: int = 0, scratch_bytes: int = 0, arena_bytes: int = 0) -> "Layout":
+        """A layout at least as large as this one in every region (grown regions rounded up to
+        powers of 2)."""
 
         def grow(have: int, need: int) -> int:
             if need <= have:
                 return have
             return 1 << max(need - 1, 1).bit_length()
 
-        return Layout(
-            self.world_size,
-            grow(self.stage_bytes, stage_bytes),
-            self.ll_bytes,
-            grow(self.push_bytes, push_bytes) if push_bytes > self.slot_bytes else self.push_bytes,
-            grow(self.scratch_bytes, scratch_bytes),
-            grow(self.arena_bytes, arena_bytes),
-        )
+        return Layout(self.world_size, self.ll_bytes, grow(self.push_bytes, push_bytes),
+                      grow(self.scratch_bytes, scratch_bytes), grow(self.arena_bytes, arena_bytes))

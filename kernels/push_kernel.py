@@ -2,27 +2,25 @@
 rank's receive slot, and each rank sums its own slots locally. No barrier, no pull round trip, no
 closing barrier. One constexpr picks how a receiver knows the data has landed:
 
-``FLAGGED`` (mode "ll", the tiniest calls): 8-byte words holding 4 data bytes and the call's epoch
-    (``epoch + 1``, low 32 bits). A receiver polls its slots until every word carries the current
-    epoch, then sums. A word is written by one 8-byte store, so data and flag arrive together: no
-    fence, no signal (the protocol of NCCL's LL). It moves twice the bytes, so it only pays for a few
-    tens of KiB per destination.
+``FLAGGED`` (mode "ll", the tiniest calls): 8-byte words holding 4 data bytes and a flag
+    (``(E + 1) mod 2^31 | 2^31``, never 0) in slots only this mode writes. A receiver polls its slots
+    until every word carries the flag, sums, and writes 0 over the words it used. A word is written
+    by one 8-byte store, so data and flag arrive together: no fence, no signal (the protocol of
+    NCCL's LL). It moves twice the bytes, so it only pays for a few tens of KiB per destination.
 plain (mode "push", mid-size calls): the data as it is, in rounds. In round j program p writes tile
-    ``p + j * P`` of every peer's rows into that peer's slot, then, after a CTA barrier, bumps the
-    peer's PUSH word [p][this rank] to ``(epoch << 32) + j + 1`` with a system-scope release: a peer
-    that acquires the value sees the tiles. After pushing round j a program takes round j - 1 of its
+    ``p + j * P`` of every peer's rows into that peer's slot, then, after a CTA barrier, releases
+    the peer's PUSH word [p][this rank] = ``E * 2^20 + j + 1`` at system scope: a peer that
+    acquires the value sees the tiles. After pushing round j a program takes round j - 1 of its
     own rows (waits for every peer's word, sums its slots), so the waits and the local sums overlap
     the next round's writes. Writes over NVLink are posted: this moves about 10% more bytes per
     second than pulling, and needs no barrier before or after.
 
-Reuse of a slot: both variants share the slots, and slots alternate by ``epoch & 1``. A rank writes
-parity p again only two calls later, after the call in between proved that every peer finished the
-call before: a program that received a tile of its own rows heard from every peer in this call (and
-a peer's kernel of call E starts only once its kernel of call E-1 has ended); a program that
-received nothing waits for every peer's "started" word of this call. Every rank knows from the sizes
-which peers' programs receive nothing, and sends "started" words only to those (none for even sizes).
-"Started" words are relaxed (they order no data). An output too small for this rank's rows only masks
-its stores: the program still receives, so the rule above holds.
+Every program first writes its call's digest into every peer's CALL word; a receiving program
+checks every peer's digest before it stores a sum (the flagged poll reads the CALL words in the
+same loop; the plain push reads them after its first acquire, which orders them), and a program
+that receives nothing waits for them. That check is also what invariant A (``signals.py``) needs
+before a slot parity is written again: a program that received a tile heard from every peer in
+this call, the others waited for every peer's digest.
 
 As in the pull kernel, programs of one index only ever wait for programs of the same index.
 """
@@ -30,9 +28,12 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import (ERR_SPIN_TIMEOUT, begin_call, end_call, header_words, peer_bases, release, signal_all, wait_words,
-                      word_ptr)
+from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
+                      call_digest, check_digests, end_call, fault_status, header_words, peer_bases, poison, post_digest,
+                      release, wait_words, word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
+
+FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit
@@ -59,23 +60,28 @@ def _pack(lo, hi, DTYPE: tl.constexpr, PER_WORD: tl.constexpr):
 
 
 @triton.jit
-def _poll(slots, live, flag, spin_limit):
-    """Load flagged words until every live one carries ``flag``; returns (32-bit data, 0 where not
-    live; timed out?)."""
-    words = tl.load(slots, mask=live, other=0, volatile=True)
-    stale = _stale(words, live, flag)
-    polls = spin_limit.to(tl.int64) * 0
-    while stale & (polls < spin_limit):
-        words = tl.load(slots, mask=live, other=0, volatile=True)
-        polls += 1
-        stale = _stale(words, live, flag)
-    return (words & 0xFFFFFFFF).to(tl.int32), stale
+def _pending(words, live, flag, calls, call_live):
+    """True while some live flagged word lacks ``flag`` or some ``call_live`` CALL word is not in."""
+    stale = tl.max(((((words >> 32) & 0xFFFFFFFF) != flag) & live).to(tl.int32))
+    return (stale + tl.max(((calls == 0) & call_live).to(tl.int32), axis=0)) > 0
 
 
 @triton.jit
-def _stale(words, live, flag):
-    """True while some live word (of a 1-D or 2-D block) does not carry this call's flag yet."""
-    return tl.max(((((words >> 32) & 0xFFFFFFFF) != flag) & live).to(tl.int32)) > 0
+def _poll(slots, live, flag, call_slots, call_live, deadline, err_ptr):
+    """Load flagged words until every live one carries ``flag``, and the ``call_live`` CALL words
+    until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; 0 or the
+    fault that ended the wait)."""
+    words = tl.load(slots, mask=live, other=0, volatile=True)
+    calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+    status = (deadline * 0).to(tl.int32)
+    pending = _pending(words, live, flag, calls, call_live)
+    while pending:
+        words = tl.load(slots, mask=live, other=0, volatile=True)
+        calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+        status = fault_status(err_ptr, deadline)
+        pending = _pending(words, live, flag, calls, call_live) & (status == 0)
+    status = tl.where(_pending(words, live, flag, calls, call_live), status, 0)
+    return (words & 0xFFFFFFFF).to(tl.int32), calls, status
 
 
 @triton.jit
@@ -97,39 +103,49 @@ def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, p
 
 
 @triton.jit
-def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, rank, pid,
-                num_programs, spin_limit, err, W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr,
-                BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, call_slots,
+                digest, rank, pid, num_programs, deadline, err_ptr, err, W: tl.constexpr, WP: tl.constexpr,
+                DTYPE: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
     """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
-    in its row of the block (loaded from the input), so the sum is one reduction over sources."""
+    in its row of the block (loaded from the input), so the sum is one reduction over sources. The
+    first tile's poll also reads the peers' CALL words, checked before anything is stored; every
+    word used is then written back to 0 (consumed)."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     source = tl.arange(0, WP)
     mine = (source == rank)[:, None]
-    peers = (source < W)[:, None] & (source != rank)[:, None]
+    peers1 = (source < W) & (source != rank)
+    peers = peers1[:, None]
     slots = my_slots + source * slot_bytes  # [WP]: every source's slot here
     for t in range(pid, my_tiles, num_programs):
         done = tl.cast(t, tl.int64) * BLOCK
+        go = (err & FAULTS) == 0
         live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
         own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
                       mask=mine & live, other=0)
-        data, late = _poll(rows(slots, done // PER_WORD, WORDS, tl.int64, 16), peers & live, flag, spin_limit)
-        err |= tl.where(late, ERR_SPIN_TIMEOUT, 0)
+        word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
+        data, calls, status = _poll(word_ptrs, tl.where(go, peers & live, False), flag, call_slots, tl.where(go & (t == pid), peers1, False),
+                                    deadline, err_ptr)
+        err |= status
+        if (t == pid) & go & (status == 0):
+            err |= check_digests(calls, call_slots, digest, peers1)
+        tl.store(word_ptrs, data.to(tl.int64) * 0, mask=peers & live)  # consumed
         lo, hi = _unpack(tl.where(mine, own, data), DTYPE, PER_WORD)  # masked-off words read as 0: +0.0
         total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
         # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
         out = rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
-        tl.store(out, total + own * 0, mask=tl.where(out_ok, mine & live, False))
+        tl.store(out, total + own * 0, mask=tl.where(out_ok & ((err & FAULTS) == 0), mine & live, False))
     return err
 
 
 @triton.jit
 def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles, slot_off,
-                 slot_bytes, parity, epoch, progress_word, rank, pid, num_programs, spin_limit, err, W: tl.constexpr,
-                 DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+                 slot_bytes, parity, epoch, progress_word, call_slots, digest, rank, pid, num_programs, deadline,
+                 err_ptr, err, chaos_seed, CHAOS: tl.constexpr, W: tl.constexpr, DTYPE: tl.constexpr,
+                 BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Plain: round j pushes tile pid + j * P of every peer's rows and signals those peers, then
     takes round j - 1 of this rank's own rows (see the module docstring). ``peers``: [WP] mask of
-    the other ranks."""
+    the other ranks. The peers' digests are checked after the first acquire, before the first sum."""
     push_rounds = tl.cdiv(tl.maximum(tl.max(tl.where(peers, tiles, 0), axis=0) - pid, 0), num_programs)
     my_rounds = tl.cdiv(tl.maximum(my_tiles - pid, 0), num_programs)
     my_first = pick(first, lanes, rank)
@@ -139,7 +155,8 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
     heard = word_ptr(my_base, progress_word + pid * W + lanes)  # [WP]: every peer's progress word here
     for j in range(0, tl.maximum(push_rounds, my_rounds + 1)):
         t = pid + j * num_programs
-        if j < push_rounds:
+        go = (err & FAULTS) == 0
+        if (j < push_rounds) & go:
             for i in tl.static_range(1, W):
                 q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
                 if t < pick(tiles, lanes, q):
@@ -147,21 +164,27 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
                     slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
                     x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
                     tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
-            release(sent, (lanes * 0).to(tl.int64) + (epoch << 32) + j + 1, peers & (t < tiles))  # the round landed
+            chaos(chaos_seed, 10 + j, pid, rank, my_base, CHAOS)
+            # the round landed (rounds stay below 2^ROUND_BITS - 1: see the launcher)
+            release(sent, (lanes * 0).to(tl.int64) + (epoch << ROUND_BITS) + j + 1, peers & (t < tiles))
         if (j >= 1) & (j <= my_rounds):
-            err |= wait_words(heard, peers, (epoch << 32) + j, spin_limit, True)
+            err |= wait_words(heard, tl.where(go, peers, False), (epoch << ROUND_BITS) + j, deadline, err_ptr, True)
+            if (j == 1) & go & ((err & FAULTS) == 0):  # the digests came before the first release
+                err |= check_digests(tl.load(call_slots, mask=peers, other=0, volatile=True), call_slots, digest,
+                                     peers)
             start, local, mask = tile(my_first, t - num_programs, my_count, BLOCK, ALIGN)
             acc = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask, other=0.0).to(tl.float32)
             for r in tl.static_range(W):
                 if r != rank:
                     acc += tl.load(vec(my_slots + r * slot_bytes, local, DTYPE, BLOCK, VEC_BYTES), mask=mask,
                                    other=0.0).to(tl.float32)
-            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=tl.where(out_ok, mask, False))
+            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                     mask=tl.where(out_ok & ((err & FAULTS) == 0), mask, False))
     return err
 
 
-@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "spin_limit", "programs_per_sm",
-                                                "tiles_per_program"])
+@triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "timeout", "tag", "chaos_seed",
+                                                "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_push_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
     base_addr,  # this rank's workspace base address (= table[rank])
@@ -173,9 +196,11 @@ def reduce_scatterv_push_kernel(
     in_cap,  # rows the input holds
     out_cap,  # rows the output holds
     H,  # elements per row (even for 16-bit dtypes when FLAGGED)
-    slot_off,  # bytes from a base to its push slots
+    slot_off,  # bytes from a base to this mode's receive slots
     slot_bytes,  # bytes of one (parity, source) slot
-    spin_limit,  # polls before a wait gives up and flags ERR_SPIN_TIMEOUT
+    timeout,  # ns a call's waits may last (workspace timeout_s)
+    tag,  # the host's part of the call digest (api.call_tag)
+    chaos_seed,  # schedule fuzzing seed (tests; read only when CHAOS)
     programs_per_sm,  # grid knobs (unused here; see reduce_scatterv_kernel)
     tiles_per_program,
     W: tl.constexpr,
@@ -187,43 +212,50 @@ def reduce_scatterv_push_kernel(
     PER_WORD: tl.constexpr,  # FLAGGED: elements per 32-bit word: 2 for 16-bit dtypes, 1 for float32
     ALIGN: tl.constexpr,  # elements; divides H and every row start
     VEC_BYTES: tl.constexpr,  # alignment (bytes) of the input/output tiles: ALIGN * element size (FLAGGED: at most 8)
+    CHAOS: tl.constexpr,  # schedule fuzzing: stall random programs of random ranks (tests)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     in_addr = in_addr.to(tl.int64)
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch = begin_call(table_addr, base_addr, pid)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, ERR = header_words(W)  # CNT: begin/end_call
-    parity = epoch % 2
+    table, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
+    err_ptr = word_ptr(my_base, ERR)
+    parity = epoch & 1
     lanes = tl.arange(0, WP)
-    count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
-                                                     out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
+    n, count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
+                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
     my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
     peers = (lanes < W) & (lanes != rank)
-
     bases = peer_bases(table, W, WP)
-    # ---- "started", for the peers whose program pid receives nothing (they wait for it at the end;
-    # see the module docstring)
-    signal_all(bases, SIG_START + pid * W + rank, epoch + 1, peers & (tiles <= pid), "relaxed")
+    digest = call_digest(tag, epoch, n, lanes, num_programs, BLOCK)
+    call_row = CALL + (parity * PMAX + pid) * W
+    call_slots = word_ptr(my_base, call_row + lanes)
 
-    if FLAGGED:
-        flag = (epoch + 1) & 0xFFFFFFFF
-        _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid,
-                 num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
-        err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
-                          pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, rank, pid,
-                          num_programs, spin_limit, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
-    else:
-        err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
-                           slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, rank, pid, num_programs, spin_limit, err,
-                           W, DTYPE, BLOCK, ALIGN, VEC_BYTES)
-
-    # a program that received a tile heard from every peer in this call; the others wait for the
-    # peers' "started" words (no data to order)
-    if my_tiles <= pid:
-        err |= wait_words(word_ptr(my_base, SIG_START + pid * W + lanes), peers, epoch + 1, spin_limit, False)
-    end_call(my_base, epoch, err, pid, num_programs, ERR)
+    if failed.to(tl.int32) == 0:
+        chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
+        post_digest(bases, call_row, rank, digest, peers)
+        if FLAGGED:
+            flag = ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+            _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid,
+                     num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+            chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
+            err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
+                              pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
+                              rank, pid, num_programs, deadline, err_ptr, err, W, WP, DTYPE, BLOCK, PER_WORD,
+                              VEC_BYTES)
+        else:
+            err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
+                               slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
+                               num_programs, deadline, err_ptr, err, chaos_seed, CHAOS, W, DTYPE, BLOCK, ALIGN,
+                               VEC_BYTES)
+        # a program that received a tile checked every peer's digest; the others wait for them
+        if my_tiles <= pid:
+            err |= await_digests(my_base, call_row, digest, peers, deadline, err_ptr, lanes)
+    if (failed | ((err & FAULTS) != 0)) & out_ok:
+        poison(out_addr, pick(count, lanes, rank), pid, num_programs, DTYPE, BLOCK)
+    end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 
 # ----------------------------------------------------------------------------- launcher
@@ -246,23 +278,26 @@ def fits(ws, call, elt: int, flagged: bool) -> bool:
     return destination_bytes(call, elt) <= ws.push_max_bytes
 
 
-def push_arguments(ws, inp, out, call, flagged: bool, spin_limit: int):
+def push_arguments(ws, inp, out, call, flagged: bool, protocol: tuple):
     """Positional arguments and constexprs of one call (everything but the tuning knobs);
-    ``inp``/``out`` contiguous and 4-byte aligned (the API makes them so). Returns
+    ``inp``/``out`` contiguous and 4-byte aligned (the API makes them so); ``protocol``:
+    ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``). Returns
     ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     elt = inp.element_size()
-    args += (ws.layout.slot_offset, ws.layout.slot_bytes, spin_limit)
+    lay = ws.layout
+    args += (lay.ll_slot_offset, lay.ll_slot_bytes) if flagged else (lay.slot_offset, lay.slot_bytes)
+    args += protocol
     align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
     # flagged: 32-bit data words move 8 bytes at a time (as many per thread as the 16-byte accesses
     # of 64-bit flagged words: the data and its words share one register layout, no shuffles)
     constexprs.update(FLAGGED=flagged, PER_WORD=max(1, 4 // elt), ALIGN=align,
-                      VEC_BYTES=max(4, min(8, align * elt)) if flagged else align * elt)
+                      VEC_BYTES=max(4, min(8, align * elt)) if flagged else align * elt, CHAOS=protocol[2] != 0)
     return args, constexprs, max_rows
 
 
-def launch(ws, inp, out, call, flagged: bool, config, multiprocessors: int, spin_limit: int) -> None:
+def launch(ws, inp, out, call, flagged: bool, config, multiprocessors: int, protocol: tuple) -> None:
     """Run one call with ``config`` (a KernelConfig); the caller made the slots large enough
     (``Workspace.reserve_slots``) for the plain variant."""
-    args, constexprs, max_rows = push_arguments(ws, inp, out, call, flagged, spin_limit)
+    args, constexprs, max_rows = push_arguments(ws, inp, out, call, flagged, protocol)
     run(reduce_scatterv_push_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

@@ -1,19 +1,15 @@
-"""The fused uneven reduce-scatter kernel: barrier, pull from every peer, fp32 sum, store; one launch.
+"""The pull kernel: barrier, pull from every peer, fp32 sum, store, barrier; one launch.
 
 Problem (per call, every rank r of W): ``input_r`` holds ``sum(n)`` rows of length H in SUM_LEN
 layout (rank 0's rows first). Rank q must end with ``out_q = sum_r input_r[off_q : off_q + n_q]``.
 
-Each rank *exposes* its partial rows in its symmetric workspace, then every program of every rank
-meets its peers' program of the same index at a barrier, then pulls. Three constexpr switches pick
-the variant (the launcher picks them from rank-agreed facts only, so every rank runs the same
-barrier structure):
+Each rank *exposes* its partial rows in its symmetric workspace (in place when the input lies
+there, else copied into scratch: ``STAGE``), posts its call digest, then every program of every
+rank meets its peers' program of the same index at a barrier, checks their digests, pulls, and
+meets them again at a closing barrier, so nobody overwrites what a peer still reads. Moves, per
+GPU, (W-1) x its own rows in peer reads; wins above the push modes' limits (measured crossovers
+in ``workspace.py``).
 
-``DOUBLE_BUFFER`` (small calls): the input is copied into staging half ``epoch & 1`` before the
-    barrier, and there is no closing barrier. Safe because a rank writes half h again only two
-    calls later, after the call in between made it wait for every peer to *start* that call, so
-    every peer has finished reading half h.
-``STAGE`` (large calls, input not in the workspace): the input is copied into the scratch region
-    first. Large calls end with a second barrier, so nobody overwrites what a peer still reads.
 ``RELAY`` (W >= 3): tiles of a rank that owns far more rows than the others are reduced by the
     other ranks (each reads that tile from all ranks and pushes the finished sum into the owner's
     scratch, at the tile's own place), and the owner copies each such tile to its output once the
@@ -28,13 +24,18 @@ barrier structure):
 
 Every cross-rank dependency is between programs of the same index, so the protocol needs no
 co-residency and also runs in Triton's interpreter, where programs execute one after another.
+The signals, their values and why no stale one can pass: ``signals.py``.
 """
 
 import triton
 import triton.language as tl
 
-from .signals import barrier, begin_call, end_call, header_words, peer_bases, release, wait_words, word_ptr
+from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, barrier, begin_call, call_digest, chaos,
+                      check_digests, end_call, header_words, peer_bases, poison, post_digest, release, wait_words,
+                      word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
+
+FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit
@@ -79,7 +80,7 @@ def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
 
 
 @triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "relay_min_tiles",
-                                                "relay_max_cost_pct", "spin_limit",
+                                                "relay_max_cost_pct", "timeout", "tag", "chaos_seed",
                                                 "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
@@ -92,38 +93,39 @@ def reduce_scatterv_kernel(
     in_cap,  # rows the input holds
     out_cap,  # rows the output holds
     H,  # elements per row
-    expose_off,  # bytes from this rank's base where its partials are exposed (ignored if DOUBLE_BUFFER)
-    stage_off,  # bytes from base to staging half 0
-    stage_bytes,  # bytes from half 0 to half 1
+    expose_off,  # bytes from this rank's base where its partials are exposed
     scratch_off,  # bytes from base to the scratch region (relay results)
     relay_min_tiles,  # relay an owner's tiles only when it has this many more than C (>= 1)
     relay_max_cost_pct,  # ... and only when relaying cuts the busiest GPU's traffic to this % or less
-    spin_limit,  # polls before a wait gives up and flags ERR_SPIN_TIMEOUT
+    timeout,  # ns a call's waits may last (workspace timeout_s)
+    tag,  # the host's part of the call digest (api.call_tag)
+    chaos_seed,  # schedule fuzzing seed (tests; read only when CHAOS)
     programs_per_sm,  # grid knobs: unused here, read by the grid function, so that
     tiles_per_program,  # triton.autotune Configs can carry them without a recompile
     W: tl.constexpr,
     WP: tl.constexpr,  # next power of two >= max(W, 2)
     DTYPE: tl.constexpr,
     SIZES_DTYPE: tl.constexpr,  # tl.int32 / tl.int64: sizes on the device; None: host scalars
-    DOUBLE_BUFFER: tl.constexpr,
     STAGE: tl.constexpr,
     RELAY: tl.constexpr,
     BLOCK: tl.constexpr,  # elements per tile
     ALIGN: tl.constexpr,  # elements; divides H and every row start
     VEC_BYTES: tl.constexpr,  # ALIGN * element size
+    CHAOS: tl.constexpr,  # schedule fuzzing: stall random programs of random ranks (tests)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     in_addr = in_addr.to(tl.int64)  # an address that happens to be small (0 for an empty tensor)
     out_addr = out_addr.to(tl.int64)  # arrives as int32
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch = begin_call(table_addr, base_addr, pid)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, ERR = header_words(W)  # CNT: begin_call/end_call
+    table, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
+    err_ptr = word_ptr(my_base, ERR)
 
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)
-    count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
-                                                     out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
+    n, count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
+                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
     if RELAY:
         BIG: tl.constexpr = 1 << 62
         live_tiles = tl.where(lanes < W, tiles, BIG)
@@ -134,84 +136,97 @@ def reduce_scatterv_kernel(
         direct = tl.where(pays & (tiles - second >= relay_min_tiles), second, tiles)
     else:
         direct = tiles
-
-    # ---- expose this rank's partials for the others
-    if DOUBLE_BUFFER:
-        expose = stage_off + (epoch % 2) * stage_bytes
-    else:
-        expose = expose_off
-    if STAGE:  # copy each tile in the program that its reader will fetch it in (same index)
-        dst = my_base + expose
-        for q in tl.static_range(W):
-            q_first = pick(first, lanes, q)
-            q_count = pick(count, lanes, q)
-            q_direct = pick(direct, lanes, q)
-            if q != rank:  # tiles pid, pid + P, ... < q_direct: read by owner q
-                _copy_tiles(in_addr, dst, q_first, q_count, 0, 1, pid, q_direct, num_programs, DTYPE, BLOCK, ALIGN,
-                            VEC_BYTES)
-            if RELAY:
-                for relay in tl.static_range(W):  # read by q's relays other than this rank
-                    if relay != q:
-                        if relay != rank:  # the relay's turns m = pid, pid + P, ...: tile q_direct + k + m (W-1)
-                            _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
-                            _copy_tiles(in_addr, dst, q_first, q_count, q_direct + k, W - 1, pid, turns, num_programs,
-                                        DTYPE, BLOCK, ALIGN, VEC_BYTES)
+    peers = (lanes < W) & (lanes != rank)
     bases = peer_bases(table, W, WP)
-    tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose, mask=lanes < W)
-    err |= barrier(bases, my_base, SIG_START, pid, rank, epoch + 1, spin_limit, W, WP)
-
-    # ---- relay: reduce the tiles this rank relays for heavier owners and push each sum into the
-    # owner's scratch (before own work, so the owners' waits overlap with their direct tiles). The
-    # owner's scratch at its own rows is read by nobody else: when the owner staged its input there,
-    # the one relay of a tile reads the owner's partial and then overwrites it with the sum.
-    if RELAY:
-        for q in tl.static_range(W):
-            if q != rank:
-                relay_first, k, turns = _relay_turns(tiles, direct, rank, q, W, lanes)
-                owner_base = tl.load(table + q)
-                owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank + lanes * 0)  # lane 0 is live
-                for m in range(pid, turns, num_programs):
-                    t = relay_first + k + m * (W - 1)
-                    start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
-                    acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
-                                       W, DTYPE, BLOCK, VEC_BYTES)
-                    tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
-                             mask=mask)
-                    release(owner_flag, (lanes * 0).to(tl.int64) + (epoch << 32) + (m - pid) // num_programs + 1,
-                            lanes < 1)
-
-    # ---- direct tiles of this rank's own rows
+    digest = call_digest(tag, epoch, n, lanes, num_programs, BLOCK)
+    call_row = CALL + ((epoch & 1) * PMAX + pid) * W
     my_first = pick(first, lanes, rank)
     my_count = pick(count, lanes, rank)
-    for t in range(pid, tl.where(out_ok, pick(direct, lanes, rank), 0), num_programs):
-        start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
-        acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
-                           W, DTYPE, BLOCK, VEC_BYTES)
-        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
 
-    # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all relays'
-    # m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum from local scratch
-    if RELAY:
-        if out_ok:
-            most = (pick(tiles, lanes, rank) - pick(direct, lanes, rank) + W - 2) // (W - 1)
-            for m in range(pid, most, num_programs):
-                for relay in tl.static_range(W):
-                    if relay != rank:
-                        relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
-                        if m < turns:
-                            flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
-                            err |= wait_words(flag, lanes < 1, (epoch << 32) + (m - pid) // num_programs + 1,
-                                              spin_limit, True)
+    if failed.to(tl.int32) == 0:
+        chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
+        # ---- expose this rank's partials for the others
+        if STAGE:  # copy each tile in the program that its reader will fetch it in (same index)
+            dst = my_base + expose_off
+            for q in tl.static_range(W):
+                q_first = pick(first, lanes, q)
+                q_count = pick(count, lanes, q)
+                q_direct = pick(direct, lanes, q)
+                if q != rank:  # tiles pid, pid + P, ... < q_direct: read by owner q
+                    _copy_tiles(in_addr, dst, q_first, q_count, 0, 1, pid, q_direct, num_programs, DTYPE, BLOCK,
+                                ALIGN, VEC_BYTES)
+                if RELAY:
+                    for relay in tl.static_range(W):  # read by q's relays other than this rank
+                        if relay != q:
+                            if relay != rank:  # the relay's turns m = pid, pid + P, ...: tile q_direct + k + m (W-1)
+                                _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
+                                _copy_tiles(in_addr, dst, q_first, q_count, q_direct + k, W - 1, pid, turns,
+                                            num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose_off, mask=lanes < W)
+        post_digest(bases, call_row, rank, digest, peers)
+        chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
+        err |= barrier(bases, my_base, SIG_START, pid, rank, epoch + 1, deadline, err_ptr, W, WP)
+        if (err & FAULTS) == 0:  # the digests were written before the peers' releases: no wait
+            call_slots = word_ptr(my_base, call_row + lanes)
+            err |= check_digests(tl.load(call_slots, mask=peers, other=0, volatile=True), call_slots, digest, peers)
+
+        if (err & FAULTS) == 0:
+            # ---- relay: reduce the tiles this rank relays for heavier owners and push each sum into
+            # the owner's scratch (before own work, so the owners' waits overlap with their direct
+            # tiles). The owner's scratch at its own rows is read by nobody else: when the owner
+            # staged its input there, the one relay of a tile reads the owner's partial and then
+            # overwrites it with the sum.
+            if RELAY:
+                for q in tl.static_range(W):
+                    if q != rank:
+                        relay_first, k, turns = _relay_turns(tiles, direct, rank, q, W, lanes)
+                        owner_base = tl.load(table + q)
+                        owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank + lanes * 0)  # lane 0 is live
+                        for m in range(pid, turns, num_programs):
                             t = relay_first + k + m * (W - 1)
-                            start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
-                            x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-                            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+                            start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
+                            acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
+                                               W, DTYPE, BLOCK, VEC_BYTES)
+                            tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                                     mask=mask)
+                            chaos(chaos_seed, 2, pid + m, rank, my_base, CHAOS)
+                            release(owner_flag, (lanes * 0).to(tl.int64) + (epoch << ROUND_BITS)
+                                    + (m - pid) // num_programs + 1, lanes < 1)
 
-    # ---- large calls: nobody may overwrite what a peer still reads until all are done
-    if not DOUBLE_BUFFER:
-        err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, spin_limit, W, WP)
+            # ---- direct tiles of this rank's own rows
+            for t in range(pid, tl.where(out_ok, pick(direct, lanes, rank), 0), num_programs):
+                start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
+                acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
+                                   W, DTYPE, BLOCK, VEC_BYTES)
+                tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
 
-    end_call(my_base, epoch, err, pid, num_programs, ERR)
+            # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all
+            # relays' m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum
+            if RELAY:
+                if out_ok:
+                    most = (pick(tiles, lanes, rank) - pick(direct, lanes, rank) + W - 2) // (W - 1)
+                    for m in range(pid, most, num_programs):
+                        for relay in tl.static_range(W):
+                            if relay != rank:
+                                relay_first, k, turns = _relay_turns(tiles, direct, relay, rank, W, lanes)
+                                if m < turns:
+                                    flag = word_ptr(my_base, RELAY_FLAGS + pid * W + relay + lanes * 0)
+                                    err |= wait_words(flag, tl.where((err & FAULTS) == 0, lanes < 1, False),
+                                                      (epoch << ROUND_BITS) + (m - pid) // num_programs + 1,
+                                                      deadline, err_ptr, True)
+                                    t = relay_first + k + m * (W - 1)
+                                    start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
+                                    x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                                    tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+
+        # ---- nobody may overwrite what a peer still reads until all are done
+        if (err & FAULTS) == 0:
+            chaos(chaos_seed, 3, pid, rank, my_base, CHAOS)
+            err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, deadline, err_ptr, W, WP)
+
+    if (failed | ((err & FAULTS) != 0)) & out_ok:
+        poison(out_addr, my_count, pid, num_programs, DTYPE, BLOCK)
+    end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 
 # ----------------------------------------------------------------------------- launcher
@@ -223,32 +238,32 @@ from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 @dataclass(frozen=True)
 class Variant:
-    """Which kernel variant a call runs. ``double_buffer`` and ``relay`` must agree on every rank;
-    ``stage`` (copy the input into the workspace first) is this rank's own business."""
+    """Which pull variant a call runs. ``relay`` and its two settings must agree on every rank (they
+    are in the call's digest); ``stage`` (copy the input into the workspace first) is this rank's
+    own business."""
 
-    double_buffer: bool
     stage: bool
     relay: bool
     relay_min_tiles: int = 1  # rank-agreed; >= 1
     relay_max_cost_pct: int = 100  # rank-agreed
 
 
-def kernel_arguments(ws, inp, out, call, variant: Variant, spin_limit: int):
-    """Positional arguments and variant constexprs of one call (everything but the tuning knobs).
+def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple):
+    """Positional arguments and variant constexprs of one call (everything but the tuning knobs);
+    ``protocol``: ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``).
 
     Returns ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     lay = ws.layout
     align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
-    args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base,
-             lay.stage_offset, lay.stage_stride, lay.scratch_offset, variant.relay_min_tiles,
-             variant.relay_max_cost_pct, spin_limit)
-    constexprs.update(DOUBLE_BUFFER=variant.double_buffer, STAGE=variant.stage, RELAY=variant.relay, ALIGN=align,
-                      VEC_BYTES=align * inp.element_size())
+    args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base, lay.scratch_offset,
+             variant.relay_min_tiles, variant.relay_max_cost_pct, *protocol)
+    constexprs.update(STAGE=variant.stage, RELAY=variant.relay, ALIGN=align, VEC_BYTES=align * inp.element_size(),
+                      CHAOS=protocol[2] != 0)
     return args, constexprs, max_rows
 
 
-def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, spin_limit: int) -> None:
+def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, protocol: tuple) -> None:
     """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
-    args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, spin_limit)
+    args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, protocol)
     run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

@@ -1,19 +1,94 @@
-"""Cross-rank signalling in plain Triton: header words, signal/wait with system-scope ordering.
+"""Cross-rank signalling in plain Triton: the call's epoch, digests, waits with a deadline, faults.
 
-All signal values are monotonic call epochs (never reset), so a fast rank can never overwrite a
-signal that a slow peer has not read yet, and back-to-back calls or CUDA-graph replays need no
-clean-up. A wait polls with volatile loads, then performs one acquire so that what the peer wrote
-before its release is visible to every thread of the program after ``tl.debug_barrier``.
+Patterns and invariants
+=======================
+E is the call's epoch: calls this rank's workspace completed, an int64 that wraps modulo 2^64 (it
+starts at ``start_epoch`` and never goes back: ``Workspace.reset`` moves it forward). Kernel calls
+only: a call the API serves without a kernel (world size 1) touches no word. Every comparison of
+a signal with its target is wrap-safe, ``(seen - target) >= 0`` in two's complement, so it holds
+at every wrap point (2^31, 2^32, 2^63, 2^64) as long as a stale value is less than 2^63 behind.
+
+Invariant A (no rank is two calls ahead): a rank starts kernel call E+2 only after every peer
+started E+1, hence finished E. Every kernel call ends with each of its programs having heard from
+the same program of every peer in that call: through a barrier (pull), a received tile (push
+modes; every peer sends a tile to a receiving program), or the peer's CALL word (a program that
+receives nothing waits for it). A peer's kernel E+1 starts only after its kernel E ended.
+
+Per call, pull ("large", ``reduce_scatterv_kernel``): expose -> CALL word -> barrier (release /
+acquire) -> check CALL words -> pull (and relay: reduce -> store -> release RELAY) -> barrier.
+Per call, push modes (``push_kernel``): CALL word -> data (flagged words; or tiles then a release
+of PUSH per round) -> receive (poll flags; or acquire PUSH) -> check CALL words -> sum -> store.
+
+Every workspace word: who writes it, who reads it, why no stale value can satisfy the read
+---------------------------------------------------------------------------------------
+CNT[p]            Written by this rank's program p at the end of call E (E+1, into every slot
+                  j = p mod grid); read at the start of the next call. Local only.
+SIG_START[p][r],  Written by rank r's program p with E+1 (release); read by program p here
+SIG_END[p][r]     (acquire) waiting for >= E+1. Values written earlier are <= E; the header
+                  starts (creation, reset) at the value call ``start - 1`` leaves. Wrap-safe
+                  while a word is less than 2^63 calls stale: never.
+OFF_START[p][r]   Written by rank r before its SIG_START release, read here after the acquire.
+                  Rewritten only in r's next call, which starts after our SIG_END (pull calls end
+                  with a barrier).
+PUSH[p][r],       E * 2^20 + j + 1 (round j) and E * 2^20 + k (relayed tile k >= 1), released by
+RELAY[p][r]       rank r; read here (acquire) waiting for E * 2^20 + j'. Rounds and relayed tiles
+                  per call stay below 2^20 - 1 (the planner refuses more), so every value of an
+                  earlier call is smaller. Wrap-safe while a word is less than 2^43 calls stale
+                  (28 years at 10,000 calls a second); the header starts at E_start * 2^20.
+CALL[E&1][p][r]   The digest of rank r's call E (``call_digest``: epoch, sizes, rows, width,
+                  dtype, mode, tile size, grid; forced odd, so nonzero), written by rank r's
+                  program p; read here by program p, compared with this rank's own digest, then
+                  written back to 0 (consumed). Rank r writes parity E&1 again at E+2, after this
+                  rank finished E (invariant A), so the reader sees call E's word or 0. A stale
+                  word (a call that was not consumed: only after a fault, which is sticky until
+                  reset, and reset zeroes CALL) cannot pass: its epoch is in the digest, so it
+                  reads as a disagreement, never as agreement. Collisions: 2^-63 per read.
+ll slots          Flagged words, written only by mode "ll": high half ``(E+1) mod 2^31 | 2^31``
+                  (never 0), low half 4 data bytes, one 8-byte store each. The receiver polls
+                  until every word it needs carries its flag, and writes 0 over each word it
+                  used (consumed). Senders write parity E&1 again at E+2, after the receiver
+                  finished E (invariant A), so every word is 0 or from the current call; words
+                  left unconsumed by a fault are zeroed by reset. No other mode writes these
+                  slots, so raw data can never pass for a flag.
+push slots        Plain data, written only by mode "push" before the PUSH release of its round;
+                  read after the acquire; rewritten at E+2 only (invariant A).
+scratch, arena    Pull: read by peers between the two barriers of a call, written by its owner
+                  only outside them (or by a relay inside, at rows nobody else reads).
+ERR               Bits OR-ed in by this rank (local errors, and faults it saw) and by peers (a
+                  fault a peer saw: timeout or disagreement, with bit 16 + peer). TIMEOUT,
+                  DISAGREE and FAILED are sticky: a call that starts with one set is in the failed
+                  state: it writes no peer word, waits for nothing and stores NaN over its rows.
+                  Only ``Workspace.reset`` clears them; ``check()`` raises while they are set.
+
+Faults. Each wait ends by a deadline, ``timeout_s`` (of the workspace) after the call's program
+started: by the GPU's global timer or, in Triton's interpreter, by a clock word that a host thread
+of CPU emulation keeps at the time (ERR[1]: written by that thread only). It also ends when a sticky bit
+appears in this rank's ERR word (a fault seen by another program or rank). A program that saw a
+fault stops writing to peers, stores NaN over its rows, and reports the fault to every rank.
+Programs only ever wait for programs of the same index, so no co-residency is needed and the
+protocol runs in the interpreter, where programs execute one after another.
 """
+
+import os
 
 import triton
 import triton.language as tl
 
-from .layout import ERR_SPIN_TIMEOUT as _ERR_SPIN_TIMEOUT
-from .layout import PMAX as _PMAX
+from . import layout as L
 
-PMAX = tl.constexpr(_PMAX)
-ERR_SPIN_TIMEOUT = tl.constexpr(_ERR_SPIN_TIMEOUT)
+PMAX = tl.constexpr(L.PMAX)
+ROUND_BITS = tl.constexpr(L.ROUND_BITS)
+ERR_TIMEOUT = tl.constexpr(L.ERR_TIMEOUT)
+ERR_DISAGREE = tl.constexpr(L.ERR_DISAGREE)
+ERR_FAILED = tl.constexpr(L.ERR_FAILED)
+ERR_RANKS_SHIFT = tl.constexpr(L.ERR_RANKS_SHIFT)
+STICKY = tl.constexpr(L.STICKY)
+# compiled: the GPU's global timer (ns); interpreted (no inline assembly there): the clock word
+# ERR[1], which a host thread of CPU emulation keeps at time.monotonic_ns() (``Workspace``)
+GLOBAL_TIMER = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
+GOLDEN = tl.constexpr(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64
+MIX1 = tl.constexpr(-4658895280553007687)  # 0xBF58476D1CE4E5B9
+MIX2 = tl.constexpr(-7723592293110705685)  # 0x94D049BB133111EB
 
 
 @triton.jit
@@ -24,30 +99,87 @@ def word_ptr(base, word):
 
 @triton.jit
 def header_words(W: tl.constexpr):
-    """Word index of the header arrays CNT, SIG_START, OFF_START, SIG_END, RELAY, PUSH, ERR (see layout.py)."""
-    return 0, PMAX, PMAX * (1 + W), PMAX * (1 + 2 * W), PMAX * (1 + 3 * W), PMAX * (1 + 4 * W), PMAX * (1 + 5 * W)
+    """Word index of the header arrays CNT, SIG_START, OFF_START, SIG_END, RELAY, PUSH, CALL, ERR (layout.py)."""
+    return (0, PMAX, PMAX * (1 + W), PMAX * (1 + 2 * W), PMAX * (1 + 3 * W), PMAX * (1 + 4 * W), PMAX * (1 + 5 * W),
+            PMAX * (1 + 7 * W))
 
 
 @triton.jit
-def begin_call(table_addr, base_addr, pid):
-    """(peer table pointer, this rank's workspace base, the call's epoch) for program ``pid``.
+def now(err_ptr):
+    """Nanoseconds: the GPU's global timer, or (interpreter) the clock word next to ERR (``err_ptr``)."""
+    if GLOBAL_TIMER:
+        return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [], dtype=tl.int64, is_pure=False,
+                                         pack=1)
+    else:
+        return tl.load(err_ptr + 1, volatile=True)
+
+
+@triton.jit
+def mix64(h):
+    """A 64-bit finaliser (splitmix64's), in wrapping int64 arithmetic."""
+    h = (h ^ ((h >> 30) & 0x3FFFFFFFF)) * MIX1
+    h = (h ^ ((h >> 27) & 0x1FFFFFFFFF)) * MIX2
+    return h ^ ((h >> 31) & 0x1FFFFFFFF)
+
+
+@triton.jit
+def call_digest(tag, epoch, n, lanes, num_programs, BLOCK: tl.constexpr):
+    """What this rank's call is, folded into one odd (so nonzero) int64: the host's ``tag`` (mode,
+    width, dtype, row count, relay settings: ``api.call_tag``), the epoch, the raw sizes (each lane
+    weighted differently, so swapped sizes differ), the tile size and the grid."""
+    weighted = tl.sum(n * ((lanes.to(tl.int64) * 2 + 1) * GOLDEN), axis=0)
+    h = mix64(tag ^ mix64(epoch + GOLDEN) ^ weighted)
+    return mix64(h ^ (num_programs.to(tl.int64) * 65536 + BLOCK)) | 1
+
+
+@triton.jit
+def begin_call(table_addr, base_addr, pid, timeout, W: tl.constexpr):
+    """(peer table, this rank's base, epoch E, failed?, deadline) for program ``pid``.
 
     ``base_addr`` (this rank's own base, also ``table[rank]``) comes from the host so that the epoch
-    load does not wait for a table load. The epoch (calls this group completed) is equal on every
-    program and rank between calls."""
+    load does not wait for a table load. ``failed``: a sticky error is set (see the module docstring).
+    ``deadline``: when waits give up (``now`` + ``timeout`` ns)."""
     table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
     my_base = base_addr.to(tl.int64)
-    return table, my_base, tl.load(word_ptr(my_base, pid))  # word 0.. = CNT
+    epoch = tl.load(word_ptr(my_base, pid))  # CNT
+    err_ptr = word_ptr(my_base, header_words(W)[7])
+    failed = (tl.load(err_ptr, volatile=True) & STICKY) != 0
+    return table, my_base, epoch, failed, now(err_ptr) + timeout
 
 
 @triton.jit
-def end_call(my_base, epoch, err, pid, num_programs, ERR_WORD):
-    """Advance the epoch of every counter slot this program owns (j = pid mod grid: no two programs
-    touch the same slot, and slots past the grid keep up for a later, larger grid), and record the
-    call's error bits."""
-    every = tl.arange(0, PMAX)
-    tl.store(word_ptr(my_base, every), epoch + 1, mask=every % num_programs == pid)
-    tl.atomic_or(word_ptr(my_base, ERR_WORD), err, mask=err != 0)
+def fault_status(err_ptr, deadline):
+    """ERR_TIMEOUT once the deadline passed, ERR_FAILED once a sticky error is set here, else 0."""
+    late = now(err_ptr) - deadline > 0
+    sticky = (tl.load(err_ptr, volatile=True) & STICKY) != 0
+    return tl.where(late, ERR_TIMEOUT, tl.where(sticky, ERR_FAILED, 0))
+
+
+@triton.jit
+def _behind(seen, target, live):
+    """True while some live word is behind ``target`` (wrap-safe)."""
+    return tl.max(((seen - target < 0) & live).to(tl.int32), axis=0) > 0
+
+
+@triton.jit
+def wait_words(slots, live, target, deadline, err_ptr, ACQUIRE: tl.constexpr):
+    """Spin until every live word of ``slots`` (a pointer vector into this rank's header) has
+    reached ``target`` (wrap-safe). Returns 0, or the fault that ended the wait (``fault_status``).
+
+    With ACQUIRE it ends with an acquire at system scope and a CTA barrier, so reads issued after it
+    see what the signalling peers wrote before their release; without, it only says the peers got
+    this far (no ordering)."""
+    seen = tl.load(slots, mask=live, other=target, volatile=True)
+    status = (deadline * 0).to(tl.int32)
+    pending = _behind(seen, target, live)
+    while pending:
+        seen = tl.load(slots, mask=live, other=target, volatile=True)
+        status = fault_status(err_ptr, deadline)
+        pending = _behind(seen, target, live) & (status == 0)
+    if ACQUIRE:
+        seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
+        tl.debug_barrier()
+    return tl.where(_behind(seen, target, live), status, 0)
 
 
 @triton.jit
@@ -55,22 +187,6 @@ def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
     """Base addresses of every rank's workspace, as a [WP] int64 vector (lanes >= W are 0)."""
     lanes = tl.arange(0, WP)
     return tl.load(table + lanes, mask=lanes < W, other=0)
-
-
-@triton.jit
-def signal_all(bases, word, value, live, SEM: tl.constexpr):
-    """Write ``value`` into header word ``word`` of every rank whose lane is ``live`` (a [WP] mask over
-    ranks); ``bases`` are the ranks' workspace bases (``peer_bases``).
-
-    With SEM="release" (system scope, after a CTA barrier), everything any thread of this program
-    wrote or read before is ordered before the signal, as seen by a peer that acquires it. With
-    "relaxed" the signal only says "this program has started", and costs no fence.
-    """
-    slots = word_ptr(bases, word)
-    if SEM == "release":
-        release(slots, live.to(tl.int64) * 0 + value, live)
-    else:
-        tl.atomic_xchg(slots, live.to(tl.int64) * 0 + value, mask=live, sem="relaxed", scope="sys")
 
 
 @triton.jit
@@ -84,30 +200,84 @@ def release(slots, values, live):
 
 
 @triton.jit
-def wait_words(slots, live, target, spin_limit, ACQUIRE: tl.constexpr):
-    """Spin until every live word of ``slots`` (a pointer vector into this rank's header) is >= target.
-
-    Returns ERR_SPIN_TIMEOUT if ``spin_limit`` polls passed first, else 0. With ACQUIRE it ends with
-    an acquire at system scope and a CTA barrier, so reads issued after it see what the signalling
-    peers wrote before their release; without, it only says the peers got this far (no ordering).
-    """
-    polls = spin_limit.to(tl.int64) * 0
-    seen = tl.load(slots, mask=live, other=target, volatile=True)
-    pending = (tl.min(seen, axis=0) < target) & (polls < spin_limit)
-    while pending:
-        seen = tl.load(slots, mask=live, other=target, volatile=True)
-        polls += 1
-        pending = (tl.min(seen, axis=0) < target) & (polls < spin_limit)
-    if ACQUIRE:
-        seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
-        tl.debug_barrier()
-    late = tl.min(tl.where(live, seen, target), axis=0) < target
-    return tl.where(late, ERR_SPIN_TIMEOUT, 0)
+def post_digest(bases, call_row, rank, digest, peers):
+    """Write this call's digest into CALL[E&1][p][rank] of every peer (``call_row`` = the word index
+    of CALL[E&1][p][0]). Relaxed: it orders nothing; a release that follows in this program carries it."""
+    tl.atomic_xchg(word_ptr(bases, call_row + rank), peers.to(tl.int64) * 0 + digest, mask=peers, sem="relaxed",
+                   scope="sys")
 
 
 @triton.jit
-def barrier(bases, my_base, array, pid, rank, target, spin_limit, W: tl.constexpr, WP: tl.constexpr):
-    """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere, wait for all of [pid][*]."""
+def check_digests(seen, call_slots, digest, peers):
+    """ERR_DISAGREE if a peer's digest (``seen``, loaded from ``call_slots``) is missing or differs
+    from ours, else 0; the words are consumed (written back to 0) either way."""
+    tl.store(call_slots, seen * 0, mask=peers)
+    return tl.where(tl.max(((seen != digest) & peers).to(tl.int32), axis=0) > 0, ERR_DISAGREE, 0)
+
+
+@triton.jit
+def await_digests(my_base, call_row, digest, peers, deadline, err_ptr, lanes):
+    """Wait until every peer's CALL word of this call is in (nonzero), then ``check_digests``."""
+    slots = word_ptr(my_base, call_row + lanes)
+    seen = tl.load(slots, mask=peers, other=1, volatile=True)
+    status = (deadline * 0).to(tl.int32)
+    pending = tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0
+    while pending:
+        seen = tl.load(slots, mask=peers, other=1, volatile=True)
+        status = fault_status(err_ptr, deadline)
+        pending = (tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0) & (status == 0)
+    missing = tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0
+    return tl.where(missing, status, check_digests(seen, slots, digest, peers))  # missing: a fault ended the wait
+
+
+@triton.jit
+def barrier(bases, my_base, array, pid, rank, target, deadline, err_ptr, W: tl.constexpr, WP: tl.constexpr):
+    """Program ``pid`` of every rank meets here: signal slot [pid][rank] everywhere (release), wait
+    for all of [pid][*] (acquire). Returns 0 or the fault that ended the wait."""
     lanes = tl.arange(0, WP)
-    signal_all(bases, array + pid * W + rank, target, lanes < W, "release")
-    return wait_words(word_ptr(my_base, array + pid * W + lanes), lanes < W, target, spin_limit, True)
+    release(word_ptr(bases, array + pid * W + rank), (lanes * 0).to(tl.int64) + target, lanes < W)
+    return wait_words(word_ptr(my_base, array + pid * W + lanes), lanes < W, target, deadline, err_ptr, True)
+
+
+@triton.jit
+def end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W: tl.constexpr, WP: tl.constexpr):
+    """Advance the epoch of every counter slot this program owns (j = pid mod grid: no two programs
+    touch the same slot, and slots past the grid keep up for a later, larger grid), and record the
+    call's error bits: here, and a fault (timeout, disagreement) also in every peer's ERR word, with
+    this rank's bit, so that the whole group enters the failed state. ``bases``: ``peer_bases``."""
+    ERR = header_words(W)[7]
+    every = tl.arange(0, PMAX)
+    tl.store(word_ptr(my_base, every), epoch + 1, mask=every % num_programs == pid)
+    fault = err.to(tl.int64) & (ERR_TIMEOUT | ERR_DISAGREE)
+    fault |= tl.where(fault != 0, tl.cast(1, tl.int64) << (ERR_RANKS_SHIFT + rank), 0)
+    lanes = tl.arange(0, WP)
+    report = tl.where((fault != 0) & (failed.to(tl.int32) == 0), (lanes < W) & (lanes != rank), False)
+    tl.atomic_or(word_ptr(bases, ERR + lanes * 0), lanes.to(tl.int64) * 0 + fault, mask=report, sem="relaxed",
+                 scope="sys")
+    err = err.to(tl.int64) | fault | tl.where(failed, ERR_FAILED, 0)
+    tl.atomic_or(word_ptr(my_base, ERR), err, mask=err != 0)
+
+
+@triton.jit
+def poison(out_addr, count, pid, num_programs, DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """NaN over this program's tiles (pid, pid + P, ...) of an output of ``count`` elements."""
+    nan = tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE)
+    for t in range(pid, tl.cdiv(count, BLOCK), num_programs):
+        done = tl.cast(t, tl.int64) * BLOCK
+        offs = tl.arange(0, BLOCK)
+        tl.store(out_addr.to(tl.pointer_type(DTYPE)) + done + offs, nan, mask=offs < count - done)
+
+
+@triton.jit
+def chaos(seed, site, pid, rank, my_base, CHAOS: tl.constexpr):
+    """Schedule fuzzing (tests): when CHAOS, stall some (seed, site, program, rank) for up to a few
+    hundred polls of a local word, so that ranks and programs interleave in other orders. Compiled
+    out otherwise."""
+    if CHAOS:
+        h = mix64(seed * 1000003 + site * 7919 + pid * 131 + rank * 17)
+        if (h & 3) == 0:
+            spins = (h >> 8) & 255
+            i = spins * 0
+            while i < spins:
+                tl.load(word_ptr(my_base, 0), volatile=True)
+                i += 1

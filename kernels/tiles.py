@@ -41,18 +41,19 @@ def call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap, out_
                   W: tl.constexpr, SIZES_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
     """Sizes checked on the device (identically on every rank) and what follows from them.
 
-    Returns ``(count, first, tiles, out_ok, err)``: per destination (as [WP] vectors) its element
-    count, its first element in SUM_LEN layout and its number of BLOCK-element tiles; whether this
-    rank's output can hold its rows; and the error bits (bad sizes are treated as all zero).
+    Returns ``(raw, count, first, tiles, out_ok, err)``: the sizes as given (for the call's digest);
+    per destination (as [WP] vectors) its element count, its first element in SUM_LEN layout and
+    its number of BLOCK-element tiles; whether this rank's output can hold its rows; and the error
+    bits (bad sizes are treated as all zero).
     """
-    n = sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
-    sizes_ok = (tl.min(n, axis=0) >= 0) & (tl.sum(n, axis=0) <= in_cap)
-    n = tl.where(sizes_ok, n, 0)
+    raw = sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
+    sizes_ok = (tl.min(raw, axis=0) >= 0) & (tl.sum(raw, axis=0) <= in_cap)
+    n = tl.where(sizes_ok, raw, 0)
     out_ok = pick(n, lanes, rank) <= out_cap
     err = tl.where(sizes_ok, 0, ERR_BAD_SIZES) | tl.where(out_ok, 0, ERR_OUTPUT_TOO_SMALL)
     count = n * H
     first = (tl.cumsum(n, axis=0) - n) * H
-    return count, first, tl.cdiv(count, BLOCK), out_ok, err
+    return raw, count, first, tl.cdiv(count, BLOCK), out_ok, err
 
 
 @triton.jit

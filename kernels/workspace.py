@@ -1,24 +1,20 @@
-"""The symmetric workspace of one process group: allocation, growth, arena tensors, error flags."""
+"""The symmetric workspace of one process group: allocation, growth, arena tensors, epochs, faults."""
 
 from __future__ import annotations
 
-import os
-import warnings
+import atexit
+import contextlib
+import functools
+import time
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from . import layout as L
+from . import settings
 
-
-def _env_bytes(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value is None else int(value)
-
-
-def default_stage_bytes() -> int:
-    """Largest whole input served by the double-buffered pull: ``KERNELS_STAGE_BYTES`` if set, else 4 MiB."""
-    return _env_bytes("KERNELS_STAGE_BYTES", 4 << 20)
+PROTOCOL_VERSION = 2  # bumped whenever the workspace's words change meaning (part of the fingerprint)
 
 
 # Per-destination limits of the push modes, by world size. Measured on 2x H200 (H 7168 bf16, CUDA
@@ -29,22 +25,30 @@ def default_stage_bytes() -> int:
 # vs 45.9 us even, 41.9 vs 43.5 one idle rank) and lost at 512 (7.3 MB: 95.3 vs 82.4 even): 4 MiB
 # on 3+ ranks (3 and 5-8 ranks unmeasured). 4-GPU LL limits above 256 KiB are unmeasured.
 def default_ll_bytes(world_size: int) -> int:
-    """Largest per-destination byte count for flagged words ("ll"): ``KERNELS_LL_BYTES`` if set,
-    else 512 KiB on 2 ranks, 256 KiB on more."""
-    return _env_bytes("KERNELS_LL_BYTES", (512 << 10) if world_size == 2 else (256 << 10))
+    """Largest per-destination byte count for flagged words ("ll"): 512 KiB on 2 ranks, 256 KiB on more."""
+    return (512 << 10) if world_size == 2 else (256 << 10)
 
 
 def default_push_bytes(world_size: int) -> int:
-    """Largest per-destination byte count for the plain push: ``KERNELS_PUSH_BYTES`` if set, else
-    8 MiB on 2 ranks, 4 MiB on more."""
-    return _env_bytes("KERNELS_PUSH_BYTES", (8 << 20) if world_size == 2 else (4 << 20))
+    """Largest per-destination byte count for the plain push: 8 MiB on 2 ranks, 4 MiB on more."""
+    return (8 << 20) if world_size == 2 else (4 << 20)
 
 
 _workspaces: dict[tuple, "Workspace"] = {}
+_CREATION_KEYWORDS = ("ll_bytes", "push_bytes", "timeout_s", "start_epoch")
 
 
 def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _u64(v: int) -> int:
+    return v & ((1 << 64) - 1)
+
+
+def _s64(v: int) -> int:
+    v = _u64(v)
+    return v - (1 << 64) if v >> 63 else v
 
 
 class Workspace:
@@ -54,33 +58,110 @@ class Workspace:
     symmetric memory; on CPU, shared-memory files mapped by every rank (CPU emulation). Where peers
     cannot be reached (another host, no P2P) ``p2p`` is False and calls use NCCL instead.
 
-    Growing is collective (every rank must make the same call, which the API guarantees by sizing
-    from rank-agreed facts) and is refused during CUDA-graph capture: size it up front with
-    :meth:`reserve`. Memory of an outgrown buffer is kept, so graphs captured earlier stay valid.
+    Creation is collective: the ranks compare a fingerprint of everything the protocol and the
+    plan depend on (limits, timeout, start epoch, GPU, multiprocessors, the merged tune table,
+    Triton version) and all raise, naming the setting and the ranks, if they differ. Growing is
+    collective too, and the ranks check that they grow alike (a rank that does not follow within
+    ``timeout_s`` means the ranks made different calls: every rank gets an error); it is refused
+    during CUDA-graph capture: size it up front with :meth:`reserve`. An outgrown buffer is kept
+    (graphs captured earlier may still use it) until :meth:`free_retired`.
+
+    One stream at a time: calls of one workspace must not overlap. A call on another stream while
+    the previous call may still run raises; give an overlap stream its own group (``dist.new_group``),
+    hence its own workspace. Graph replays are ordered by the stream they are replayed on.
     """
 
-    def __init__(self, group: dist.ProcessGroup, device: torch.device, stage_bytes: int | None = None,
-                 ll_bytes: int | None = None, push_bytes: int | None = None):
+    def __init__(self, group: dist.ProcessGroup, device: torch.device, *, ll_bytes: int | None = None,
+                 push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        ll_bytes = default_ll_bytes(self.world_size) if ll_bytes is None else int(ll_bytes)
         # the push slots grow up to this per source, on demand
-        self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else push_bytes
-        ll_bytes = default_ll_bytes(self.world_size) if ll_bytes is None else ll_bytes
-        stage_bytes = default_stage_bytes() if stage_bytes is None else stage_bytes
-        # with 3+ ranks, small calls may relay too: their sums land in scratch (see plan_call)
-        self.layout = L.Layout(self.world_size, stage_bytes, ll_bytes, 0, stage_bytes if self.world_size >= 3 else 0,
-                               0)
+        self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else int(push_bytes)
+        self.timeout_s = float(settings.timeout_s() if timeout_s is None else timeout_s)
+        if ll_bytes < 0 or self.push_max_bytes < 0:
+            raise ValueError(f"kernels.workspace: ll_bytes and push_bytes must be >= 0, got {ll_bytes}, "
+                             f"{self.push_max_bytes}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"kernels.workspace: timeout_s must be > 0, got {self.timeout_s}")
+        if not isinstance(start_epoch, int) or not 0 <= start_epoch < 1 << 64:
+            raise ValueError(f"kernels.workspace: start_epoch must be an int in [0, 2**64), got {start_epoch!r}")
+        self.start_epoch = start_epoch
+        self.layout = L.Layout(self.world_size, ll_bytes, 0, 0, 0)
         self._retired: list = []
+        self._growths = 0
+        self._stream = self._event = None
         self.buffer = self.table = None
         self.p2p = self._reachable()
+        self._agree(self._fingerprint())
         if self.p2p:
-            self._allocate(self.layout)
+            self._allocate(self.layout, start_epoch, 0)
         elif self.world_size > 1:
+            import warnings
+
             warnings.warn(
                 "reduce_scatterv: the ranks of this group cannot read each other's memory (several hosts "
                 "or no P2P); falling back to NCCL's grouped-reduce reduce_scatterv", RuntimeWarning, stacklevel=3)
+
+    @property
+    def settings(self) -> dict:
+        """The creation keywords' values."""
+        return dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
+                    start_epoch=self.start_epoch)
+
+    # ---- agreement between ranks
+    def _fingerprint(self) -> dict:
+        from importlib.metadata import version  # not ``import triton``: its mode is fixed on first import
+
+        from . import configs
+
+        fp = {"protocol": PROTOCOL_VERSION, "device_type": self.device.type, "world_size": self.world_size,
+              **self.settings, "triton": version("triton"), "p2p": self.p2p}
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            slug = configs.gpu_slug(props.name)
+            fp.update(gpu=props.name, multiprocessors=props.multi_processor_count,
+                      tune_table=configs.table_digest(slug))
+        return fp
+
+    def _agree(self, fp: dict) -> None:
+        """Collective: raise on every rank if any rank's fingerprint differs from another's."""
+        everyone: list = [None] * self.world_size
+        dist.all_gather_object(everyone, fp, group=self.group)
+        keys = sorted({k for f in everyone for k in f})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in everyone}) > 1]
+        if differ:
+            raise ValueError("kernels.workspace: the ranks of this group disagree on settings the protocol depends "
+                             "on: " + "; ".join(f"{k}: " + ", ".join(f"rank {r} = {f.get(k)!r}"
+                                                                     for r, f in enumerate(everyone)) for k in differ))
+
+    def _agree_on_growth(self, total_bytes: int) -> None:
+        """Every rank must grow to the same size at the same point; a rank that does not follow within
+        ``timeout_s`` made another call (its kernel will time out on its side)."""
+        store = dist.distributed_c10d._get_default_store()
+        prefix = f"kernels/{self.group.group_name}/grow{self._growths}/"
+        self._growths += 1
+        store.set(prefix + str(self.rank), str(total_bytes))
+        keys = [prefix + str(r) for r in range(self.world_size)]
+        try:
+            store.wait(keys, timedelta(seconds=self.timeout_s))
+            sizes = [int(store.get(k)) for k in keys]
+        except Exception as e:  # noqa: BLE001 - the store's timeout error differs between releases
+            self._flag_disagreement()
+            raise RuntimeError(f"reduce_scatterv: this rank had to grow the workspace to {total_bytes} bytes and "
+                               f"not every rank did so within {self.timeout_s:g} s: the ranks made different calls "
+                               f"(sizes, rows, width or dtype differ between ranks); every rank gets an error, "
+                               f"then call kernels.workspace(group).reset() on every rank ({e})") from None
+        if len(set(sizes)) > 1:
+            self._flag_disagreement()
+            raise RuntimeError(f"reduce_scatterv: the ranks grew the workspace to different sizes {sizes}: they made "
+                               "different calls; call kernels.workspace(group).reset() on every rank")
+
+    def _flag_disagreement(self) -> None:
+        if self.buffer is not None:
+            self._err_word().bitwise_or_(L.ERR_DISAGREE | (1 << (L.ERR_RANKS_SHIFT + self.rank)))
 
     # ---- allocation
     def _reachable(self) -> bool:
@@ -92,7 +173,7 @@ class Workspace:
 
         return reachable(self.group, self.device)
 
-    def _allocate(self, layout: L.Layout) -> None:
+    def _allocate(self, layout: L.Layout, epoch: int, err: int) -> None:
         if _capturing(self.device):
             raise RuntimeError(
                 f"reduce_scatterv: the symmetric workspace must grow to {layout.total_bytes} bytes, which cannot "
@@ -107,15 +188,41 @@ class Workspace:
 
             buffer, table, keep = allocate(self.group, layout.total_bytes, self.device)
         if self.buffer is not None:
+            if self.device.type == "cpu":
+                _clock.drop(self._err_word().view(-1).data_ptr() + 8)
             self._retired.append((self.buffer, self.table, self._keep))
         self.buffer, self.table, self._keep, self.layout = buffer, table, keep, layout
         self.base = buffer.data_ptr()
         self.table_addr = table.data_ptr()
+        self._write_header(epoch, err)
+        if self.device.type == "cpu":
+            _clock.keep(self._err_word().view(-1).data_ptr() + 8)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        dist.barrier(group=self.group)
+
+    def _write_header(self, epoch: int, err: int) -> None:
+        """This rank's header as call ``epoch`` expects it (``layout.initial_header``), error word ``err``."""
+        offs = L.word_offsets(self.world_size)
+        words = torch.zeros(L.header_words(self.world_size), dtype=torch.int64)
+        names = list(offs)
+        for name, value in L.initial_header(self.world_size, epoch):
+            end = offs[names[names.index(name) + 1]] if name != "ERR" else len(words)
+            words[offs[name]:end] = value
+        words[offs["ERR"]] = err
+        words[offs["ERR"] + 1] = time.monotonic_ns()  # CPU emulation's clock word, kept fresh by _Clock
+        self.buffer[: words.numel() * 8].view(torch.int64).copy_(words)
 
     def _grow(self, **need: int) -> None:
         grown = self.layout.grown(**need)
         if grown != self.layout:
-            self._allocate(grown)
+            if _capturing(self.device):
+                self._allocate(grown, 0, 0)  # raises with the advice
+            self._agree_on_growth(grown.total_bytes)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            # epochs never go back: the new header continues from the old one's epoch and faults
+            self._allocate(grown, self.epoch, int(self._err_word().item()))
 
     def reserve(self, *, max_input_bytes: int = 0, arena_bytes: int = 0) -> "Workspace":
         """Collective: make room for calls whose input is up to ``max_input_bytes`` bytes (all
@@ -130,6 +237,23 @@ class Workspace:
         """Collective: push slots that hold ``destination_bytes`` (<= ``push_max_bytes``) per source."""
         if self.p2p:
             self._grow(push_bytes=destination_bytes)
+
+    def free_retired(self) -> int:
+        """Free the buffers this workspace outgrew; returns how many. Call it only when no CUDA graph
+        captured before the last growth will be replayed again (the library cannot see graph
+        lifetimes, so it never frees them by itself)."""
+        n = len(self._retired)
+        if n and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self._retired.clear()
+        return n
+
+    def close(self) -> None:
+        """Drop every buffer (``release`` and ``destroy_process_group`` call this)."""
+        if self.buffer is not None and self.device.type == "cpu":
+            _clock.drop(self._err_word().view(-1).data_ptr() + 8)
+        self._retired.clear()
+        self.buffer = self.table = self._keep = None
 
     # ---- tensors inside the workspace
     def empty(self, *shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -156,37 +280,121 @@ class Workspace:
         start = t.data_ptr()
         return self.base <= start and start + t.numel() * t.element_size() <= self.base + self.layout.total_bytes
 
+    # ---- calls
+    @property
+    def timeout_arg(self) -> int:
+        """The kernels' ``timeout`` argument, in ns (the GPU's global timer, or CPU emulation's clock word)."""
+        return int(self.timeout_s * 1e9)
+
+    @contextlib.contextmanager
+    def calling(self):
+        """Around one kernel launch: refuse a call on a second stream while the last one may run."""
+        if self.device.type != "cuda" or _capturing(self.device):
+            yield
+            return
+        stream = torch.cuda.current_stream(self.device)
+        if self._stream is not None and stream != self._stream and not self._event.query():
+            raise RuntimeError(
+                f"reduce_scatterv: a call on {stream} while this group's previous call on {self._stream} may still "
+                "run: calls of one group must not overlap (their signals are per group, not per stream). Make "
+                "the new stream wait for the old one (new.wait_stream(old)), or give the second stream its own "
+                "group (dist.new_group), hence its own workspace")
+        yield
+        if self._event is None:
+            self._event = torch.cuda.Event()
+        self._stream = stream
+        self._event.record(stream)
+
+    @property
+    def epoch(self) -> int:
+        """Kernel calls this rank's workspace completed, counted from ``start_epoch``, modulo 2^64
+        (a host read: synchronises on CUDA). For tests and debugging."""
+        if self.buffer is None:
+            return self.start_epoch
+        return _u64(int(self.buffer[:8].view(torch.int64).item()))
+
     # ---- errors flagged by the kernel
     def _err_word(self) -> torch.Tensor:
         at = L.word_offsets(self.world_size)["ERR"] * 8
         return self.buffer[at:at + 8].view(torch.int64)
 
     def errors(self) -> int:
-        """Error bits the kernel flagged since the last :meth:`check` (synchronises on CUDA)."""
+        """Error bits flagged so far (see ``layout.ERR_*``; synchronises on CUDA)."""
         return int(self._err_word().item()) if self.buffer is not None else 0
 
     def reset(self) -> None:
-        """Collective: clear call counters, signals and error flags on every rank.
-
-        Needed only after a call that did not run on every rank (a flagged spin timeout), which
-        leaves the ranks' call counters apart."""
+        """Collective: leave the failed state. Waits for this rank's calls to end, moves every rank's
+        epoch past the largest any rank reached (epochs never go back), rewrites every header word
+        to the values that epoch expects, zeroes the flagged-word slots and clears the errors, so
+        that no word of an earlier call can satisfy a later wait."""
         if self.buffer is None:
             return
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        dist.barrier(group=self.group)
-        self.buffer[: self.layout.header_bytes].zero_()
+        everyone: list = [None] * self.world_size
+        dist.all_gather_object(everyone, (self.epoch, self._growths), group=self.group)
+        ahead = max(_s64(e - everyone[0][0]) for e, _ in everyone)  # wrap-safe: epochs differ by a few calls
+        epoch = _u64(everyone[0][0] + ahead + 1)
+        self._growths = max(g for _, g in everyone) + 1  # a failed growth left the ranks' counts apart
+        dist.barrier(group=self.group)  # nobody rewrites a header a peer's kernel could still touch
+        self._write_header(epoch, 0)
+        lay = self.layout
+        self.buffer[lay.ll_slot_offset:lay.slot_offset].zero_()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dist.barrier(group=self.group)
 
     def check(self) -> None:
-        """Raise RuntimeError naming every error the kernel flagged since the last check, and clear them."""
+        """Raise RuntimeError naming every error the kernel flagged. Call errors (device sizes) are
+        cleared; faults (timeouts, disagreement) stay until :meth:`reset`, so every later check
+        raises too."""
         bits = self.errors()
-        if bits:
-            self._err_word().zero_()
-            raise RuntimeError("reduce_scatterv: " + "; ".join(
-                msg for bit, msg in L.ERR_MESSAGES.items() if bits & bit))
+        if not bits:
+            return
+        if bits & ~L.STICKY & ((1 << L.ERR_RANKS_SHIFT) - 1):
+            self._err_word().bitwise_and_(~(((1 << L.ERR_RANKS_SHIFT) - 1) & ~L.STICKY))
+        msg = "; ".join(m for bit, m in L.ERR_MESSAGES.items() if bits & bit)
+        ranks = [r for r in range(self.world_size) if bits >> (L.ERR_RANKS_SHIFT + r) & 1]
+        if ranks:
+            msg += f" (reported by rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
+        if bits & L.STICKY:
+            msg += ("; the group is in the failed state: every call returns NaN until "
+                    "kernels.workspace(group).reset() is called on every rank")
+        raise RuntimeError(f"reduce_scatterv (rank {self.rank}): {msg}")
+
+
+class _Clock:
+    """CPU emulation's clock: a daemon thread that writes time.monotonic_ns() into the clock word
+    (ERR[1]) of every live CPU workspace of this process about every millisecond. The interpreter
+    has no timer of its own, so this is what the kernels' deadlines are measured against there."""
+
+    def __init__(self):
+        self.words: dict[int, None] = {}
+        self.thread = None
+
+    def keep(self, address: int) -> None:
+        import ctypes
+        import threading
+        import time
+
+        self.words[address] = None
+        ctypes.c_int64.from_address(address).value = time.monotonic_ns()
+        if self.thread is None:
+            def tick():
+                while True:
+                    t = time.monotonic_ns()
+                    for a in list(self.words):
+                        ctypes.c_int64.from_address(a).value = t
+                    time.sleep(0.001)
+
+            self.thread = threading.Thread(target=tick, name="reduce_scatterv-clock", daemon=True)
+            self.thread.start()
+
+    def drop(self, address: int) -> None:
+        self.words.pop(address, None)
+
+
+_clock = _Clock()
 
 
 def default_device(group: dist.ProcessGroup) -> torch.device:
@@ -195,27 +403,70 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
     return torch.device("cpu")
 
 
-def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None,
-              stage_bytes: int | None = None, ll_bytes: int | None = None,
-              push_bytes: int | None = None) -> Workspace:
+def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None, *,
+              ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None,
+              start_epoch: int | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
-    Collective on first use for a (group, device): every rank must call it. ``stage_bytes`` (used
-    when the workspace is created) is the largest call, in input bytes, served by the small-call
-    variant (input copied into a double buffer, one barrier); larger calls read in place and end
-    with a second barrier. Default 4 MiB, or ``KERNELS_STAGE_BYTES``. ``ll_bytes`` is the largest
-    per-destination byte count served by the low-latency push variant (no barrier, no pull round
-    trip); default 512 KiB on 2 ranks, 256 KiB on more (:func:`default_ll_bytes`), or
-    ``KERNELS_LL_BYTES``; 0 turns it off. ``push_bytes`` is the largest per-destination byte count
-    served by the plain push variant (peers write, the owner sums locally); its slots (2 x world of
-    them) grow to it on demand; default 8 MiB on 2 ranks, 4 MiB on more (:func:`default_push_bytes`),
-    or ``KERNELS_PUSH_BYTES``; 0 turns it off.
+    Collective on first use for a (group, device): every rank must call it, with the same keywords.
+    Keywords (fixed at creation; given again with other values they raise):
+
+    - ``ll_bytes``: largest per-destination byte count served by flagged words (mode "ll": no
+      barrier, no fence); default 512 KiB on 2 ranks, 256 KiB on more; 0 turns the mode off.
+    - ``push_bytes``: largest per-destination byte count served by the plain push (mode "push");
+      its slots (2 x world of them) grow to it on demand; default 8 MiB on 2 ranks, 4 MiB on more;
+      0 turns it off. Larger calls pull (mode "large").
+    - ``timeout_s``: seconds any wait of a call may last (default ``KERNELS_TIMEOUT_S`` or 60). On
+      GPUs measured by the global timer; in CPU emulation by a poll count calibrated to seconds.
+    - ``start_epoch``: the call counter's first value, in [0, 2^64) (default 0). Tests, and anyone
+      reproducing a long-running server, start near a wrap point (2^31, 2^32, 2^43, 2^64); the
+      counter is kept through growth and ``reset()``. ``Workspace.epoch`` reads it.
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
+    given = {k: v for k, v in dict(ll_bytes=ll_bytes, push_bytes=push_bytes, timeout_s=timeout_s,
+                                   start_epoch=start_epoch).items() if v is not None}
     key = (group.group_name, device)
-    if key not in _workspaces:
-        _workspaces[key] = Workspace(group, device, stage_bytes, ll_bytes, push_bytes)
-    return _workspaces[key]
+    ws = _workspaces.get(key)
+    if ws is None:
+        _install_destroy_hook()
+        ws = _workspaces[key] = Workspace(group, device, **given)
+        return ws
+    for k, v in given.items():
+        have = ws.settings[k]
+        if (float(v) if k == "timeout_s" else v) != have:
+            raise ValueError(f"kernels.workspace: {k}={v!r} differs from this group's workspace, created with "
+                             f"{k}={have!r}; a workspace's keywords are fixed at creation (release(group) first)")
+    return ws
+
+
+def release(group: dist.ProcessGroup | None = None) -> None:
+    """Drop the workspaces of ``group`` (every group if None), freeing their memory once no tensor
+    handed out by :meth:`Workspace.empty` is alive. ``dist.destroy_process_group`` calls this."""
+    name = group.group_name if group is not None else None
+    for key in [k for k in _workspaces if name is None or k[0] == name]:
+        _workspaces.pop(key).close()
+
+
+_hooked = False
+
+
+def _install_destroy_hook() -> None:
+    """Release a group's workspaces when ``dist.destroy_process_group`` destroys it (symmetric memory
+    freed after its group is gone aborted at exit), and all of them at interpreter exit."""
+    global _hooked
+    if _hooked:
+        return
+    _hooked = True
+    original = dist.destroy_process_group
+
+    @functools.wraps(original)
+    def destroy_process_group(group=None):
+        release(None if group is None or group is dist.group.WORLD else group)
+        return original(group)
+
+    dist.destroy_process_group = destroy_process_group
+    dist.distributed_c10d.destroy_process_group = destroy_process_group
+    atexit.register(release)

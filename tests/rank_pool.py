@@ -36,10 +36,9 @@ class RankContext:
 # Groups whose workspaces steer calls to one mode (or, "mixed", through all of them by size):
 GROUP_LIMITS = {
     "push": dict(ll_bytes=0),  # flagged words off: calls push plain data (or relay, pulling)
-    "small": dict(ll_bytes=0, push_bytes=0),  # pull from a double buffer
-    "large": dict(stage_bytes=0, ll_bytes=0, push_bytes=0),  # the large pull variant only
-    # flagged words up to 64 B per destination, plain push up to 512 B, then small / large pulls
-    "mixed": dict(ll_bytes=64, push_bytes=512, stage_bytes=4096),
+    "large": dict(ll_bytes=0, push_bytes=0),  # the pull kernel only
+    # flagged words up to 64 B per destination, plain push up to 512 B, then the pull
+    "mixed": dict(ll_bytes=64, push_bytes=512),
 }
 
 

@@ -37,6 +37,6 @@ def calls(draw, world: int, max_rows: int = 12, large_rows: bool = False):
         int32_sizes=device_sizes and draw(st.booleans()),
         spare_rows=draw(st.integers(0, 3)) if device_sizes else 0,
         noncontig=draw(st.integers(0, 4)) == 0,
-        group=draw(st.sampled_from(["world", "push", "small", "large", "mixed"])),
+        group=draw(st.sampled_from(["world", "push", "large", "mixed"])),
         repeat=draw(st.integers(1, 2)),
     )

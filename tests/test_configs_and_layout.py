@@ -11,30 +11,51 @@ from kernels.layout import PMAX, Layout, header_words, word_offsets
 
 
 def test_layout_regions_are_aligned_and_disjoint():
-    lay = Layout(4, stage_bytes=1000, ll_bytes=3000, push_bytes=0, scratch_bytes=5000, arena_bytes=7)
-    starts = [0, lay.stage_offset, lay.slot_offset, lay.scratch_offset, lay.arena_offset, lay.total_bytes]
+    lay = Layout(4, ll_bytes=3000, push_bytes=1000, scratch_bytes=5000, arena_bytes=7)
+    starts = [0, lay.ll_slot_offset, lay.slot_offset, lay.scratch_offset, lay.arena_offset, lay.total_bytes]
     assert starts == sorted(starts) and all(s % 256 == 0 for s in starts)
-    assert lay.stage_offset >= header_words(4) * 8
-    assert lay.slot_offset - lay.stage_offset >= 2 * 1000
-    assert lay.scratch_offset - lay.slot_offset >= 2 * 4 * 2 * 3000  # [parity][source] slots of flagged words
+    assert lay.ll_slot_offset >= header_words(4) * 8
+    assert lay.slot_offset - lay.ll_slot_offset >= 2 * 4 * 2 * 3000  # [parity][source] slots of flagged words
+    assert lay.scratch_offset - lay.slot_offset >= 2 * 4 * 1000  # [parity][source] plain-push slots
     assert lay.total_bytes - lay.arena_offset >= 7
-    assert word_offsets(4)["ERR"] == PMAX * 21 and header_words(4) == PMAX * 21 + 8
+    assert word_offsets(4)["ERR"] == PMAX * 29 and header_words(4) == PMAX * 29 + 8
 
 
-def test_push_slots_hold_the_larger_of_flagged_and_plain_data():
-    lay = Layout(2, stage_bytes=0, ll_bytes=1000, push_bytes=0, scratch_bytes=0, arena_bytes=0)
-    assert lay.slot_bytes >= 2000  # flagged words: two bytes per data byte
+def test_flagged_word_slots_are_written_by_no_other_mode():
+    """Flagged words and plain-push data never share bytes, whatever the plain slots grow to."""
+    lay = Layout(2, ll_bytes=1000, push_bytes=0, scratch_bytes=0, arena_bytes=0)
+    assert lay.ll_slot_bytes >= 2000  # two bytes per data byte
     grown = lay.grown(push_bytes=5000)
-    assert grown.slot_bytes >= 5000 and grown.ll_bytes == 1000
+    assert grown.slot_bytes >= 5000 and grown.ll_bytes == 1000 and grown.ll_slot_offset == lay.ll_slot_offset
+    assert grown.slot_offset >= grown.ll_slot_offset + 2 * 2 * grown.ll_slot_bytes
     assert grown.scratch_offset - grown.slot_offset == 2 * 2 * grown.slot_bytes
 
 
 def test_layout_grows_to_powers_of_two_and_never_shrinks():
-    lay = Layout(2, 4096, 1024, 0, 0, 0)
+    lay = Layout(2, 1024, 0, 0, 0)
     grown = lay.grown(scratch_bytes=3000, arena_bytes=5)
     assert (grown.scratch_bytes, grown.arena_bytes) == (4096, 8)
     assert grown.grown(scratch_bytes=10) == grown
-    assert grown.ll_bytes == lay.ll_bytes and grown.stage_bytes == lay.stage_bytes
+    assert grown.ll_bytes == lay.ll_bytes
+
+
+@pytest.mark.parametrize("epoch", [0, 5, 2**31 - 1, 2**32 - 1, 2**43 - 1, 2**63 - 1, 2**64 - 1])
+def test_a_fresh_header_satisfies_no_wait_of_its_first_call(epoch):
+    """The header a workspace starts from (creation, reset) holds what call ``epoch - 1`` would have
+    left: every barrier word is one behind ``epoch + 1`` and every PUSH / RELAY word behind round 0
+    of ``epoch``, compared as the kernels compare (wrap-safe, in int64)."""
+    from kernels.layout import ROUND_BITS, initial_header
+
+    def behind(seen, target):  # (seen - target) < 0 in two's complement, as signals._behind
+        d = (seen - target) & ((1 << 64) - 1)
+        return d >> 63 == 1
+
+    words = dict(initial_header(4, epoch))
+    assert behind(words["SIG_START"], epoch + 1) and behind(words["SIG_END"], epoch + 1)
+    for j in (0, 1, 2**ROUND_BITS - 2):
+        assert behind(words["PUSH"], (epoch << ROUND_BITS) + j + 1)
+        assert behind(words["RELAY"], (epoch << ROUND_BITS) + j + 1)
+    assert words["CALL"] == 0 and words["ERR"] == 0 and words["CNT"] & ((1 << 64) - 1) == epoch
 
 
 def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monkeypatch):
@@ -86,34 +107,18 @@ def test_size_bucket(nbytes, bucket):
     assert configs.size_bucket(nbytes) == bucket
 
 
-ROW = 7168 * 2  # bytes of one bf16 row of H 7168
-
-
-@pytest.mark.parametrize("sizes,relayed,nccl", [
-    ([1, 1, 1, 1], False, False),  # decode: the kernels' latency wins
-    ([4096] * 4, False, False),  # even: the direct pull reads 3/4 of what NCCL moves
-    ([32, 0, 0, 0], True, False),  # one owner, under 0.6 MB: still the kernels
-    ([64, 0, 0, 0], True, True),  # one owner, 0.9 MB: NCCL's one chain (measured 14.2 vs 16.1 us)
-    ([256, 427, 597, 768], False, False),  # uneven 0.5x..1.5x of 512 rows: kernel (111.6 vs 124.3 us)
-    ([2048, 3413, 4779, 6144], False, True),  # ... of 4096 rows: NCCL (641 vs 773 us)
-    ([2048, 2048, 2048, 0], False, False),  # one idle rank, 88 MB: even match, the kernel stays
-    ([8192, 8192, 8192, 0], False, True),  # ... 352 MB: NCCL (1000 vs 1056 us)
-    ([8192, 0], False, False),  # 2 GPUs: never dispatched (the pull measured at or above NCCL)
-])
-def test_dispatch_model_sends_only_measured_losses_to_nccl(sizes, relayed, nccl):
-    """The host-size dispatch rule reproduces the 4x H200 measurements it was fitted to."""
-    assert configs.DISPATCH.prefers_nccl(sizes, ROW, relayed) == nccl
-
-
-def test_push_limits_default_by_world_size_and_follow_the_environment(monkeypatch):
+def test_push_limits_default_by_world_size():
     from kernels.workspace import default_ll_bytes, default_push_bytes
 
-    monkeypatch.delenv("KERNELS_LL_BYTES", raising=False)
-    monkeypatch.delenv("KERNELS_PUSH_BYTES", raising=False)
     # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+
     assert (default_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 8 << 20)
     for world in (3, 4, 8):
         assert (default_ll_bytes(world), default_push_bytes(world)) == (256 << 10, 4 << 20)
-    monkeypatch.setenv("KERNELS_LL_BYTES", "0")
-    monkeypatch.setenv("KERNELS_PUSH_BYTES", "12345")
-    assert (default_ll_bytes(2), default_push_bytes(4)) == (0, 12345)
+
+
+def test_the_host_call_tag_is_deterministic_order_sensitive_and_int64():
+    """The host's part of a call digest: deterministic, order-sensitive, within int64."""
+    from kernels.api import call_tag
+
+    assert call_tag(1, 2, 3) != call_tag(1, 3, 2) and call_tag(1, 2, 3) == call_tag(1, 2, 3)
+    assert all(-(1 << 63) <= call_tag(m, 7168, 1, r) < 1 << 63 for m in (1, 2, 3) for r in (0, 1, 2**40))
