@@ -60,7 +60,7 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
             for warps in (4, 8, 16):
                 for per_sm in (1, 2, 4):
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=per_sm, tiles_per_program=1),
-                                              num_warps=warps))
+                                              num_warps=warps, maxnreg=configs.register_cap(warps, per_sm)))
     return cfgs
 
 

@@ -66,8 +66,8 @@ def _mix64(h: int) -> int:
 @lru_cache(maxsize=4096)
 def call_tag(*facts: int) -> int:
     """The host's part of a call's digest (``signals.call_digest``), as an int64: every fact a rank
-    plans the call from that the kernel does not see by itself (mode, width, dtype, row count or
-    capacity, relay settings). Ranks that differ in any of them get different digests."""
+    plans the call from (mode, width, dtype, row count or capacity, host sizes, relay settings).
+    Ranks that differ in any of them get different digests."""
     h = 0
     for f in facts:
         h = _mix64((h ^ (f & _M64)) + 0x9E3779B97F4A7C15 & _M64)
@@ -128,7 +128,8 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
     kern = kernel_module(inp.device.type)
     sms = _multiprocessors(inp.device)
     max_rows = max(call.sizes) if call.sizes is not None else call.rows
-    facts = (ws.world_size, call.hidden, DTYPE_CODES[inp.dtype], call.rows)
+    # host sizes are part of the tag (device sizes are folded in by the kernel), -1 marks device sizes
+    facts = (ws.world_size, call.hidden, DTYPE_CODES[inp.dtype], call.rows, *(call.sizes or (-1,)))
     for mode, flagged in (("ll", True), ("push", False)):
         if mode not in MODES_OFF and kern.push_fits(ws, call, elt, flagged):
             config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)

@@ -41,6 +41,16 @@ class KernelConfig:
         return asdict(self)
 
 
+REGISTERS_PER_SM = 65536  # 32-bit registers of one SM (every Hopper and Ampere data-centre GPU)
+
+
+def register_cap(num_warps: int, programs_per_sm: int) -> int | None:
+    """Registers per thread (ptxas ``maxnreg``) that let ``programs_per_sm`` programs of ``num_warps``
+    warps be resident on one SM at once, or None where 255 (the most a thread can have) fit."""
+    cap = REGISTERS_PER_SM // (32 * num_warps * programs_per_sm) // 8 * 8
+    return None if cap >= 255 else max(cap, 32)
+
+
 DEFAULTS = {
     "ll": KernelConfig(block=1024, num_warps=4, programs_per_sm=1, tiles_per_program=1),
     "push": KernelConfig(block=8192, num_warps=4, programs_per_sm=2, tiles_per_program=1),

@@ -7,7 +7,7 @@ import math
 import torch
 import triton.language as tl
 
-from .configs import KernelConfig
+from .configs import KernelConfig, register_cap
 from .layout import MAX_ROUNDS, PMAX
 
 TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
@@ -52,9 +52,12 @@ def rounds_fit(max_rows: int, hidden: int, config: KernelConfig, multiprocessors
 
 
 def run(kernel, args: tuple, constexprs: dict, max_rows: int, hidden: int, config: KernelConfig,
-        multiprocessors: int) -> None:
-    """Launch ``kernel`` with ``config``'s knobs on the grid they imply."""
+        multiprocessors: int, fit_registers: bool = False) -> None:
+    """Launch ``kernel`` with ``config``'s knobs on the grid they imply. ``fit_registers``: cap the
+    registers per thread so that ``programs_per_sm`` programs fit on one SM (``register_cap``); the
+    grid is sized for that many, and a grid that does not fit runs in two waves."""
     grid = grid_size(max_rows, hidden, config.block, config.programs_per_sm, config.tiles_per_program,
                      multiprocessors)
+    cap = register_cap(config.num_warps, config.programs_per_sm) if fit_registers else None
     kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs, BLOCK=config.block,
-                    num_warps=config.num_warps)
+                    num_warps=config.num_warps, **({"maxnreg": cap} if cap else {}))

@@ -29,8 +29,8 @@ import triton
 import triton.language as tl
 
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
-                      call_digest, check_digests, end_call, fault_status, header_words, peer_bases, poison, post_digest,
-                      release, wait_words, word_ptr)
+                      call_digest, check_digests, digest_fault, end_call, fault_status, header_words, peer_bases,
+                      poison, post_digest, release, uniform_max, wait_words, word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
@@ -60,27 +60,30 @@ def _pack(lo, hi, DTYPE: tl.constexpr, PER_WORD: tl.constexpr):
 
 
 @triton.jit
-def _pending(words, live, flag, calls, call_live):
-    """True while some live flagged word lacks ``flag`` or some ``call_live`` CALL word is not in."""
-    stale = tl.max(((((words >> 32) & 0xFFFFFFFF) != flag) & live).to(tl.int32))
-    return (stale + tl.max(((calls == 0) & call_live).to(tl.int32), axis=0)) > 0
+def _pending(words, live, flag, calls, call_live, status):
+    """True while this thread saw no fault (``status`` 0) and some live flagged word lacks ``flag``
+    or some ``call_live`` CALL word is not in. The CALL words ride in the [source, word] block, so the
+    one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
+    stale = (((words >> 32) & 0xFFFFFFFF) != flag) & live
+    stale |= ((calls == 0) & call_live)[:, None]
+    return tl.max((stale & (status == 0)).to(tl.int32)) > 0
 
 
 @triton.jit
 def _poll(slots, live, flag, call_slots, call_live, deadline, err_ptr):
     """Load flagged words until every live one carries ``flag``, and the ``call_live`` CALL words
-    until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; 0 or the
-    fault that ended the wait)."""
+    until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; the fault
+    that ended the wait as this thread saw it, else 0). A thread leaves the loop with status 0 only
+    once nothing is missing anywhere (the loop's reduction covers the whole block), so a nonzero
+    status is all the caller needs (a wait that gave up just as the last word came counts as a
+    fault: loud, never silent)."""
+    status = (deadline * 0).to(tl.int32)
     words = tl.load(slots, mask=live, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    status = (deadline * 0).to(tl.int32)
-    pending = _pending(words, live, flag, calls, call_live)
-    while pending:
+    while _pending(words, live, flag, calls, call_live, status):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
         status = fault_status(err_ptr, deadline)
-        pending = _pending(words, live, flag, calls, call_live) & (status == 0)
-    status = tl.where(_pending(words, live, flag, calls, call_live), status, 0)
     return (words & 0xFFFFFFFF).to(tl.int32), calls, status
 
 
@@ -124,12 +127,14 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
         own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
                       mask=mine & live, other=0)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
-        data, calls, status = _poll(word_ptrs, tl.where(go, peers & live, False), flag, call_slots, tl.where(go & (t == pid), peers1, False),
-                                    deadline, err_ptr)
-        err |= status
-        if (t == pid) & go & (status == 0):
-            err |= check_digests(calls, call_slots, digest, peers1)
-        tl.store(word_ptrs, data.to(tl.int64) * 0, mask=peers & live)  # consumed
+        first = go & (t == pid)
+        data, calls, status = _poll(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
+                                    tl.where(first, peers1, False), deadline, err_ptr)
+        # a CALL word this thread saw missing was seen by others (the loop ended) or ended the wait
+        err |= uniform_max(status | tl.where(first, digest_fault(calls, digest, peers1 & (calls != 0)), 0))
+        # consumed: every thread read its words before the barrier of the reduction above
+        tl.store(word_ptrs, data.to(tl.int64) * 0, mask=peers & live)
+        tl.store(call_slots, calls * 0, mask=tl.where(first, peers1, False))
         lo, hi = _unpack(tl.where(mine, own, data), DTYPE, PER_WORD)  # masked-off words read as 0: +0.0
         total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
         # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
@@ -155,18 +160,19 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
     heard = word_ptr(my_base, progress_word + pid * W + lanes)  # [WP]: every peer's progress word here
     for j in range(0, tl.maximum(push_rounds, my_rounds + 1)):
         t = pid + j * num_programs
-        go = (err & FAULTS) == 0
-        if (j < push_rounds) & go:
+        go = (err & FAULTS) == 0  # after a fault: no more writes to peers (masked, see the kernel)
+        if j < push_rounds:
             for i in tl.static_range(1, W):
                 q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
                 if t < pick(tiles, lanes, q):
                     start, local, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
                     slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
                     x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
-                    tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+                    tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=tl.where(go, mask, False))
             chaos(chaos_seed, 10 + j, pid, rank, my_base, CHAOS)
             # the round landed (rounds stay below 2^ROUND_BITS - 1: see the launcher)
-            release(sent, (lanes * 0).to(tl.int64) + (epoch << ROUND_BITS) + j + 1, peers & (t < tiles))
+            release(sent, (lanes * 0).to(tl.int64) + (epoch << ROUND_BITS) + j + 1,
+                    tl.where(go, peers & (t < tiles), False))
         if (j >= 1) & (j <= my_rounds):
             err |= wait_words(heard, tl.where(go, peers, False), (epoch << ROUND_BITS) + j, deadline, err_ptr, True)
             if (j == 1) & go & ((err & FAULTS) == 0):  # the digests came before the first release
@@ -229,32 +235,33 @@ def reduce_scatterv_push_kernel(
     my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
     peers = (lanes < W) & (lanes != rank)
     bases = peer_bases(table, W, WP)
-    digest = call_digest(tag, epoch, n, lanes, num_programs, BLOCK)
+    digest = call_digest(tag, epoch, n, lanes, num_programs, W, BLOCK, SIZES_DTYPE is not None)
     call_row = CALL + (parity * PMAX + pid) * W
     call_slots = word_ptr(my_base, call_row + lanes)
 
-    if failed.to(tl.int32) == 0:
-        chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
-        post_digest(bases, call_row, rank, digest, peers)
-        if FLAGGED:
-            flag = ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
-            _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid,
-                     num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
-            chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
-            err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
-                              pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
-                              rank, pid, num_programs, deadline, err_ptr, err, W, WP, DTYPE, BLOCK, PER_WORD,
-                              VEC_BYTES)
-        else:
-            err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
-                               slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
-                               num_programs, deadline, err_ptr, err, chaos_seed, CHAOS, W, DTYPE, BLOCK, ALIGN,
-                               VEC_BYTES)
-        # a program that received a tile checked every peer's digest; the others wait for them
-        if my_tiles <= pid:
-            err |= await_digests(my_base, call_row, digest, peers, deadline, err_ptr, lanes)
+    # A failed workspace writes no peer word and waits for nothing: masks, not a branch, so that the
+    # loads of the input need not wait for the ERR word
+    err |= tl.where(failed, ERR_FAILED, 0)
+    live_peers = tl.where((err & FAULTS) == 0, peers, False)
+    chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
+    post_digest(bases, call_row, rank, digest, live_peers)
+    if FLAGGED:
+        flag = ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+        _ll_push(bases, in_addr, first, count, tiles, live_peers, slot_off, slot_bytes, parity, flag, rank, pid,
+                 num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+        chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
+        err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
+                          pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
+                          rank, pid, num_programs, deadline, err_ptr, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
+    else:
+        err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
+                           slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
+                           num_programs, deadline, err_ptr, err, chaos_seed, CHAOS, W, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+    # a program that received a tile checked every peer's digest; the others wait for them
+    if my_tiles <= pid:
+        err |= await_digests(my_base, call_row, digest, live_peers, deadline, err_ptr, lanes)
     if (failed | ((err & FAULTS) != 0)) & out_ok:
-        poison(out_addr, pick(count, lanes, rank), pid, num_programs, DTYPE, BLOCK)
+        poison(out_addr, pick(count, lanes, rank), pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
     end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 

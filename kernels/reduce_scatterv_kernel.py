@@ -138,7 +138,7 @@ def reduce_scatterv_kernel(
         direct = tiles
     peers = (lanes < W) & (lanes != rank)
     bases = peer_bases(table, W, WP)
-    digest = call_digest(tag, epoch, n, lanes, num_programs, BLOCK)
+    digest = call_digest(tag, epoch, n, lanes, num_programs, W, BLOCK, SIZES_DTYPE is not None)
     call_row = CALL + ((epoch & 1) * PMAX + pid) * W
     my_first = pick(first, lanes, rank)
     my_count = pick(count, lanes, rank)
@@ -225,7 +225,7 @@ def reduce_scatterv_kernel(
             err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, deadline, err_ptr, W, WP)
 
     if (failed | ((err & FAULTS) != 0)) & out_ok:
-        poison(out_addr, my_count, pid, num_programs, DTYPE, BLOCK)
+        poison(out_addr, my_count, pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
     end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 
@@ -266,4 +266,6 @@ def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple):
 def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, protocol: tuple) -> None:
     """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
     args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, protocol)
-    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)
+    # the protocol's waits and fault paths cost registers: 73 per thread at 8 warps, where 4 programs
+    # per SM (the tuned grids) need 64 or fewer; capped there, ptxas spills 8 bytes
+    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_registers=True)

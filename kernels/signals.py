@@ -67,6 +67,33 @@ appears in this rank's ERR word (a fault seen by another program or rank). A pro
 fault stops writing to peers, stores NaN over its rows, and reports the fault to every rank.
 Programs only ever wait for programs of the same index, so no co-residency is needed and the
 protocol runs in the interpreter, where programs execute one after another.
+
+Beyond one call on one stream (what later work builds on)
+---------------------------------------------------------
+Streams. The words are per workspace, not per stream, so calls of one workspace must never
+overlap. ``Workspace.calling`` makes an eager call on another stream wait for the previous call (a
+stream-side event wait); calls replayed from a CUDA graph are ordered by the replay stream only.
+Work that must run concurrently (an engine's overlap stream, micro-batches) takes its own group,
+hence its own workspace. Other collectives on one workspace (``all_gatherv``): they share CNT
+(one epoch for every kernel call of the workspace), CALL (their digests carry their own mode
+code, so a rank that runs another collective than its peers gets a disagreement) and ERR; they
+must keep invariant A (each program hears from the same program of every peer in each call) and
+write only slots no other mode reads, or slots of the call's parity. Calls with an NCCL hop
+(several nodes): the kernel part keeps every guarantee here; the NCCL hop has NCCL's (its
+watchdog), and a group whose ranks cannot reach each other's memory runs NCCL alone
+(``api._nccl_fallback``), never mixed with these words.
+
+Uniform decisions. Triton holds a scalar in every thread of a program, and a volatile load or a
+clock read is made by each thread on its own: two warps can read a signal, an ERR word or the
+clock at different moments and see different values, and a reduction over a small vector ([WP]
+lanes, replicated in every warp) stays inside each warp. A branch taken by some warps and not
+others skips CTA barriers and the stores of the warps that own a lane (Triton stores a replicated
+value from one thread), which hangs peers or leaves rows half written. So every value that decides
+control flow or what is stored goes through ``uniform_max`` (one reduction across all warps), and
+a word is consumed (zeroed) only after that reduction's barrier, when every thread has read it.
+Spin loops fold each thread's own fault status into the values they reduce, so a loop whose
+reduction crosses warps ends in every thread at once, and one that stays inside a warp holds no
+barrier.
 """
 
 import os
@@ -75,6 +102,7 @@ import triton
 import triton.language as tl
 
 from . import layout as L
+from .tiles import tile, vec
 
 PMAX = tl.constexpr(L.PMAX)
 ROUND_BITS = tl.constexpr(L.ROUND_BITS)
@@ -123,13 +151,23 @@ def mix64(h):
 
 
 @triton.jit
-def call_digest(tag, epoch, n, lanes, num_programs, BLOCK: tl.constexpr):
+def call_digest(tag, epoch, n, lanes, num_programs, W: tl.constexpr, BLOCK: tl.constexpr,
+                DEVICE_SIZES: tl.constexpr):
     """What this rank's call is, folded into one odd (so nonzero) int64: the host's ``tag`` (mode,
-    width, dtype, row count, relay settings: ``api.call_tag``), the epoch, the raw sizes (each lane
-    weighted differently, so swapped sizes differ), the tile size and the grid."""
-    weighted = tl.sum(n * ((lanes.to(tl.int64) * 2 + 1) * GOLDEN), axis=0)
-    h = mix64(tag ^ mix64(epoch + GOLDEN) ^ weighted)
-    return mix64(h ^ (num_programs.to(tl.int64) * 65536 + BLOCK)) | 1
+    width, dtype, row count, host sizes, relay settings: ``api.call_tag``), the epoch, the grid and
+    tile size, and device sizes (``n``, each lane through its own ``mix64`` before they are summed,
+    so that no other sizes, swapped or shifted, sum to the same)."""
+    h = tag ^ (epoch * GOLDEN) ^ ((num_programs.to(tl.int64) * 65536 + BLOCK) * MIX1)
+    if DEVICE_SIZES:
+        h ^= tl.sum(tl.where(lanes < W, mix64(n.to(tl.int64) ^ ((lanes.to(tl.int64) + 1) * GOLDEN)), 0), axis=0)
+    return mix64(h) | 1
+
+
+@triton.jit
+def uniform_max(x):
+    """The largest value of the scalar ``x`` over every thread of this program, the same in all of
+    them (a reduction across warps, ending in a CTA barrier). See "Uniform decisions" above."""
+    return tl.max(tl.full([1024], 0, x.dtype) + x, axis=0)
 
 
 @triton.jit
@@ -143,43 +181,45 @@ def begin_call(table_addr, base_addr, pid, timeout, W: tl.constexpr):
     my_base = base_addr.to(tl.int64)
     epoch = tl.load(word_ptr(my_base, pid))  # CNT
     err_ptr = word_ptr(my_base, header_words(W)[7])
-    failed = (tl.load(err_ptr, volatile=True) & STICKY) != 0
+    failed = uniform_max((tl.load(err_ptr, volatile=True) & STICKY).to(tl.int32)) != 0
     return table, my_base, epoch, failed, now(err_ptr) + timeout
 
 
 @triton.jit
 def fault_status(err_ptr, deadline):
-    """ERR_TIMEOUT once the deadline passed, ERR_FAILED once a sticky error is set here, else 0."""
+    """ERR_TIMEOUT once the deadline passed, ERR_FAILED once a sticky error is set here, else 0;
+    as this thread sees it (make it uniform before acting on it)."""
     late = now(err_ptr) - deadline > 0
     sticky = (tl.load(err_ptr, volatile=True) & STICKY) != 0
     return tl.where(late, ERR_TIMEOUT, tl.where(sticky, ERR_FAILED, 0))
 
 
 @triton.jit
-def _behind(seen, target, live):
-    """True while some live word is behind ``target`` (wrap-safe)."""
-    return tl.max(((seen - target < 0) & live).to(tl.int32), axis=0) > 0
+def _behind(seen, target, live, status):
+    """True while some live word is behind ``target`` (wrap-safe) and this thread saw no fault
+    (``status`` 0)."""
+    return tl.max(((seen - target < 0) & live & (status == 0)).to(tl.int32), axis=0) > 0
 
 
 @triton.jit
 def wait_words(slots, live, target, deadline, err_ptr, ACQUIRE: tl.constexpr):
     """Spin until every live word of ``slots`` (a pointer vector into this rank's header) has
-    reached ``target`` (wrap-safe). Returns 0, or the fault that ended the wait (``fault_status``).
+    reached ``target`` (wrap-safe). Returns 0, or the fault that ended the wait (``fault_status``),
+    the same in every thread.
 
     With ACQUIRE it ends with an acquire at system scope and a CTA barrier, so reads issued after it
     see what the signalling peers wrote before their release; without, it only says the peers got
     this far (no ordering)."""
-    seen = tl.load(slots, mask=live, other=target, volatile=True)
     status = (deadline * 0).to(tl.int32)
-    pending = _behind(seen, target, live)
-    while pending:
+    seen = tl.load(slots, mask=live, other=target, volatile=True)
+    while _behind(seen, target, live, status):
         seen = tl.load(slots, mask=live, other=target, volatile=True)
         status = fault_status(err_ptr, deadline)
-        pending = _behind(seen, target, live) & (status == 0)
+    status = uniform_max(tl.where(_behind(seen, target, live, status * 0), status, 0))
     if ACQUIRE:
-        seen = tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
+        tl.atomic_add(slots, live.to(tl.int64) * 0, mask=live, sem="acquire", scope="sys")
         tl.debug_barrier()
-    return tl.where(_behind(seen, target, live), status, 0)
+    return status
 
 
 @triton.jit
@@ -202,32 +242,40 @@ def release(slots, values, live):
 @triton.jit
 def post_digest(bases, call_row, rank, digest, peers):
     """Write this call's digest into CALL[E&1][p][rank] of every peer (``call_row`` = the word index
-    of CALL[E&1][p][0]). Relaxed: it orders nothing; a release that follows in this program carries it."""
-    tl.atomic_xchg(word_ptr(bases, call_row + rank), peers.to(tl.int64) * 0 + digest, mask=peers, sem="relaxed",
-                   scope="sys")
+    of CALL[E&1][p][0]). A plain 8-byte store: readers poll for it or read it after a release that
+    follows in this program."""
+    tl.store(word_ptr(bases, call_row + rank), peers.to(tl.int64) * 0 + digest, mask=peers)
+
+
+@triton.jit
+def digest_fault(seen, digest, peers):
+    """ERR_DISAGREE if a peer's digest (``seen``) is missing or differs from ours, else 0; as this
+    thread sees it."""
+    return tl.where(tl.max(((seen != digest) & peers).to(tl.int32), axis=0) > 0, ERR_DISAGREE, 0)
 
 
 @triton.jit
 def check_digests(seen, call_slots, digest, peers):
-    """ERR_DISAGREE if a peer's digest (``seen``, loaded from ``call_slots``) is missing or differs
-    from ours, else 0; the words are consumed (written back to 0) either way."""
+    """``digest_fault`` made uniform, then the words are consumed (written back to 0): after the
+    uniform reduction's barrier every thread has read them."""
+    fault = uniform_max(digest_fault(seen, digest, peers))
     tl.store(call_slots, seen * 0, mask=peers)
-    return tl.where(tl.max(((seen != digest) & peers).to(tl.int32), axis=0) > 0, ERR_DISAGREE, 0)
+    return fault
 
 
 @triton.jit
 def await_digests(my_base, call_row, digest, peers, deadline, err_ptr, lanes):
     """Wait until every peer's CALL word of this call is in (nonzero), then ``check_digests``."""
     slots = word_ptr(my_base, call_row + lanes)
-    seen = tl.load(slots, mask=peers, other=1, volatile=True)
     status = (deadline * 0).to(tl.int32)
-    pending = tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0
-    while pending:
+    seen = tl.load(slots, mask=peers, other=1, volatile=True)
+    while tl.max(((seen == 0) & peers & (status == 0)).to(tl.int32), axis=0) > 0:
         seen = tl.load(slots, mask=peers, other=1, volatile=True)
         status = fault_status(err_ptr, deadline)
-        pending = (tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0) & (status == 0)
     missing = tl.max(((seen == 0) & peers).to(tl.int32), axis=0) > 0
-    return tl.where(missing, status, check_digests(seen, slots, digest, peers))  # missing: a fault ended the wait
+    fault = uniform_max(tl.where(missing, status, digest_fault(seen, digest, peers)))
+    tl.store(slots, seen * 0, mask=peers)  # consumed (every thread read them before the barrier above)
+    return fault
 
 
 @triton.jit
@@ -246,26 +294,28 @@ def end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W: tl.
     call's error bits: here, and a fault (timeout, disagreement) also in every peer's ERR word, with
     this rank's bit, so that the whole group enters the failed state. ``bases``: ``peer_bases``."""
     ERR = header_words(W)[7]
-    every = tl.arange(0, PMAX)
-    tl.store(word_ptr(my_base, every), epoch + 1, mask=every % num_programs == pid)
-    fault = err.to(tl.int64) & (ERR_TIMEOUT | ERR_DISAGREE)
-    fault |= tl.where(fault != 0, tl.cast(1, tl.int64) << (ERR_RANKS_SHIFT + rank), 0)
-    lanes = tl.arange(0, WP)
-    report = tl.where((fault != 0) & (failed.to(tl.int32) == 0), (lanes < W) & (lanes != rank), False)
-    tl.atomic_or(word_ptr(bases, ERR + lanes * 0), lanes.to(tl.int64) * 0 + fault, mask=report, sem="relaxed",
-                 scope="sys")
-    err = err.to(tl.int64) | fault | tl.where(failed, ERR_FAILED, 0)
-    tl.atomic_or(word_ptr(my_base, ERR), err, mask=err != 0)
+    mine = pid + tl.arange(0, PMAX) * num_programs  # slots pid, pid + P, ... < PMAX
+    tl.store(word_ptr(my_base, mine), epoch + 1, mask=mine < PMAX)
+    if err != 0:  # rare: kept out of the common path (and its registers)
+        fault = err.to(tl.int64) & (ERR_TIMEOUT | ERR_DISAGREE)
+        fault |= tl.where(fault != 0, tl.cast(1, tl.int64) << (ERR_RANKS_SHIFT + rank), 0)
+        lanes = tl.arange(0, WP)
+        report = tl.where((fault != 0) & (failed.to(tl.int32) == 0), (lanes < W) & (lanes != rank), False)
+        tl.atomic_or(word_ptr(bases, ERR + lanes * 0), lanes.to(tl.int64) * 0 + fault, mask=report, sem="relaxed",
+                     scope="sys")
+        tl.atomic_or(word_ptr(my_base, ERR), err.to(tl.int64) | fault | tl.where(failed, ERR_FAILED, 0))
 
 
 @triton.jit
-def poison(out_addr, count, pid, num_programs, DTYPE: tl.constexpr, BLOCK: tl.constexpr):
-    """NaN over this program's tiles (pid, pid + P, ...) of an output of ``count`` elements."""
+def poison(out_addr, count, pid, num_programs, DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr,
+           VEC_BYTES: tl.constexpr):
+    """NaN over this program's tiles (pid, pid + P, ...) of an output of ``count`` elements (aligned
+    as the kernel's other tile accesses, so that the stores are vectorised: per-element addresses
+    cost the pull kernel half its occupancy)."""
     nan = tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE)
     for t in range(pid, tl.cdiv(count, BLOCK), num_programs):
-        done = tl.cast(t, tl.int64) * BLOCK
-        offs = tl.arange(0, BLOCK)
-        tl.store(out_addr.to(tl.pointer_type(DTYPE)) + done + offs, nan, mask=offs < count - done)
+        _, local, mask = tile(0, t, count, BLOCK, ALIGN)
+        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), nan, mask=mask)
 
 
 @triton.jit
@@ -274,7 +324,7 @@ def chaos(seed, site, pid, rank, my_base, CHAOS: tl.constexpr):
     hundred polls of a local word, so that ranks and programs interleave in other orders. Compiled
     out otherwise."""
     if CHAOS:
-        h = mix64(seed * 1000003 + site * 7919 + pid * 131 + rank * 17)
+        h = mix64(tl.cast(seed, tl.int64) * 1000003 + site * 7919 + pid * 131 + rank * 17)
         if (h & 3) == 0:
             spins = (h >> 8) & 255
             i = spins * 0

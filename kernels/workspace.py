@@ -66,9 +66,12 @@ class Workspace:
     during CUDA-graph capture: size it up front with :meth:`reserve`. An outgrown buffer is kept
     (graphs captured earlier may still use it) until :meth:`free_retired`.
 
-    One stream at a time: calls of one workspace must not overlap. A call on another stream while
-    the previous call may still run raises; give an overlap stream its own group (``dist.new_group``),
-    hence its own workspace. Graph replays are ordered by the stream they are replayed on.
+    One call at a time: calls of one workspace must not overlap (their signals are per group, not
+    per stream). An eager call on another stream than the previous one is made to wait for it (a
+    stream-side wait on an event, no host synchronisation), so an overlap stream is serialised with
+    the main one; to run concurrently, give it its own group (``dist.new_group``), hence its own
+    workspace. Calls captured in a CUDA graph are ordered by the stream the graph is replayed on:
+    do not replay it concurrently with eager calls of the same group on another stream.
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, *, ll_bytes: int | None = None,
@@ -288,17 +291,13 @@ class Workspace:
 
     @contextlib.contextmanager
     def calling(self):
-        """Around one kernel launch: refuse a call on a second stream while the last one may run."""
+        """Around one eager kernel launch: a call on another stream than the last one waits for it."""
         if self.device.type != "cuda" or _capturing(self.device):
             yield
             return
         stream = torch.cuda.current_stream(self.device)
-        if self._stream is not None and stream != self._stream and not self._event.query():
-            raise RuntimeError(
-                f"reduce_scatterv: a call on {stream} while this group's previous call on {self._stream} may still "
-                "run: calls of one group must not overlap (their signals are per group, not per stream). Make "
-                "the new stream wait for the old one (new.wait_stream(old)), or give the second stream its own "
-                "group (dist.new_group), hence its own workspace")
+        if self._stream is not None and stream != self._stream:
+            stream.wait_event(self._event)
         yield
         if self._event is None:
             self._event = torch.cuda.Event()

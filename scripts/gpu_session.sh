@@ -3,7 +3,7 @@
 #   scripts/gpu_session.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth demo tune
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
-# ab: AB_PRESETS (default latency) with AB_IMPLS on an earlier commit's kernels, put in ab/base/kernels by
+# ab: AB_PRESETS (default latency) with AB_IMPLS, AB_ROUNDS times (default 2), on an earlier commit's kernels, put in ab/base/kernels by
 #   hand (git archive COMMIT kernels | tar x -C ab/base), and on this tree, alternating twice.
 # Restores/saves the Triton cache ($OUT/triton-cache.tgz <-> .gpu-cache/) so later calls skip compiles.
 set -u
@@ -31,7 +31,7 @@ for phase in "$@"; do
     fuzzmax) run fuzzmax ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "fuzz and [$NG]" -p no:cacheprovider ;;
     fuzz) run fuzz ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k fuzz -p no:cacheprovider ;;
     ab) rm -rf ab/base/bench && cp -r bench ab/base/
-        for i in 1 2; do
+        for i in $(seq 1 ${AB_ROUNDS:-2}); do
           for p in ${AB_PRESETS:-latency}; do
             run ab-base-$p$i 200 bash -c "cd ab/base && torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out $LOG/results/ab-base-$p$i"
             run ab-new-$p$i 200 torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out "$LOG/results/ab-new-$p$i"

@@ -40,10 +40,12 @@ def _late(ctx, seconds: float):
         time.sleep(seconds)
 
 
-def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False):
+def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False,
+          device_sizes=False):
     """One call with fresh inputs; returns (result, truth, abs_sum) on this rank. ``late``: the rank
-    that starts late; ``rows`` overrides the input's row count (a bad call). With ``faults``, a
-    flagged error (raised at once on CPU) is returned as a 4th item instead of raised."""
+    that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
+    go as an int32 tensor on the device. With ``faults``, a flagged error (raised at once on CPU) is
+    returned as a 4th item instead of raised."""
     total = sum(sizes) if rows is None else rows
     parts = partials(seed, ctx.world, total, (width,), dtype)
     n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])
@@ -52,7 +54,8 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
         _late(ctx, delay)
     error = None
     try:
-        kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes, group=group)
+        sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
+        kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             kernels.workspace(group, ctx.device).check()
@@ -176,8 +179,12 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
     group, ws = _group(ctx, timeout_s=timeout_s)
     W, r = ctx.world, ctx.rank
     sizes, rows, width, dtype, off = [2, 3] + [1] * (W - 2), None, H, torch.bfloat16, {}
-    if kind == "swapped_sizes" and r == 1:
+    if kind in ("swapped_sizes", "swapped_device_sizes") and r == 1:
         sizes = [3, 2] + [1] * (W - 2)
+    elif kind in ("permuted_sizes", "permuted_device_sizes") and r == 1:
+        # [2, 3, 1] -> [3, 1, 2]: same total and the same sum of sizes weighted 1, 3, 5 (a digest that
+        # folded sizes linearly passed these as agreement)
+        sizes = [3, 1, 2] + [1] * (W - 3)
     elif kind == "other_sizes" and r == 1:
         sizes = [2, 2] + [1] * (W - 2)
     elif kind == "other_rows" and r == 1:
@@ -187,12 +194,14 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
     elif kind == "other_dtype" and r == 1:
         dtype = torch.float32
     elif kind == "other_mode" and r == 1:
-        off = dict(MODES_OFF=frozenset({"ll"}))  # this rank plans a plain push where the others flag
+        # [2, 3] rows of 32 B are a plain push (96 B per destination, past ll_bytes): this rank pulls
+        off = dict(MODES_OFF=frozenset({"push"}))
     got, nan = [], None
     t0 = time.perf_counter()
     try:
         with api.overrides(**off):
-            out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True)
+            out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True,
+                                     device_sizes=kind.endswith("device_sizes"))
         nan = bool(torch.isnan(out.float()).all()) if out.numel() else True
         if error:
             got.append(error)
@@ -304,3 +313,34 @@ def _graph_burst(ctx, group, ws, replays, rng, seed):
             sizes, (truth, abs_sum) = want[m]
             _check_right(ctx, f"replay {rep} {m} {sizes}", out[: sizes[ctx.rank]], truth, abs_sum)
     del graph
+
+
+def two_streams_case(ctx, *, calls: int, seed: int):
+    """CUDA: calls of one group alternate between the current stream and a side stream, the caller
+    ordering nothing between them, and a random rank's GPU is busy before many calls
+    (``torch.cuda._sleep``), so calls are issued while the previous one still runs. The library makes
+    each call wait for the previous one (a call on another stream waits on its event): every result
+    right, checked after one synchronisation at the end."""
+    group, ws = _group(ctx, timeout_s=60)
+    rng = torch.Generator().manual_seed(seed)
+    streams = [torch.cuda.current_stream(ctx.device), torch.cuda.Stream(ctx.device)]
+    modes, pending = list(ROWS_BY_MODE), []
+    try:
+        for i in range(calls):
+            rows = ROWS_BY_MODE[modes[i % 3]]
+            sizes = [rows[(r + i) % 2] for r in range(ctx.world)]
+            parts = partials(seed * 1000 + i, ctx.world, sum(sizes), (H,), torch.bfloat16)
+            late = int(torch.randint(0, 2 * ctx.world, (1,), generator=rng))  # >= world: nobody late
+            with torch.cuda.stream(streams[i % 2]):  # the input and output are made on the call's stream
+                inp = parts[ctx.rank].to(ctx.device)
+                out = torch.full((sizes[ctx.rank], H), POISON, dtype=torch.bfloat16, device=ctx.device)
+                if late == ctx.rank:
+                    torch.cuda._sleep(1_000_000)
+                kernels.reduce_scatterv(inp, out, sizes=sizes, group=group)
+            pending.append((i, out, exact_sum(parts, sum(sizes[: ctx.rank]), sizes[ctx.rank])))
+        torch.cuda.synchronize()
+        for i, out, (truth, abs_sum) in pending:
+            _check_right(ctx, f"call {i} on stream {i % 2}", out, truth, abs_sum)
+        ws.check()
+    finally:
+        _close(ctx, group)
