@@ -416,7 +416,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
       its slots (2 x world of them) grow to it on demand; default 8 MiB on 2 ranks, 4 MiB on more;
       0 turns it off. Larger calls pull (mode "large").
     - ``timeout_s``: seconds any wait of a call may last (default ``KERNELS_TIMEOUT_S`` or 60). On
-      GPUs measured by the global timer; in CPU emulation by a poll count calibrated to seconds.
+      GPUs measured by the global timer; in CPU emulation by a clock word a host thread keeps.
     - ``start_epoch``: the call counter's first value, in [0, 2^64) (default 0). Tests, and anyone
       reproducing a long-running server, start near a wrap point (2^31, 2^32, 2^43, 2^64); the
       counter is kept through growth and ``reset()``. ``Workspace.epoch`` reads it.
