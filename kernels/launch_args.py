@@ -52,12 +52,12 @@ def rounds_fit(max_rows: int, hidden: int, config: KernelConfig, multiprocessors
 
 
 def run(kernel, args: tuple, constexprs: dict, max_rows: int, hidden: int, config: KernelConfig,
-        multiprocessors: int, fit_registers: bool = False) -> None:
-    """Launch ``kernel`` with ``config``'s knobs on the grid they imply. ``fit_registers``: cap the
-    registers per thread so that ``programs_per_sm`` programs fit on one SM (``register_cap``); the
-    grid is sized for that many, and a grid that does not fit runs in two waves."""
+        multiprocessors: int, fit_programs: int | None = None) -> None:
+    """Launch ``kernel`` with ``config``'s knobs on the grid they imply. ``fit_programs``: cap the
+    registers per thread so that this many programs fit on one SM at once (``register_cap``; the
+    grid is sized for ``programs_per_sm``, and programs that do not fit wait for a free slot)."""
     grid = grid_size(max_rows, hidden, config.block, config.programs_per_sm, config.tiles_per_program,
                      multiprocessors)
-    cap = register_cap(config.num_warps, config.programs_per_sm) if fit_registers else None
+    cap = register_cap(config.num_warps, fit_programs) if fit_programs else None
     kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs, BLOCK=config.block,
                     num_warps=config.num_warps, **({"maxnreg": cap} if cap else {}))

@@ -266,6 +266,11 @@ def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple):
 def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, protocol: tuple) -> None:
     """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
     args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, protocol)
-    # the protocol's waits and fault paths cost registers: 73 per thread at 8 warps, where 4 programs
-    # per SM (the tuned grids) need 64 or fewer; capped there, ptxas spills 8 bytes
-    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_registers=True)
+    # The protocol's waits and fault paths cost registers: at 8 warps and BLOCK 8192 (Triton 3.6, H200)
+    # in place 64 -> 76 per thread, staged 78 -> 117. In place is capped to fit the tuned grid (4
+    # programs per SM: 64, no spill). Staged is capped to fit 3 programs per SM, as before the
+    # protocol (80: 10 spilled values; fitting 4, 24 spills, measured 3-6% slower at 4096-8192 rows
+    # on 2x H200, 2026-11-30). The relay variant (3+ GPUs) needed far more before the protocol too
+    # and runs uncapped, as then.
+    fit = None if variant.relay else min(config.programs_per_sm, 3) if variant.stage else config.programs_per_sm
+    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_programs=fit)

@@ -111,8 +111,9 @@ ERR_DISAGREE = tl.constexpr(L.ERR_DISAGREE)
 ERR_FAILED = tl.constexpr(L.ERR_FAILED)
 ERR_RANKS_SHIFT = tl.constexpr(L.ERR_RANKS_SHIFT)
 STICKY = tl.constexpr(L.STICKY)
-# compiled: the GPU's global timer (ns); interpreted (no inline assembly there): the clock word
-# ERR[1], which a host thread of CPU emulation keeps at time.monotonic_ns() (``Workspace``)
+# compiled: the GPU's global timer (ns) and bar.red; interpreted (no inline assembly there): the
+# clock word ERR[1], which a host thread of CPU emulation keeps at time.monotonic_ns()
+# (``Workspace``), and reductions
 GLOBAL_TIMER = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") in ("", "0"))
 GOLDEN = tl.constexpr(-7046029254386353131)  # 0x9E3779B97F4A7C15 as int64
 MIX1 = tl.constexpr(-4658895280553007687)  # 0xBF58476D1CE4E5B9
@@ -164,10 +165,27 @@ def call_digest(tag, epoch, n, lanes, num_programs, W: tl.constexpr, BLOCK: tl.c
 
 
 @triton.jit
+def _any_thread(x):
+    """1 if the int32 ``x`` is nonzero in any thread of this program, else 0; the same in every
+    thread. Compiled only: one ``bar.red.or.pred`` (a CTA barrier that ORs a predicate)."""
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p, q; setp.ne.s32 q, $1, 0; bar.red.or.pred p, 0, q; selp.s32 $0, 1, 0, p; }",
+        "=r,r", [x], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def uniform_max(x):
-    """The largest value of the scalar ``x`` over every thread of this program, the same in all of
-    them (a reduction across warps, ending in a CTA barrier). See "Uniform decisions" above."""
-    return tl.max(tl.full([1024], 0, x.dtype) + x, axis=0)
+    """The largest value of the scalar ``x`` (>= 0) over every thread of this program, the same in
+    all of them; ends in a CTA barrier. See "Uniform decisions" above. Compiled, the common case
+    (0 everywhere: no fault) costs one barrier; a reduction across warps runs only when some thread
+    holds a nonzero value."""
+    if GLOBAL_TIMER:
+        result = x * 0
+        if _any_thread(x.to(tl.int32)) != 0:
+            result = tl.max(tl.full([1024], 0, x.dtype) + x, axis=0)
+        return result
+    else:
+        return tl.max(tl.full([1024], 0, x.dtype) + x, axis=0)
 
 
 @triton.jit
@@ -303,7 +321,8 @@ def end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W: tl.
         report = tl.where((fault != 0) & (failed.to(tl.int32) == 0), (lanes < W) & (lanes != rank), False)
         tl.atomic_or(word_ptr(bases, ERR + lanes * 0), lanes.to(tl.int64) * 0 + fault, mask=report, sem="relaxed",
                      scope="sys")
-        tl.atomic_or(word_ptr(my_base, ERR), err.to(tl.int64) | fault | tl.where(failed, ERR_FAILED, 0))
+        tl.atomic_or(word_ptr(my_base, ERR), err.to(tl.int64) | fault | tl.where(failed, ERR_FAILED, 0), sem="relaxed",
+                     scope="gpu")
 
 
 @triton.jit
