@@ -216,3 +216,29 @@ def vllm_call(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, with_output=F
     finally:
         ubatching._THREAD_ID_TO_CONTEXT.pop(threading.get_ident(), None)
         os.environ["VLLM_BATCH_INVARIANT"] = "0"
+
+
+def compiled_call(ctx, *, engine: str, sizes, rest=(16,), dtype="bfloat16", seed=5, backend="aot_eager") -> dict:
+    """The engine's ``reduce_scatterv`` inside ``torch.compile(fullgraph=True)``: Dynamo traces the
+    plugin's hook down to the custom op (a graph break raises). Returns the graph count and the error
+    against the float64 sum."""
+    import torch._dynamo.testing
+
+    torch._dynamo.reset()
+    coordinator = _state["coordinator"]
+    parts, out, n, off = _inputs(ctx, sizes, rest, dtype, seed, True)
+
+    if engine == "sglang":
+        def f(x, o):
+            return coordinator.reduce_scatterv(x * 2, output=o, sizes=sizes) * 0.5
+    else:
+        def f(x, o):
+            return coordinator.reduce_scatterv_into_output(x * 2, o, dim=0, sizes=sizes) * 0.5
+
+    served = getattr(coordinator, "_kernels_served", None)
+    groups = served.groups if served is not None else [coordinator.device_group]
+    counter = torch._dynamo.testing.CompileCounterWithBackend(backend)
+    before = _epochs(groups)
+    got = torch.compile(f, backend=counter, fullgraph=True)(parts[ctx.rank], out)
+    moved = [b != a for b, a in zip(before, _epochs(groups))]
+    return {"graphs": counter.frame_count, "kernel": moved, "worst": _check(ctx, got, parts, None, n, off, dtype)}

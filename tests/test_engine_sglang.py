@@ -69,6 +69,13 @@ def test_sglangs_reduce_scatterv_matches_the_float64_sum_for_drawn_calls(on, dat
         assert r["error"] is None and r["kernel"] == [True], r
 
 
+def test_sglangs_reduce_scatterv_compiles_with_fullgraph_to_one_graph_around_the_kernel(on):
+    """``torch.compile(fullgraph=True, backend="aot_eager")`` of a function calling SGLang's
+    reduce_scatterv: Dynamo traces the hook to the custom op (a graph break would raise)."""
+    for r in on[0].run(f"{CASES}:compiled_call", engine="sglang", sizes=[3, 2]):
+        assert r["graphs"] == 1 and r["kernel"] == [True], r
+
+
 def test_the_capture_entry_finds_the_workspace_reserved(on):
     for r in on[0].run(f"{CASES}:sglang_graph_capture"):
         assert r["before"] == r["after"] > 0, r

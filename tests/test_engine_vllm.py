@@ -76,6 +76,13 @@ def test_vllms_reduce_scatterv_matches_the_float64_sum_for_drawn_calls(on, data)
         assert r["error"] is None and r["kernel"] == [ubatch == 0, ubatch == 1], r
 
 
+def test_vllms_reduce_scatterv_compiles_with_fullgraph_to_one_graph_around_the_kernel(on):
+    """``torch.compile(fullgraph=True, backend="aot_eager")`` of a function calling
+    ``reduce_scatterv_into_output``: Dynamo traces the wrapper to the custom op."""
+    for r in on[0].run(f"{CASES}:compiled_call", engine="vllm", sizes=[3, 2]):
+        assert r["graphs"] == 1 and r["kernel"] == [True, False], r
+
+
 def _twice_logged_once(pool, reason: str, **call) -> list:
     """Two identical calls: both go to vLLM's method; the reason is logged on the first only."""
     first = pool.run(f"{CASES}:vllm_call", **call)
