@@ -1,7 +1,8 @@
 """``torch.ops.rsv.reduce_scatterv`` on CPU emulation (gloo): eager, opcheck, the fake
 implementation, and ``torch.compile(fullgraph=True)`` with the ``aot_eager`` backend (Dynamo and
-AOTAutograd trace the op as one node; the compiled graph runs eagerly, so no C++ compiler is
-needed). The GPU versions, with inductor and CUDA-graph capture, are in test_custom_op_gpu.py."""
+AOTAutograd trace the op as one node; the graph runs eagerly) and with ``inductor`` (C++ code
+around the op; needs a C++ compiler). The GPU versions, with CUDA-graph capture, are in
+test_custom_op_gpu.py."""
 
 from __future__ import annotations
 
@@ -58,4 +59,11 @@ def test_compiled_with_fullgraph_makes_one_graph(cpu_pools, sizes, device_sizes)
     """``torch.compile(fullgraph=True, backend=aot_eager)``: one graph (a break would raise), right sums."""
     for frames, _ in cpu_pools[2].run(f"{CASES}:compile_case", sizes=sizes, device_sizes=device_sizes,
                                       spare_rows=2 if device_sizes else 0):
+        assert frames == 1
+
+
+@pytest.mark.parametrize("sizes,device_sizes", [([3, 1], False), ([1, 4], True)])
+def test_compiled_with_fullgraph_and_inductor_makes_one_graph(cpu_pools, sizes, device_sizes):
+    for frames, _ in cpu_pools[2].run(f"{CASES}:compile_case", sizes=sizes, device_sizes=device_sizes,
+                                      spare_rows=2 if device_sizes else 0, backend="inductor"):
         assert frames == 1
