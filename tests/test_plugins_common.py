@@ -95,3 +95,10 @@ def test_the_switch_is_on_for_1_only(monkeypatch, value, on):
     else:
         monkeypatch.setenv("KERNELS_ENGINE_PLUGIN", value)
     assert settings.engine_plugin() is on
+
+
+def test_an_invalid_cap_is_compared_not_raised_alone(monkeypatch):
+    """A rank whose cap does not parse must not raise before the comparison (its peers would wait in
+    the all-gather): the value is compared, and the mismatch raises on every rank."""
+    monkeypatch.setenv("KERNELS_ENGINE_WORKSPACE_MB", "lots")
+    assert str(common.plugin_settings({})[common.CAP]).startswith("invalid")

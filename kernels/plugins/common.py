@@ -99,8 +99,12 @@ class Meeting:
 def plugin_settings(engine_modes: dict[str, bool]) -> dict[str, object]:
     """This rank's settings that every rank of a group must share: the switch, the cap, CPU
     emulation (tests) and the engine's modes that change how it reduces (deterministic modes)."""
-    return {SWITCH: int(settings.engine_plugin()), CAP: settings.engine_workspace_bytes() >> 20,
-            "cpu emulation (tests)": _cpu_emulation, **{k: bool(v) for k, v in engine_modes.items()}}
+    try:
+        cap: object = settings.engine_workspace_bytes() >> 20
+    except ValueError as e:  # compared like any value: every rank learns of it, none waits alone
+        cap = f"invalid ({e})"
+    return {SWITCH: int(settings.engine_plugin()), CAP: cap, "cpu emulation (tests)": _cpu_emulation,
+            **{k: bool(v) for k, v in engine_modes.items()}}
 
 
 def _disagreement(engine: str, group_name: str, everyone: list[dict]) -> str | None:
