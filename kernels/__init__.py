@@ -7,8 +7,12 @@
 
 CUDA tensors run compiled Triton over PyTorch symmetric memory; CPU tensors (gloo group) run the
 same kernels in Triton's interpreter over shared memory, one process per rank.
+``torch.ops.rsv.reduce_scatterv`` is the same call as a torch custom op (``kernels.custom_op``), for
+``torch.compile`` and captured graphs; ``kernels.plugins`` route SGLang's and vLLM's reduce_scatterv
+to it when ``KERNELS_ENGINE_PLUGIN=1``.
 """
 
+from . import custom_op
 from .api import reduce_scatterv
 from .workspace import Workspace, release, workspace
 

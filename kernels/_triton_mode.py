@@ -29,6 +29,7 @@ def kernel_module(device_type: str) -> ModuleType:
                 f"kernels were imported for {'the interpreter' if interpreting else 'the GPU'} before the first "
                 f"call with {device_type} tensors; import kernels.reduce_scatterv_kernel only through the API")
         if want == "interpret":
+            _check_triton_imported_for_the_interpreter()
             os.environ["TRITON_INTERPRET"] = "1"
         _mode = want
     elif _mode != want:
@@ -36,3 +37,19 @@ def kernel_module(device_type: str) -> ModuleType:
             f"this process already runs the kernels in {_mode} mode; {device_type} tensors need "
             f"{want} mode: use one process per device type (CPU emulation runs one process per rank)")
     return importlib.import_module("kernels.kernel_set")
+
+
+def _check_triton_imported_for_the_interpreter() -> None:
+    """Triton's own ``@jit`` library functions (``tl.max``...) are fixed for the GPU when ``triton`` is
+    imported without ``TRITON_INTERPRET=1``, and the interpreter then cannot call them. Anything that
+    imports triton before the first CPU call does that (``torch.compile``, a torch custom op's first
+    call, SGLang, vLLM): say so instead of failing inside the kernel."""
+    if "triton.language" not in sys.modules:
+        return
+    from triton.runtime.jit import JITFunction
+
+    if isinstance(getattr(sys.modules["triton.language"], "max", None), JITFunction):
+        raise RuntimeError(
+            "CPU emulation runs Triton's interpreter, which needs TRITON_INTERPRET=1 before triton is first "
+            "imported; triton was imported earlier in this process (by torch.compile, a custom op's first call, "
+            "an engine...): set TRITON_INTERPRET=1 in the environment of CPU-emulation processes")

@@ -47,6 +47,9 @@ class RankFailure(AssertionError):
 
 
 def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, env: dict) -> None:
+    if device_type == "cpu":
+        # before anything imports triton (torch.compile, custom ops, engines): CPU emulation needs it
+        os.environ["TRITON_INTERPRET"] = "1"
     os.environ.update(env)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     import torch
