@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 import kernels
 from kernels import custom_op
-from tests.cases import DTYPES, POISON, assert_close, exact_sum, partials, tolerance
+from tests.cases import DTYPES, POISON, assert_close, exact_sum, partials, replay_with_new_sizes, tolerance
 
 
 def _call_inputs(ctx, sizes, rest, dtype, seed, device_sizes, spare_rows=0):
@@ -116,7 +116,7 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
     """CUDA graph capture of the op with device sizes (``compiled``: of a ``torch.compile``d function
     around it), replayed with new sizes and inputs written into the captured buffers."""
     dtype_t = DTYPES[dtype]
-    W, rank, dev = ctx.world, ctx.rank, ctx.device
+    W, dev = ctx.world, ctx.device
     group = ctx.groups["world"]
     ws = kernels.workspace(group, dev)
     capacity = W * per_rank_capacity
@@ -134,20 +134,6 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn(inp, out, sizes_dev)
-    worst = 0.0
-    for i, sizes in enumerate(size_sets):
-        total, n, off = sum(sizes), sizes[rank], sum(sizes[:rank])
-        parts = partials(seed * 100 + i, W, total, (hidden,), dtype_t)
-        inp[:total].copy_(parts[rank].to(dev))
-        sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
-        out.fill_(POISON)
-        graph.replay()
-        torch.cuda.synchronize()
-        ws.check()
-        truth, abs_sum = exact_sum(parts, off, n)
-        worst = max(worst, assert_close(f"replay {i} {sizes} vs float64", out[:n], truth,
-                                        tolerance(dtype_t, truth, abs_sum, W)))
-        if not torch.isnan(out[n:].float()).all():
-            raise AssertionError(f"replay {i}: rows past sizes[rank] were written")
+    worst = replay_with_new_sizes(ctx, graph, ws, inp, out, sizes_dev, size_sets, seed, against_nccl=False)
     dist.barrier(group=group)
     return worst
