@@ -12,8 +12,8 @@ same kernels in Triton's interpreter over shared memory, one process per rank.
 to it when ``KERNELS_ENGINE_PLUGIN=1``.
 """
 
-from . import custom_op
-from .api import reduce_scatterv
+from . import custom_op  # noqa: F401  (registers torch.ops.rsv.reduce_scatterv)
+from .api import all_gatherv, reduce_scatterv
 from .workspace import Workspace, release, workspace
 
-__all__ = ["reduce_scatterv", "workspace", "Workspace", "release"]
+__all__ = ["all_gatherv", "reduce_scatterv", "workspace", "Workspace", "release"]

@@ -1,10 +1,9 @@
-"""``reduce_scatterv``: the drop-in for SGLang's ``GroupCoordinator.reduce_scatterv``."""
+"""``reduce_scatterv`` and ``all_gatherv``: drop-ins for SGLang's ``GroupCoordinator`` methods of those names."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,7 +14,7 @@ import torch.distributed as dist
 
 from . import configs
 from ._triton_mode import kernel_module
-from .validation import Call, check_call
+from .validation import Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
 from .workspace import Workspace, workspace
 
@@ -32,7 +31,7 @@ MODES_OFF: frozenset = frozenset()
 # Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
-MODE_CODES = {"ll": 1, "push": 2, "large": 3}
+MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4}
 DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
@@ -86,14 +85,14 @@ def _device_slug(device: torch.device) -> str:
     return configs.gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
 
 
-def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup) -> None:
+def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup, op: str) -> None:
     backend = str(dist.get_backend(group)).lower()
     if input_.device.type == "cuda" and "nccl" not in backend:
-        raise ValueError(f"reduce_scatterv: CUDA tensors need an NCCL process group, this group's backend is {backend}")
+        raise ValueError(f"{op}: CUDA tensors need an NCCL process group, this group's backend is {backend}")
     if input_.device.type == "cpu" and "gloo" not in backend:
-        raise ValueError(f"reduce_scatterv: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
+        raise ValueError(f"{op}: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
     if input_.device.type not in ("cuda", "cpu"):
-        raise ValueError(f"reduce_scatterv: tensors on {input_.device} are not supported (cuda or cpu)")
+        raise ValueError(f"{op}: tensors on {input_.device} are not supported (cuda or cpu)")
 
 
 def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype, call: Call) -> configs.KernelConfig:
@@ -209,12 +208,23 @@ def reduce_scatterv(
     call). A timeout or a disagreement puts the whole group in the failed state (every later call
     returns NaN, ``check()`` raises) until ``Workspace.reset()``.
     """
+    return _collective("reduce_scatterv", check_call, _launch_reduce_scatterv, _nccl_fallback, input_, output, sizes,
+                       group)
+
+
+def _collective(op: str, check, launch, fallback, input_, output, sizes, group) -> torch.Tensor:
+    """What both collectives do around their kernels: validate (``check``: ``validation.check_call``
+    or ``check_gather_call``), allocate the output, serve calls that need no kernel, hand groups
+    whose ranks cannot reach each other's memory to ``fallback`` (NCCL), make the tensors the
+    kernels take (contiguous rows on 4-byte boundaries; anything else goes through a copy), run
+    ``launch(ws, call, inp, out)`` under the workspace's stream guard, copy back, and on CPU raise
+    what the kernel flagged."""
     group = group if group is not None else dist.group.WORLD
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     if world > MAX_WORLD:
-        raise ValueError(f"reduce_scatterv: groups of at most {MAX_WORLD} ranks (one node) are supported, got {world}")
-    call = check_call(input_, output, sizes, world, rank)
-    _check_backend(input_, group)
+        raise ValueError(f"{op}: groups of at most {MAX_WORLD} ranks (one node) are supported, got {world}")
+    call = check(input_, output, sizes, world, rank)
+    _check_backend(input_, group, op)
     if output is None:
         output = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
     if call.hidden == 0:
@@ -225,9 +235,7 @@ def reduce_scatterv(
 
     ws = workspace(group, input_.device)
     if not ws.p2p:
-        return _nccl_fallback(input_, output, call, group)
-
-    # the kernels want contiguous rows on 4-byte boundaries; anything else goes through a copy
+        return fallback(input_, output, call, group)
     inp = input_
     if not input_.is_contiguous():
         inp = input_.contiguous()
@@ -236,19 +244,23 @@ def reduce_scatterv(
     out = output
     if not output.is_contiguous() or output.data_ptr() % 4:
         out = torch.empty(output.shape, dtype=output.dtype, device=output.device)
-    plan = plan_call(ws, call, inp)
-    kern = kernel_module(inp.device.type)
-    protocol = (ws.timeout_arg, plan.tag, CHAOS_SEED)
     with ws.calling():
-        if plan.mode in ("ll", "push"):
-            kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device), protocol)
-        else:
-            kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device), protocol)
+        launch(ws, call, inp, out)
     if out is not output:
         output.copy_(out)
     if inp.device.type == "cpu" or CHECK_EVERY_CALL:
         ws.check()
     return output
+
+
+def _launch_reduce_scatterv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
+    plan = plan_call(ws, call, inp)
+    kern = kernel_module(inp.device.type)
+    protocol = (ws.timeout_arg, plan.tag, CHAOS_SEED)
+    if plan.mode in ("ll", "push"):
+        kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device), protocol)
+    else:
+        kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device), protocol)
 
 
 def _nccl_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:
@@ -265,4 +277,70 @@ def _nccl_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group
     rank = dist.get_rank(group)
     chunks = list(input_[: sum(sizes)].split(list(sizes)))
     dist.reduce_scatter(output[: sizes[rank]], chunks, group=group)
+    return output
+
+
+def all_gatherv(
+    input_: torch.Tensor,
+    output: torch.Tensor | None = None,
+    sizes: Sequence[int] | torch.Tensor | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Every rank's rows, in rank order, on every rank: an uneven all-gather.
+
+    Same names and meaning as SGLang's ``GroupCoordinator.all_gatherv`` for one tensor. Collective:
+    every rank of ``group`` calls it with the same ``sizes``. It runs over the same workspace as
+    :func:`reduce_scatterv` (calls of both may follow each other in any order) with the same
+    guarantees (timeouts, disagreement checks, graph safety); the copy is exact (no arithmetic).
+
+    Args:
+        input_: this rank's rows, ``[sizes[rank], *rest]``, bfloat16, float16 or float32. If it lies
+            in the group's workspace it is read in place (``Workspace.empty`` is collective: allocate
+            the largest rank's rows on every rank and slice).
+        output: optional ``[sum(sizes), *rest]`` tensor of the same dtype and device.
+        sizes: rows of each rank: a list/tuple of ints, an int32/int64 tensor of ``world_size``
+            counts on the device (then ``input_`` and ``output`` are capacities, the same on every
+            rank, ``output`` is required, and rows past ``sum(sizes)`` are left untouched), or None
+            (every rank has ``input_.shape[0]`` rows).
+        group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
+
+    Returns:
+        ``[sum(sizes), *rest]``: rank 0's rows, then rank 1's, ...
+    """
+    return _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_, output,
+                       sizes, group)
+
+
+def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
+    elt = inp.element_size()
+    source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
+    ws.reserve(max_input_bytes=source_rows * call.hidden * elt)  # staging room, before the residency check
+    stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
+    world = ws.world_size
+    config = pick_config(inp.device, "large", world, inp.dtype, call)
+    # host sizes fix every row count; with device sizes both capacities must agree (the kernel checks
+    # the sizes against them), so they are in the tag
+    facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
+    tag = call_tag(MODE_CODES["gather"], world, call.hidden, DTYPE_CODES[inp.dtype], *facts)
+    kernel_module(inp.device.type).gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device),
+                                                 (ws.timeout_arg, tag, CHAOS_SEED))
+
+
+def _nccl_gather_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:
+    """NCCL's all-gather over rows padded to the largest rank's count, then compacted: only for
+    groups whose ranks cannot reach each other's memory (as ``_nccl_fallback``)."""
+    sizes = call.sizes
+    if sizes is None:
+        sizes = tuple(int(s) for s in call.sizes_dev.tolist())
+        warnings.warn("all_gatherv fallback: device sizes were copied to the host (one sync per call)",
+                      RuntimeWarning, stacklevel=3)
+    m, world, rank = max(sizes), len(sizes), dist.get_rank(group)
+    padded = torch.zeros((m, *call.rest), dtype=input_.dtype, device=input_.device)
+    padded[: sizes[rank]].copy_(input_[: sizes[rank]])
+    gathered = torch.empty((world * m, *call.rest), dtype=input_.dtype, device=input_.device)
+    dist.all_gather_into_tensor(gathered, padded, group=group)
+    at = 0
+    for r, n in enumerate(sizes):
+        output[at: at + n].copy_(gathered[r * m: r * m + n])
+        at += n
     return output

@@ -1,10 +1,13 @@
 """The kernels and their launchers, imported only once the process knows its Triton mode."""
 
+from .all_gatherv_kernel import all_gatherv_kernel
+from .all_gatherv_kernel import launch as gather_launch
 from .launch_args import grid_size, rounds_fit
 from .push_kernel import destination_bytes, push_arguments, reduce_scatterv_push_kernel
 from .push_kernel import fits as push_fits
 from .push_kernel import launch as push_launch
 from .reduce_scatterv_kernel import Variant, kernel_arguments, launch, reduce_scatterv_kernel
 
-__all__ = ["destination_bytes", "push_fits", "push_arguments", "push_launch", "reduce_scatterv_push_kernel",
-           "Variant", "grid_size", "rounds_fit", "kernel_arguments", "launch", "reduce_scatterv_kernel"]
+__all__ = ["all_gatherv_kernel", "gather_launch", "destination_bytes", "push_fits", "push_arguments", "push_launch",
+           "reduce_scatterv_push_kernel", "Variant", "grid_size", "rounds_fit", "kernel_arguments", "launch",
+           "reduce_scatterv_kernel"]

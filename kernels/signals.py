@@ -16,6 +16,7 @@ receives nothing waits for it). A peer's kernel E+1 starts only after its kernel
 
 Per call, pull ("large", ``reduce_scatterv_kernel``): expose -> CALL word -> barrier (release /
 acquire) -> check CALL words -> pull (and relay: reduce -> store -> release RELAY) -> barrier.
+Per call, ``all_gatherv_kernel``: the pull's words and order, copying instead of summing.
 Per call, push modes (``push_kernel``): CALL word -> data (flagged words; or tiles then a release
 of PUSH per round) -> receive (poll flags; or acquire PUSH) -> check CALL words -> sum -> store.
 

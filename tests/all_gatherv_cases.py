@@ -1,0 +1,154 @@
+"""all_gatherv scenarios that run on every rank of a RankPool (CPU/gloo or GPU/NCCL): the result
+must equal the concatenation of every rank's rows bit for bit, and the reference collective's
+all-gather of the same rows (gloo or NCCL, over rows padded to the largest rank's count)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+import kernels
+from tests.cases import DTYPES, POISON, partials
+
+
+def _rows(seed: int, world: int, sizes: list, rest: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Every rank's rows (CPU, fresh per call, never zero): rank r's are the first sizes[r] rows of
+    its partials."""
+    parts = partials(seed, world, max(sizes + [1]), rest, dtype)
+    return [parts[r][: sizes[r]] for r in range(world)]
+
+
+def reference_gather(rows: torch.Tensor, sizes: list, group) -> torch.Tensor:
+    """The reference collective's all-gather of this rank's ``rows`` (padded to the largest count,
+    gathered, compacted), on the rows' device."""
+    m, world = max(sizes + [1]), len(sizes)
+    padded = torch.zeros((m, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0]].copy_(rows)
+    got = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(got, padded, group=group)
+    return torch.cat([got[r][: sizes[r]] for r in range(world)])
+
+
+def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_output: bool = True,
+                resident: bool = False, device_sizes: bool = False, spare_rows: int = 0, group: str = "world",
+                repeat: int = 1) -> None:
+    """One all_gatherv call per repeat with fresh rows: the output equals the concatenation (exactly)
+    and the reference collective's gather; with device sizes, rows past sum(sizes) keep their poison."""
+    dtype_t = DTYPES[dtype]
+    grp = ctx.groups[group]
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    for k in range(repeat):
+        rows = _rows(seed + k, W, sizes, rest, dtype_t)
+        want = torch.cat(rows)
+        cap_in, cap_out = (max(sizes + [0]) + spare_rows, sum(sizes) + spare_rows) if device_sizes else (sizes[r], None)
+        if resident:  # Workspace.empty is collective: every rank asks for the same shape, then slices
+            inp = kernels.workspace(grp, dev).empty(max(sizes + [0]) + spare_rows, *rest, dtype=dtype_t)[:cap_in]
+        else:
+            inp = torch.empty((cap_in, *rest), dtype=dtype_t, device=dev)
+        inp.fill_(POISON)
+        inp[: sizes[r]].copy_(rows[r])
+        out = None
+        if with_output or device_sizes:
+            out = torch.full((cap_out if device_sizes else sum(sizes), *rest), POISON, dtype=dtype_t, device=dev)
+        arg = torch.tensor(sizes, dtype=torch.int32, device=dev) if device_sizes else list(sizes)
+        got = kernels.all_gatherv(inp, out, sizes=arg, group=grp)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            kernels.workspace(grp, dev).check()
+        n = sum(sizes)
+        if not torch.equal(got[:n].cpu(), want):
+            bad = (got[:n].cpu() != want).nonzero()[:5].tolist()
+            raise AssertionError(f"all_gatherv {sizes} call {k}: not the concatenation at {bad}")
+        if device_sizes and not torch.isnan(got[n:].float()).all():
+            raise AssertionError(f"all_gatherv {sizes}: rows past sum(sizes) were written")
+        ref = reference_gather(rows[r].to(dev), sizes, grp)
+        if not torch.equal(got[:n], ref):
+            raise AssertionError(f"all_gatherv {sizes} call {k}: differs from the reference collective's gather")
+
+
+def mixed_case(ctx, *, calls: int, seed: int) -> None:
+    """Calls of all_gatherv and reduce_scatterv (every mode) back to back on one workspace, each
+    checked: the two collectives share the epochs and the CALL words without confusing them."""
+    from tests.cases import assert_close, exact_sum, tolerance
+
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    grp = ctx.groups["mixed"]  # flagged words up to 64 B per destination, plain push up to 512 B, then pull
+    for i in range(calls):
+        sizes = [(i * 5 + q * 3) % 7 * (1, 4, 30)[i % 3] for q in range(W)]
+        if i % 2:
+            gather_case(ctx, sizes=sizes, rest=(16,), dtype="bfloat16", seed=seed + i, group="mixed")
+            continue
+        parts = partials(seed + i, W, sum(sizes), (16,), torch.bfloat16)
+        out = kernels.reduce_scatterv(parts[r].to(dev), sizes=sizes, group=grp)
+        truth, abs_sum = exact_sum(parts, sum(sizes[:r]), sizes[r])
+        assert_close(f"reduce_scatterv call {i} {sizes}", out.cpu(), truth, tolerance(torch.bfloat16, truth, abs_sum, W))
+
+
+def gather_disagree_case(ctx, *, timeout_s: float) -> list:
+    """Rank 1 passes other sizes with the same total: every rank must get an error (the digests
+    differ), never a silent result. Returns what each rank saw."""
+    group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
+    ws = kernels.workspace(group, ctx.device, timeout_s=timeout_s)
+    sizes = [2, 3] + [1] * (ctx.world - 2)
+    if ctx.rank == 1:
+        sizes = [3, 2] + [1] * (ctx.world - 2)
+    seen = []
+    try:
+        x = torch.ones((sizes[ctx.rank], 8), dtype=torch.bfloat16, device=ctx.device)
+        try:
+            kernels.all_gatherv(x, sizes=sizes, group=group)
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            ws.check()
+        except RuntimeError as e:
+            seen.append(str(e))
+    finally:
+        kernels.release(group)
+        dist.destroy_process_group(group)
+    return seen
+
+
+def bad_gather_input_case(ctx, *, kind: str):
+    """A bad call on every rank: (exception type, message), or None if nothing was raised."""
+    W, dev = ctx.world, ctx.device
+    x = torch.ones((2, 8), dtype=torch.bfloat16, device=dev)
+    call = {
+        "rows_vs_sizes": lambda: kernels.all_gatherv(x, sizes=[3] * W),
+        "negative": lambda: kernels.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2)),
+        "output_rows": lambda: kernels.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
+                                                   sizes=[2] * W),
+    }[kind]
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - the test inspects what was raised
+        return type(e).__name__, str(e)
+    return None
+
+
+def gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int) -> None:
+    """CUDA: one all_gatherv call with device sizes captured in a graph, replayed with new sizes and
+    rows written into the captured buffers; each replay equals the concatenation."""
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    ws = kernels.workspace(ctx.groups["world"], dev)
+    ws.reserve(max_input_bytes=per_rank_capacity * hidden * 2, arena_bytes=per_rank_capacity * hidden * 2)
+    inp = ws.empty(per_rank_capacity, hidden, dtype=torch.bfloat16)
+    out = torch.empty((W * per_rank_capacity, hidden), dtype=torch.bfloat16, device=dev)
+    sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
+    kernels.all_gatherv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kernels.all_gatherv(inp, out, sizes=sizes_dev)
+    for i, sizes in enumerate(size_sets):
+        rows = _rows(seed + i, W, sizes, (hidden,), torch.bfloat16)
+        inp[: sizes[r]].copy_(rows[r].to(dev))
+        sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
+        out.fill_(POISON)
+        graph.replay()
+        torch.cuda.synchronize()
+        ws.check()
+        n = sum(sizes)
+        if not torch.equal(out[:n].cpu(), torch.cat(rows)):
+            raise AssertionError(f"replay {i} {sizes}: not the concatenation")
+        if not torch.isnan(out[n:].float()).all():
+            raise AssertionError(f"replay {i} {sizes}: rows past sum(sizes) were written")

@@ -1,0 +1,49 @@
+"""all_gatherv on GPUs, one rank per GPU, against NCCL's all-gather and the exact concatenation.
+Skipped, with the reason, on machines with fewer than 2 GPUs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.strategies import sizes
+
+GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+pytestmark = pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs to run against NCCL; this machine has {GPUS}")
+WORLDS = [w for w in (2, 3, 4) if w <= GPUS] or [2]
+EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
+CASES = "tests.all_gatherv_cases"
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_every_rank_gets_every_ranks_rows_in_order(gpu_pools, world, data):
+    device_sizes = data.draw(st.booleans())
+    gpu_pools[world].run(f"{CASES}:gather_case", sizes=data.draw(sizes(world, max_rows=300)),
+                         rest=data.draw(st.sampled_from([(8,), (7168,), (4096,), (2, 24)])),
+                         dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                         seed=data.draw(st.integers(0, 2**20)), with_output=data.draw(st.booleans()),
+                         resident=data.draw(st.booleans()), device_sizes=device_sizes,
+                         spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_graph_replays_with_new_device_sizes(gpu_pools, world):
+    size_sets = [[1] * world, [0] * world, [64] + [0] * (world - 1), [(3 * r + 1) % 65 for r in range(world)],
+                 [64] * world]
+    gpu_pools[world].run(f"{CASES}:gather_graph_case", per_rank_capacity=64, hidden=7168, size_sets=size_sets,
+                         seed=world)
+
+
+def test_gathers_and_reduce_scatters_back_to_back_share_one_workspace(gpu_pools):
+    gpu_pools[2].run(f"{CASES}:mixed_case", calls=24, seed=3)
+
+
+def test_ranks_that_pass_different_sizes_all_get_an_error(gpu_pools):
+    results = gpu_pools[2].run(f"{CASES}:gather_disagree_case", timeout_s=3.0)
+    assert all(seen and "different calls" in seen[0] for seen in results), results
