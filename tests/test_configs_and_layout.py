@@ -122,3 +122,14 @@ def test_the_host_call_tag_is_deterministic_order_sensitive_and_int64():
 
     assert call_tag(1, 2, 3) != call_tag(1, 3, 2) and call_tag(1, 2, 3) == call_tag(1, 2, 3)
     assert all(-(1 << 63) <= call_tag(m, 7168, 1, r) < 1 << 63 for m in (1, 2, 3) for r in (0, 1, 2**40))
+
+
+@pytest.mark.parametrize("warps, programs, cap", [(8, 4, 64), (8, 3, 80), (8, 2, 128), (4, 4, 128), (4, 3, 168),
+                                                  (8, 1, None), (4, 1, None), (16, 4, 32)])
+def test_register_cap_fits_the_programs_per_sm(warps, programs, cap):
+    """``maxnreg`` that lets ``programs`` programs of ``warps`` warps share one SM's 64K registers
+    (multiples of 8; None when 255, the most a thread can have, fit)."""
+    assert configs.register_cap(warps, programs) == cap
+    if cap is not None:
+        assert cap * 32 * warps * programs <= configs.REGISTERS_PER_SM
+
