@@ -314,7 +314,7 @@ def all_gatherv(
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
     elt = inp.element_size()
     source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
-    ws.reserve(max_input_bytes=source_rows * call.hidden * elt)  # staging room, before the residency check
+    ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
     stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
     world = ws.world_size
     config = pick_config(inp.device, "large", world, inp.dtype, call)

@@ -74,16 +74,23 @@ def _check_input(input_, op: str) -> tuple[int, tuple[int, ...], int]:
     return input_.shape[0], rest, hidden
 
 
+def _device_sizes_call(input_, output, sizes: torch.Tensor, world: int, op: str, shape: tuple) -> Call:
+    """A call with sizes on the device: input and output are capacities, and the output is required.
+    ``shape``: ``_check_input``'s (rows, trailing shape, elements per row)."""
+    rows, rest, hidden = shape
+    _check_tensor_sizes(sizes, world, input_.device, op)
+    if output is None:
+        raise ValueError(f"{op}: with sizes on the device, pass output (its rows are a capacity)")
+    _check_output(output, input_, None, op)
+    return Call(rows, rest, hidden, None, sizes, output.shape[0])
+
+
 def check_call(input_, output, sizes, world: int, rank: int) -> Call:
     """Validate a call the way ``GroupCoordinator.reduce_scatterv`` is used; raise on anything wrong."""
     op = "reduce_scatterv"
-    rows, rest, hidden = _check_input(input_, op)
+    rows, rest, hidden = shape = _check_input(input_, op)
     if isinstance(sizes, torch.Tensor):
-        _check_tensor_sizes(sizes, world, input_.device, op)
-        if output is None:
-            raise ValueError("reduce_scatterv: with sizes on the device, pass output (its rows are a capacity)")
-        _check_output(output, input_, None, op)
-        return Call(rows, rest, hidden, None, sizes, output.shape[0])
+        return _device_sizes_call(input_, output, sizes, world, op, shape)
     if sizes is None:
         if rows % world:
             raise ValueError(f"reduce_scatterv: sizes=None splits evenly, but {rows} rows do not divide by {world} ranks")
@@ -105,13 +112,9 @@ def check_gather_call(input_, output, sizes, world: int, rank: int) -> Call:
     device sizes, then required); raise on anything wrong. In the returned ``Call``, ``rows`` is the
     input's row count and ``out_rows`` the output's."""
     op = "all_gatherv"
-    rows, rest, hidden = _check_input(input_, op)
+    rows, rest, hidden = shape = _check_input(input_, op)
     if isinstance(sizes, torch.Tensor):
-        _check_tensor_sizes(sizes, world, input_.device, op)
-        if output is None:
-            raise ValueError("all_gatherv: with sizes on the device, pass output (its rows are a capacity)")
-        _check_output(output, input_, None, op)
-        return Call(rows, rest, hidden, None, sizes, output.shape[0])
+        return _device_sizes_call(input_, output, sizes, world, op, shape)
     if sizes is None:
         sizes = [rows] * world
     elif not isinstance(sizes, (list, tuple)):

@@ -236,6 +236,12 @@ class Workspace:
                        push_bytes=min(max_input_bytes, self.push_max_bytes))
         return self
 
+    def reserve_scratch(self, nbytes: int) -> None:
+        """Collective: scratch that holds ``nbytes`` (where a rank stages an input that does not lie
+        in the workspace)."""
+        if self.p2p:
+            self._grow(scratch_bytes=nbytes)
+
     def reserve_slots(self, destination_bytes: int) -> None:
         """Collective: push slots that hold ``destination_bytes`` (<= ``push_max_bytes``) per source."""
         if self.p2p:

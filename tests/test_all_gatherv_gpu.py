@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.gpus import NEEDS_TWO, worlds
 from tests.strategies import sizes
 
-GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-pytestmark = pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs to run against NCCL; this machine has {GPUS}")
-WORLDS = [w for w in (2, 3, 4) if w <= GPUS] or [2]
+pytestmark = NEEDS_TWO
+WORLDS = worlds(2, 3, 4)
 EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
 CASES = "tests.all_gatherv_cases"
 

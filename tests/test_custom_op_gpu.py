@@ -9,11 +9,11 @@ machines with fewer than 2 GPUs; the engine plugins are tested on CPU only (test
 from __future__ import annotations
 
 import pytest
-import torch
 
-GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-pytestmark = pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs; this machine has {GPUS}")
-WORLDS = [w for w in (2, 4) if w <= GPUS] or [2]
+from tests.gpus import NEEDS_TWO, worlds
+
+pytestmark = NEEDS_TWO
+WORLDS = worlds(2, 4)
 CASES = "tests.custom_op_cases"
 
 

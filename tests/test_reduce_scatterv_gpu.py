@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.gpus import GPUS, NEEDS_TWO, worlds
 from tests.protocol_expectations import DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
 from tests.strategies import calls
 
-GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-pytestmark = pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs to run against NCCL; this machine has {GPUS}")
-WORLDS = [w for w in (2, 3, 4) if w <= GPUS] or [2]
+pytestmark = NEEDS_TWO
+WORLDS = worlds(2, 3, 4)
 EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
 CASE = "tests.cases:reduce_scatterv_case"
 

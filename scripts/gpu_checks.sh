@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
-#   scripts/gpu_session.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth demo tune
+#   scripts/gpu_checks.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth demo tune
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
 # ab: AB_PRESETS (default latency) with AB_IMPLS, AB_ROUNDS times (default 2), on an earlier commit's kernels, put in ab/base/kernels by
