@@ -23,8 +23,8 @@ import triton
 import triton.language as tl
 
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, barrier, begin_call, call_digest, chaos,
-                      check_digests, end_call, header_words, peer_bases, poison, post_digest, word_ptr)
-from .tiles import ERR_BAD_SIZES, HOST_SIZE_ARGS, pick, sizes_vector, tile, vec
+                      check_digests, end_call, header_words, peer_bases, poison_range, post_digest, word_ptr)
+from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, tile, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
@@ -78,18 +78,10 @@ def all_gatherv_kernel(
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)
     err_ptr = word_ptr(my_base, ERR)
 
-    # ---- device sizes, checked against capacities every rank agrees on (they are in the tag): every
-    # rank's count against the input's (not only its own: all ranks must take the same branch);
-    # host sizes were checked on the host
+    # ---- sizes: device sizes checked against capacities every rank agrees on (they are in the tag)
     lanes = tl.arange(0, WP)
-    raw = sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
-    sizes_ok = (tl.min(raw, axis=0) >= 0) & (tl.sum(raw, axis=0) <= out_cap)
-    if SIZES_DTYPE is not None:
-        sizes_ok &= tl.max(raw, axis=0) <= in_cap
-    n = tl.where(sizes_ok, raw, 0)
-    err = tl.where(sizes_ok, 0, ERR_BAD_SIZES)
-    count = n * H
-    first = (tl.cumsum(n, axis=0) - n) * H
+    raw, count, first, err = gather_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, in_cap, out_cap, H, lanes,
+                                             W, SIZES_DTYPE)
     my_count = pick(count, lanes, rank)
     peers = (lanes < W) & (lanes != rank)
     bases = peer_bases(table, W, WP)
@@ -116,8 +108,10 @@ def all_gatherv_kernel(
             chaos(chaos_seed, 3, pid, rank, my_base, CHAOS)
             err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, deadline, err_ptr, W, WP)
 
-    if failed | ((err & FAULTS) != 0):
-        poison(out_addr, tl.sum(count, axis=0), pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+    if failed | ((err & FAULTS) != 0):  # each source's tiles, as this program copies them
+        for q in tl.static_range(W):
+            poison_range(out_addr, pick(first, lanes, q), pick(count, lanes, q), pid, num_programs, DTYPE, BLOCK,
+                         ALIGN, VEC_BYTES)
     end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 

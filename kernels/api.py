@@ -31,7 +31,7 @@ MODES_OFF: frozenset = frozenset()
 # Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
-MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4}
+MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5}
 DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
@@ -312,18 +312,27 @@ def all_gatherv(
 
 
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
+    """Flagged words (``all_gatherv_ll_kernel``) while every source's rows fit ``ll_bytes``, else the
+    pull kernel (``all_gatherv_kernel``); chosen from rank-agreed facts, as ``plan_call``."""
     elt = inp.element_size()
-    source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
-    ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
-    stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
     world = ws.world_size
-    config = pick_config(inp.device, "large", world, inp.dtype, call)
+    kern = kernel_module(inp.device.type)
+    flagged = "ll" not in MODES_OFF and kern.gather_ll_fits(ws, call, elt)
     # host sizes fix every row count; with device sizes both capacities must agree (the kernel checks
     # the sizes against them), so they are in the tag
     facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
-    tag = call_tag(MODE_CODES["gather"], world, call.hidden, DTYPE_CODES[inp.dtype], *facts)
-    kernel_module(inp.device.type).gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device),
-                                                 (ws.timeout_arg, tag, CHAOS_SEED))
+    mode = "gather_ll" if flagged else "gather"
+    tag = call_tag(MODE_CODES[mode], world, call.hidden, DTYPE_CODES[inp.dtype], *facts)
+    protocol = (ws.timeout_arg, tag, CHAOS_SEED)
+    if flagged:
+        config = pick_config(inp.device, "ll", world, inp.dtype, call)
+        kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol)
+        return
+    source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
+    ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
+    stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
+    config = pick_config(inp.device, "large", world, inp.dtype, call)
+    kern.gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device), protocol)
 
 
 def _nccl_gather_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:

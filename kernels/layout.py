@@ -94,7 +94,8 @@ class Layout:
     ll_bytes: int  # largest per-destination data byte count sent as flagged words (a slot holds twice that)
     push_bytes: int  # data bytes one plain-push slot holds (grows on demand, see Workspace)
     scratch_bytes: int
-    arena_bytes: int
+    arena_bytes: int  # region 0 of the arena (``Workspace.empty``)
+    arena1_bytes: int = 0  # region 1: a second tensor live at the same time (e.g. the gather's input)
 
     @property
     def header_bytes(self) -> int:
@@ -127,11 +128,16 @@ class Layout:
     def arena_offset(self) -> int:
         return self.scratch_offset + _round_up(self.scratch_bytes)
 
+    def region_offset(self, region: int) -> int:
+        """Start of arena region 0 or 1."""
+        return self.arena_offset + (_round_up(self.arena_bytes) if region else 0)
+
     @property
     def total_bytes(self) -> int:
-        return self.arena_offset + _round_up(self.arena_bytes)
+        return self.arena_offset + _round_up(self.arena_bytes) + _round_up(self.arena1_bytes)
 
-    def grown(self, *, push_bytes: int = 0, scratch_bytes: int = 0, arena_bytes: int = 0) -> "Layout":
+    def grown(self, *, push_bytes: int = 0, scratch_bytes: int = 0, arena_bytes: int = 0,
+              arena1_bytes: int = 0) -> "Layout":
         """A layout at least as large as this one in every region (grown regions rounded up to
         powers of 2)."""
 
@@ -141,4 +147,5 @@ class Layout:
             return 1 << max(need - 1, 1).bit_length()
 
         return Layout(self.world_size, self.ll_bytes, grow(self.push_bytes, push_bytes),
-                      grow(self.scratch_bytes, scratch_bytes), grow(self.arena_bytes, arena_bytes))
+                      grow(self.scratch_bytes, scratch_bytes), grow(self.arena_bytes, arena_bytes),
+                      grow(self.arena1_bytes, arena1_bytes))

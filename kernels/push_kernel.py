@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
-                      call_digest, check_digests, digest_fault, end_call, fault_status, header_words, peer_bases,
+                      call_digest, check_digests, digest_fault, end_call, header_words, peer_bases, poll_fault,
                       poison, post_digest, release, uniform_max, wait_words, word_ptr)
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
@@ -70,7 +70,7 @@ def _pending(words, live, flag, calls, call_live, status):
 
 
 @triton.jit
-def _poll(slots, live, flag, call_slots, call_live, deadline, err_ptr):
+def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
     """Load flagged words until every live one carries ``flag``, and the ``call_live`` CALL words
     until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; the fault
     that ended the wait as this thread saw it, else 0). A thread leaves the loop with status 0 only
@@ -78,12 +78,14 @@ def _poll(slots, live, flag, call_slots, call_live, deadline, err_ptr):
     status is all the caller needs (a wait that gave up just as the last word came counts as a
     fault: loud, never silent)."""
     status = (deadline * 0).to(tl.int32)
+    polls = status
     words = tl.load(slots, mask=live, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
     while _pending(words, live, flag, calls, call_live, status):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-        status = fault_status(err_ptr, deadline)
+        polls += 1
+        status = poll_fault(err_ptr, deadline, polls, status)
     return (words & 0xFFFFFFFF).to(tl.int32), calls, status
 
 
@@ -128,7 +130,7 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
                       mask=mine & live, other=0)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
         first = go & (t == pid)
-        data, calls, status = _poll(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
+        data, calls, status = poll_flagged(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
                                     tl.where(first, peers1, False), deadline, err_ptr)
         # a CALL word this thread saw missing was seen by others (the loop ended) or ended the wait
         err |= uniform_max(status | tl.where(first, digest_fault(calls, digest, peers1 & (calls != 0)), 0))

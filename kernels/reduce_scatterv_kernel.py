@@ -217,6 +217,10 @@ def reduce_scatterv_kernel(
                                     t = relay_first + k + m * (W - 1)
                                     start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
                                     x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                                    # a tile whose sum never came is NaN (the closing poison covers
+                                    # tiles by index, these are stored by turn)
+                                    x = tl.where((err & FAULTS) == 0, x,
+                                                 tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE))
                                     tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
 
         # ---- nobody may overwrite what a peer still reads until all are done

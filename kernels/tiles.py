@@ -57,6 +57,24 @@ def call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap, out_
 
 
 @triton.jit
+def gather_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, in_cap, out_cap, H, lanes, W: tl.constexpr,
+                    SIZES_DTYPE: tl.constexpr):
+    """all_gatherv's sizes checked on the device, identically on every rank: with device sizes every
+    rank's count against the input capacity (not only this rank's: all ranks must take the same
+    branch) and their sum against the output's; host sizes were checked on the host.
+
+    Returns ``(raw, count, first, err)``: the sizes as given (for the call's digest); per source (as
+    [WP] vectors) its element count and its first element in the output; the error bits (bad sizes
+    are treated as all zero)."""
+    raw = sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
+    sizes_ok = (tl.min(raw, axis=0) >= 0) & (tl.sum(raw, axis=0) <= out_cap)
+    if SIZES_DTYPE is not None:
+        sizes_ok &= tl.max(raw, axis=0) <= in_cap
+    n = tl.where(sizes_ok, raw, 0)
+    return raw, n * H, (tl.cumsum(n, axis=0) - n) * H, tl.where(sizes_ok, 0, ERR_BAD_SIZES)
+
+
+@triton.jit
 def tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr):
     """Tile ``t`` of a range of ``count`` elements that starts at element ``first``.
 

@@ -35,6 +35,13 @@ def default_push_bytes(world_size: int) -> int:
 
 
 _workspaces: dict[tuple, "Workspace"] = {}
+
+
+def _region_field(region: int) -> str:
+    """The Layout field of arena region 0 or 1."""
+    if region not in (0, 1):
+        raise ValueError(f"arena region must be 0 or 1, got {region!r}")
+    return "arena1_bytes" if region else "arena_bytes"
 _CREATION_KEYWORDS = ("ll_bytes", "push_bytes", "timeout_s", "start_epoch")
 
 
@@ -227,13 +234,14 @@ class Workspace:
             # epochs never go back: the new header continues from the old one's epoch and faults
             self._allocate(grown, self.epoch, int(self._err_word().item()))
 
-    def reserve(self, *, max_input_bytes: int = 0, arena_bytes: int = 0) -> "Workspace":
+    def reserve(self, *, max_input_bytes: int = 0, arena_bytes: int = 0, region: int = 0) -> "Workspace":
         """Collective: make room for calls whose input is up to ``max_input_bytes`` bytes (all
-        ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes. The push
-        slots grow to ``min(max_input_bytes, push_max_bytes)`` per source (2 x world slots)."""
+        ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes in arena
+        ``region``. The push slots grow to ``min(max_input_bytes, push_max_bytes)`` per source (2 x
+        world slots)."""
         if self.p2p:
-            self._grow(scratch_bytes=max_input_bytes, arena_bytes=arena_bytes,
-                       push_bytes=min(max_input_bytes, self.push_max_bytes))
+            self._grow(scratch_bytes=max_input_bytes, push_bytes=min(max_input_bytes, self.push_max_bytes),
+                       **{_region_field(region): arena_bytes})
         return self
 
     def reserve_scratch(self, nbytes: int) -> None:
@@ -265,21 +273,24 @@ class Workspace:
         self.buffer = self.table = self._keep = None
 
     # ---- tensors inside the workspace
-    def empty(self, *shape: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    def empty(self, *shape: int, dtype: torch.dtype = torch.bfloat16, region: int = 0) -> torch.Tensor:
         """Collective: a tensor of ``shape`` inside this rank's workspace arena.
 
         A producer (the MoE) writes its ``[sum(sizes), H]`` output here so ``reduce_scatterv`` reads it
-        in place, without the copy other inputs get. There is one arena: each call returns the same
-        memory, valid until the next ``empty`` call on this workspace. Call it with the same shape on
-        every rank (it may grow the workspace, which is collective).
+        in place, without the copy other inputs get (``all_gatherv`` likewise). The arena has two
+        regions, 0 and 1, so that two such tensors can be live at once (the V4 block: the gather's
+        input in one, the MoE's output in the other); each call returns the same memory of its
+        region, valid until the next ``empty`` call for that region or a growth of the workspace
+        (``reserve`` first, before any ``empty``, to keep it from moving). Call it with the same shape
+        and region on every rank (it may grow the workspace, which is collective).
         """
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
             shape = tuple(shape[0])
         nbytes = torch.Size(shape).numel() * dtype.itemsize
         if not self.p2p:
             return torch.empty(shape, dtype=dtype, device=self.device)
-        self._grow(arena_bytes=nbytes)
-        start = self.layout.arena_offset
+        self._grow(**{_region_field(region): nbytes})
+        start = self.layout.region_offset(region)
         return self.buffer[start:start + nbytes].view(dtype).view(shape)
 
     def holds(self, t: torch.Tensor) -> bool:

@@ -15,9 +15,10 @@ from kernels import api
 from tests.cases import POISON, assert_close, exact_sum, partials, tolerance
 
 # mode of a call by its rows per rank in the protocol groups (flagged words up to 64 B per
-# destination, plain push up to 512 B, then the pull): H = 16 bf16 elements = 32 B per row
+# destination, plain push up to 512 B, then the pull): H = 16 bf16 elements = 32 B per row. The
+# gathers: flagged words up to 64 B per source ("gather_ll"), else the pull ("gather").
 LIMITS = dict(ll_bytes=64, push_bytes=512)
-ROWS_BY_MODE = {"ll": [1, 2], "push": [5, 3], "large": [20, 7]}
+ROWS_BY_MODE = {"ll": [1, 2], "push": [5, 3], "large": [20, 7], "gather_ll": [1, 2], "gather": [20, 7]}
 H = 16
 
 
@@ -41,21 +42,27 @@ def _late(ctx, seconds: float):
 
 
 def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False,
-          device_sizes=False):
+          device_sizes=False, gather=False):
     """One call with fresh inputs; returns (result, truth, abs_sum) on this rank. ``late``: the rank
     that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
-    go as an int32 tensor on the device. With ``faults``, a flagged error (raised at once on CPU) is
-    returned as a 4th item instead of raised."""
+    go as an int32 tensor on the device; ``gather``: an all_gatherv of each rank's first sizes[rank]
+    rows (truth: their concatenation, abs_sum 0, so the check is exact) instead of a reduce_scatterv.
+    With ``faults``, a flagged error (raised at once on CPU) is returned as a 4th item instead of
+    raised."""
     total = sum(sizes) if rows is None else rows
     parts = partials(seed, ctx.world, total, (width,), dtype)
     n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])
+    if gather:
+        parts = [p[: sizes[q] if rows is None else rows] for q, p in enumerate(parts)]
+        n = sum(sizes)
     out = torch.full((n, width), POISON, dtype=dtype, device=ctx.device)
     if late == ctx.rank:
         _late(ctx, delay)
     error = None
     try:
         sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
-        kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+        collective = kernels.all_gatherv if gather else kernels.reduce_scatterv
+        collective(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             kernels.workspace(group, ctx.device).check()
@@ -63,25 +70,42 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
         if not faults:
             raise
         error = str(e)
-    truth, abs_sum = exact_sum(parts, off, n) if rows is None else (None, None)
+    if gather:
+        truth = torch.cat(parts).double() if rows is None else None
+        truth, abs_sum = truth, None if truth is None else torch.zeros_like(truth)
+    else:
+        truth, abs_sum = exact_sum(parts, off, n) if rows is None else (None, None)
     return (out, truth, abs_sum, error) if faults else (out, truth, abs_sum)
 
 
+def _mode_call(ctx, group, mode, seed, **kw):
+    """``_call`` with ``mode``'s row counts (rank r takes ROWS_BY_MODE[mode][(r + shift) % 2])."""
+    shift = kw.pop("shift", 0)
+    sizes = [ROWS_BY_MODE[mode][(r + shift) % 2] for r in range(ctx.world)]
+    return _call(ctx, group, sizes, seed, gather=mode.startswith("gather"), **kw)
+
+
 def _check_right(ctx, what, out, truth, abs_sum, dtype=torch.bfloat16):
+    """Within one rounding of the float64 sum; a gather's result (``abs_sum`` None) exactly."""
+    if abs_sum is None:
+        if not torch.equal(out.double().cpu(), truth):
+            raise AssertionError(f"{what}: not the concatenation of every rank's rows")
+        return
     assert_close(what, out, truth, tolerance(dtype, truth, abs_sum, ctx.world))
 
 
 def wrap_case(ctx, *, start_epoch: int, calls: int, late_rank: int, seed: int):
-    """Calls of every mode (flagged words, plain push, pull) in turn across ``start_epoch`` + a few,
-    one rank late on every other call: all right, and the epoch counted on (modulo 2^64)."""
+    """Calls of every mode (flagged words, plain push, pull; the gather's flagged words and pull) in
+    turn across ``start_epoch`` + a few, one rank late on every other call: all right, and the epoch
+    counted on (modulo 2^64)."""
     group, ws = _group(ctx, start_epoch=start_epoch, timeout_s=60)
     try:
         modes = list(ROWS_BY_MODE)
         for i in range(calls):
-            rows = ROWS_BY_MODE[modes[i % 3]]
-            sizes = [rows[(r + i) % 2] for r in range(ctx.world)]
-            out, truth, abs_sum = _call(ctx, group, sizes, seed * 100 + i, late=late_rank if i % 2 else None)
-            _check_right(ctx, f"call {i} ({modes[i % 3]}) from epoch {start_epoch}", out, truth, abs_sum)
+            mode = modes[i % len(modes)]
+            out, truth, abs_sum = _mode_call(ctx, group, mode, seed * 100 + i, shift=i,
+                                             late=late_rank if i % 2 else None)
+            _check_right(ctx, f"call {i} ({mode}) from epoch {start_epoch}", out, truth, abs_sum)
         ws.check()
         want = (start_epoch + calls) % 2**64
         assert ws.epoch == want, f"epoch {ws.epoch}, expected {want}"
@@ -144,20 +168,20 @@ def dead_peer_case(ctx, *, absent_rank: int, mode: str, timeout_s: float, calls_
     ws.reserve(max_input_bytes=1 << 16)  # no growth inside the calls: the absent rank meets the kernel's waits
     got = {}
     try:
-        sizes = [ROWS_BY_MODE[mode][r % 2] for r in range(ctx.world)]
         if ctx.rank != absent_rank:
             t0 = time.perf_counter()
-            out, _, _, got["call"] = _call(ctx, group, sizes, seed, faults=True)
+            out, _, _, got["call"] = _mode_call(ctx, group, mode, seed, faults=True)
             got["waited_s"] = time.perf_counter() - t0
             got["nan"] = bool(torch.isnan(out.float()).all()) if out.numel() else True
         dist.barrier(group=group)  # the callers' kernels have ended (CPU: returned; CUDA: synchronised)
         got["check"] = _check_text(ws)
-        out, _, _, got["sticky_call"] = _call(ctx, group, sizes, seed + 1, faults=True)
+        out, _, _, got["sticky_call"] = _mode_call(ctx, group, mode, seed + 1, faults=True)
         got["sticky_nan"] = bool(torch.isnan(out.float()).all()) if out.numel() else True
         got["sticky_check"] = _check_text(ws)
         ws.reset()
         for i in range(calls_after):
-            out, truth, abs_sum = _call(ctx, group, sizes if i % 2 else [2] * ctx.world, seed + 2 + i)
+            out, truth, abs_sum = (_mode_call(ctx, group, mode, seed + 2 + i) if i % 2
+                                   else _call(ctx, group, [2] * ctx.world, seed + 2 + i))
             _check_right(ctx, f"call {i} after reset", out, truth, abs_sum)
         ws.check()
         return got
@@ -193,6 +217,10 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
         width = H + 8
     elif kind == "other_dtype" and r == 1:
         dtype = torch.float32
+    elif kind == "other_collective":
+        # flagged words both: a reduce_scatterv against an all_gatherv at the same epoch writes the
+        # same flag into the same slots; the mode codes in the digests tell them apart
+        sizes = [1, 2] + [1] * (W - 2)
     elif kind == "other_mode" and r == 1:
         # [2, 3] rows of 32 B are a plain push (96 B per destination, past ll_bytes): this rank pulls
         off = dict(MODES_OFF=frozenset({"push"}))
@@ -201,7 +229,8 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
     try:
         with api.overrides(**off):
             out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True,
-                                     device_sizes=kind.endswith("device_sizes"))
+                                     device_sizes=kind.endswith("device_sizes"),
+                                     gather=kind == "other_collective" and r == 1)
         nan = bool(torch.isnan(out.float()).all()) if out.numel() else True
         if error:
             got.append(error)
@@ -260,7 +289,7 @@ def keywords_case(ctx):
 
 
 def burst_case(ctx, *, calls: int, replays: int, seed: int):
-    """Eager: ``calls`` back-to-back calls cycling the modes, a random rank late before many of them
+    """Eager: ``calls`` back-to-back calls cycling the modes of both collectives, a random rank late before many of them
     (the same draw on every rank). CUDA: then a graph of one call per mode with device sizes, where
     a random rank sleeps before each call inside the graph, replayed ``replays`` times with new
     sizes and inputs. Every result checked against the float64 sum."""
@@ -269,11 +298,10 @@ def burst_case(ctx, *, calls: int, replays: int, seed: int):
     try:
         modes = list(ROWS_BY_MODE)
         for i in range(calls):
-            rows = ROWS_BY_MODE[modes[i % 3]]
-            sizes = [rows[(r + i) % 2] for r in range(ctx.world)]
             late = int(torch.randint(0, 2 * ctx.world, (1,), generator=rng))  # >= world: nobody late
-            out, truth, abs_sum = _call(ctx, group, sizes, seed * 1000 + i, late=late, delay=0.002)
-            _check_right(ctx, f"burst call {i}", out, truth, abs_sum)
+            out, truth, abs_sum = _mode_call(ctx, group, modes[i % len(modes)], seed * 1000 + i, shift=i, late=late,
+                                             delay=0.002)
+            _check_right(ctx, f"burst call {i} ({modes[i % len(modes)]})", out, truth, abs_sum)
         if ctx.device.type == "cuda":
             _graph_burst(ctx, group, ws, replays, rng, seed)
         ws.check()
@@ -283,7 +311,7 @@ def burst_case(ctx, *, calls: int, replays: int, seed: int):
 
 def _graph_burst(ctx, group, ws, replays, rng, seed):
     W, dev = ctx.world, ctx.device
-    caps = {m: max(ROWS_BY_MODE[m]) for m in ROWS_BY_MODE}
+    caps = {m: max(ROWS_BY_MODE[m]) for m in ("ll", "push", "large")}  # the reduce_scatterv modes
     bufs = {m: (torch.empty(W * caps[m], H, dtype=torch.bfloat16, device=dev),
                 torch.empty(caps[m], H, dtype=torch.bfloat16, device=dev),
                 torch.zeros(W, dtype=torch.int32, device=dev)) for m in caps}

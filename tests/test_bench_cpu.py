@@ -29,3 +29,16 @@ def test_bench_entry_point_runs_and_writes_results(tmp_path):
 def test_tune_entry_point_explains_itself():
     done = subprocess.run([sys.executable, "-m", "bench.tune", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "triton.autotune" in done.stdout
+
+
+def test_gather_bench_runs_checks_every_implementation_and_writes_results(tmp_path):
+    """``python -m bench.gather``: every implementation's result equals the first's (it raises
+    otherwise) before it is timed; one record per implementation and case."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bench.gather", "--preset",
+           "tiny", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("*-gather-tiny.jsonl")
+    recs = [json.loads(s) for s in path.read_text().splitlines()][1:]
+    assert len(recs) == 6 * 5 and {r["impl"] for r in recs} == {"fused", "fused_copy", "fused_pull",
+                                                                 "nccl_allreduce", "nccl_allgatherv"}

@@ -21,6 +21,14 @@ def test_layout_regions_are_aligned_and_disjoint():
     assert word_offsets(4)["ERR"] == PMAX * 29 and header_words(4) == PMAX * 29 + 8
 
 
+def test_the_two_arena_regions_are_disjoint_and_grow_apart():
+    """Two ``Workspace.empty`` tensors can be live at once (the gather's input and the MoE's output)."""
+    lay = Layout(2, 1024, 0, 100, 0).grown(arena_bytes=3000, arena1_bytes=5000)
+    assert lay.region_offset(0) == lay.arena_offset and lay.region_offset(1) >= lay.arena_offset + 3000
+    assert lay.total_bytes >= lay.region_offset(1) + 5000 and lay.region_offset(1) % 256 == 0
+    assert lay.grown(arena_bytes=3000) == lay and lay.grown(arena1_bytes=6000).arena_bytes == lay.arena_bytes
+
+
 def test_flagged_word_slots_are_written_by_no_other_mode():
     """Flagged words and plain-push data never share bytes, whatever the plain slots grow to."""
     lay = Layout(2, ll_bytes=1000, push_bytes=0, scratch_bytes=0, arena_bytes=0)

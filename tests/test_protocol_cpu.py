@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.protocol_expectations import DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
-from tests.strategies import calls
+from tests.protocol_expectations import ABSENT_MODES, DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
+from tests.strategies import calls, sizes
 
 CASES = "tests.protocol_cases"
 WRAP_POINTS = [2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2]
@@ -22,13 +22,14 @@ WRAP_POINTS = [2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2]
 @pytest.mark.parametrize("start", WRAP_POINTS)
 def test_every_mode_stays_right_across_each_wrap_point_with_a_late_rank(cpu_pools, start):
     """Finding 1 (signals wrap): plain-push words were (E << 32) + j compared signed, so from epoch
-    2^31 a stale word passed at once; flagged words repeated every 2^32 calls. Six calls cycling
-    flagged / push / pull across the point, a rank late on every other call."""
-    cpu_pools[2].run(f"{CASES}:wrap_case", start_epoch=start, calls=6, late_rank=1, seed=start % 1000)
+    2^31 a stale word passed at once; flagged words repeated every 2^32 calls. Ten calls cycling
+    flagged / push / pull and the gather's flagged words / pull across the point, a rank late on
+    every other call."""
+    cpu_pools[2].run(f"{CASES}:wrap_case", start_epoch=start, calls=10, late_rank=1, seed=start % 1000)
 
 
 def test_every_mode_stays_right_across_the_2_64_wrap_on_three_ranks(cpu_pools):
-    cpu_pools[3].run(f"{CASES}:wrap_case", start_epoch=2**64 - 3, calls=6, late_rank=2, seed=3)
+    cpu_pools[3].run(f"{CASES}:wrap_case", start_epoch=2**64 - 3, calls=10, late_rank=2, seed=3)
 
 
 def test_flagged_words_are_never_confused_with_pushed_data(cpu_pools):
@@ -41,7 +42,7 @@ def test_reset_leaves_no_stale_word_and_moves_the_epoch_forward(cpu_pools):
     cpu_pools[2].run(f"{CASES}:reset_case", seed=5, calls=6)
 
 
-@pytest.mark.parametrize("mode", ["ll", "push", "large"])
+@pytest.mark.parametrize("mode", ABSENT_MODES)
 def test_an_absent_rank_poisons_the_call_and_fails_every_rank_until_reset(cpu_pools, mode):
     """Finding 5: a wait that ran out of polls carried on, flagged on one rank only, and the late
     rank later matched newer signals. Now: NaN where the call could not complete, the error on every
@@ -86,3 +87,16 @@ def test_schedule_fuzzing_injected_delays_never_change_a_sum(cpu_pools, world, d
     case = data.draw(calls(world))
     case.update(chaos_seed=data.draw(st.integers(1, 2**20)), repeat=data.draw(st.integers(2, 3)))
     cpu_pools[world].run("tests.cases:reduce_scatterv_case", **case)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@settings(max_examples=max(1, CHAOS_EXAMPLES // 2), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_schedule_fuzzing_injected_delays_never_change_a_gather(cpu_pools, world, data):
+    """The same for all_gatherv: its flagged words ("world"), its pull ("large"), or either by
+    size ("mixed"), back to back."""
+    cpu_pools[world].run("tests.all_gatherv_cases:gather_case", sizes=data.draw(sizes(world)), rest=(16,),
+                         dtype="bfloat16", seed=data.draw(st.integers(0, 2**20)),
+                         group=data.draw(st.sampled_from(["world", "large", "mixed"])),
+                         repeat=data.draw(st.integers(2, 3)), chaos_seed=data.draw(st.integers(1, 2**20)))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.gpus import GPUS, NEEDS_TWO, worlds
-from tests.protocol_expectations import DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
+from tests.protocol_expectations import ABSENT_MODES, DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
 from tests.strategies import calls
 
 pytestmark = NEEDS_TWO
@@ -114,7 +114,7 @@ def test_reset_leaves_no_stale_word_and_moves_the_epoch_forward(gpu_pools):
     gpu_pools[2].run(f"{PROTO}:reset_case", seed=5, calls=20)
 
 
-@pytest.mark.parametrize("mode", ["ll", "push", "large"])
+@pytest.mark.parametrize("mode", ABSENT_MODES)
 def test_an_absent_rank_poisons_the_call_and_fails_every_rank_until_reset(gpu_pools, mode):
     """One rank skips a call: the other's output is NaN, check() raises on both, the next call is NaN
     too, reset() recovers and the next 100 calls are right."""
