@@ -72,12 +72,13 @@ class HcPost:
     def rows(self) -> int:
         return self.out.shape[0] if isinstance(self.out, torch.Tensor) and self.out.dim() else -1
 
-    def check(self, op: str, hidden: int, rest: tuple, dtype: torch.dtype, device: torch.device) -> None:
-        """Raise, naming the problem, unless every tensor fits a call of ``rest``-shaped rows."""
+    def check(self, op: str, hidden: int, rest: tuple, dtype: torch.dtype, device: torch.device, rows: int) -> None:
+        """Raise, naming the problem, unless every tensor fits a call of ``rest``-shaped rows and
+        ``rows`` local rows."""
         if not isinstance(self.residual, torch.Tensor) or self.residual.dim() != 3:
             raise ValueError(f"{op}: HcPost.residual must be [rows, hc, H], got "
                              f"{tuple(self.residual.shape) if isinstance(self.residual, torch.Tensor) else self.residual!r}")
-        rows, hc, h = self.residual.shape
+        _, hc, h = self.residual.shape
         if h != hidden or len(rest) != 1:
             raise ValueError(f"{op}: HcPost needs rows of H elements [sum(sizes), H] and residual [rows, hc, H]; "
                              f"got input rows {rest} and residual {tuple(self.residual.shape)}")
@@ -140,10 +141,9 @@ class ResidualRMSNorm:
     def rows(self) -> int:
         return self.out.shape[0] if isinstance(self.out, torch.Tensor) and self.out.dim() else -1
 
-    def check(self, op: str, hidden: int, rest: tuple, dtype: torch.dtype, device: torch.device) -> None:
+    def check(self, op: str, hidden: int, rest: tuple, dtype: torch.dtype, device: torch.device, rows: int) -> None:
         if not isinstance(self.residual, torch.Tensor) or self.residual.dim() != 2:
             raise ValueError(f"{op}: ResidualRMSNorm.residual must be [rows, H]")
-        rows = self.residual.shape[0]
         if len(rest) != 1 or self.residual.shape[1] != hidden:
             raise ValueError(f"{op}: ResidualRMSNorm needs rows of H elements; got input rows {rest} and "
                              f"residual {tuple(self.residual.shape)}")
@@ -184,18 +184,16 @@ NO_EPILOGUE_ARGS = (0, 0, 0, 0, 0.0)
 
 def check_epilogue(epilogue, output, input_: torch.Tensor, call, op: str = "reduce_scatterv") -> None:
     """Host checks of ``epilogue`` against a validated ``call`` (``validation.Call``): its tensors'
-    shapes (rows: ``sizes[rank]`` with host sizes, one capacity with device sizes), dtypes, devices,
-    contiguity; ``output`` must be None (an epilogue writes its own outputs; ``f_out`` asks for f)."""
+    shapes (rows: ``sizes[rank]`` with host sizes, one capacity with device sizes: ``out``'s rows),
+    dtypes, devices, contiguity; ``output`` must be None (an epilogue writes its own outputs;
+    ``f_out`` asks for f)."""
     if not isinstance(epilogue, EPILOGUES):
         raise TypeError(f"{op}: epilogue must be one of {[e.__name__ for e in EPILOGUES]} or None, "
                         f"got {type(epilogue).__name__}")
     if output is not None:
         raise ValueError(f"{op}: with an epilogue, pass output=None (the epilogue writes its own outputs; "
                          f"set f_out to also get the sum)")
-    epilogue.check(op, call.hidden, call.rest, input_.dtype, input_.device)
-    if call.sizes is not None and epilogue.rows != call.out_rows:
-        raise ValueError(f"{op}: {type(epilogue).__name__} tensors have {epilogue.rows} rows, this rank "
-                         f"receives {call.out_rows}")
+    epilogue.check(op, call.hidden, call.rest, input_.dtype, input_.device, call.out_rows)
 
 
 def tag_facts(epilogue) -> tuple:

@@ -237,3 +237,63 @@ def fault_case(ctx, *, kind: str, absent_rank: int, sizes, modes_off=(), timeout
     finally:
         ctx.groups.pop("_fault", None)
         _close(ctx, group)
+
+
+def bad_epilogue_case(ctx, *, kind: str):
+    """A call with a bad epilogue of ``kind``; returns (exception type, message) or None."""
+    dev, W, Hd = ctx.device, ctx.world, 8
+    x = torch.randn(2 * W, Hd, device=dev).to(torch.bfloat16)
+    sizes = [2] * W
+    hc, _ = epilogue_inputs("hc_post", 1, 2, Hd, 4, torch.bfloat16, dev, with_f=False)
+    rn, _ = epilogue_inputs("rmsnorm", 1, 2, Hd, 4, torch.bfloat16, dev, with_f=False)
+
+    def replace(ep, **kw):
+        return type(ep)(**{**{k: getattr(ep, k) for k in ep.__dataclass_fields__}, **kw})
+
+    call = {
+        "output_given": lambda: kernels.reduce_scatterv(x, torch.empty(2, Hd, dtype=x.dtype, device=dev), sizes=sizes,
+                                                        epilogue=hc),
+        "not_an_epilogue": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue="hc_post"),
+        "residual_width": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+            hc, residual=torch.zeros(2, 4, Hd + 1, dtype=x.dtype, device=dev))),
+        "residual_rows": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+            hc, residual=torch.zeros(3, 4, Hd, dtype=x.dtype, device=dev))),
+        "post_dtype": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, post=hc.post.double())),
+        "comb_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, comb=hc.comb[:, :, :3])),
+        "out_dtype": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, out=hc.out.float())),
+        "out_noncontiguous": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+            hc, out=torch.empty(2, 4, 2 * Hd, dtype=x.dtype, device=dev)[..., ::2])),
+        "rows_not_flat": lambda: kernels.reduce_scatterv(x.view(2 * W, 2, Hd // 2), sizes=sizes, epilogue=hc),
+        "weight_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, weight=rn.weight[:-1])),
+        "eps_negative": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, eps=-1.0)),
+        "residual_out_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+            rn, residual_out=rn.residual_out[:1])),
+        "capacities_differ": lambda: kernels.reduce_scatterv(
+            x, sizes=torch.full((W,), 2, device=dev), epilogue=replace(
+                rn, residual_out=torch.empty(3, Hd, dtype=x.dtype, device=dev))),
+    }[kind]
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - the test inspects what was raised
+        return type(e).__name__, str(e)
+    return None
+
+
+def hc_post_kernel_case(ctx, *, tokens: int, hidden: int, hc: int, dtype: str, seed: int):
+    """The one-kernel Triton hc_post against ``deepseek_v4.mhc.hc_post`` and the float64 formula,
+    within one rounding of the output."""
+    from deepseek_v4.mhc import hc_post, hc_post_one_kernel
+
+    dtype_t = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    f = torch.randn(tokens, hidden, generator=g).to(dtype_t)
+    ep, ref = epilogue_inputs("hc_post", seed, tokens, hidden, hc, dtype_t, "cpu", with_f=False)
+    got = hc_post_one_kernel(f.to(ctx.device), ep.residual.to(ctx.device), ep.post.to(ctx.device),
+                             ep.comb.to(ctx.device))
+    want, mag = hc_post_64(f.double(), ref["residual"], ref["post"], ref["comb"])
+    rel = 2.0 ** -MANTISSA_BITS[dtype_t]
+    tol = rel * want.abs() + 8 * F32_EPS * mag + 1e-30
+    assert_close("one-kernel hc_post vs float64", got, want, tol)
+    torch_ = hc_post(f, ep.residual, ep.post, ep.comb).double()
+    assert_close("one-kernel hc_post vs mhc.hc_post", got, torch_, 2 * tol)
+    return tuple(got.shape)

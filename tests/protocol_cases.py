@@ -13,6 +13,7 @@ import torch.distributed as dist
 import kernels
 from kernels import api
 from tests.cases import POISON, assert_close, exact_sum, partials, tolerance
+from tests.epilogue_cases import epilogue_inputs
 
 # mode of a call by its rows per rank in the protocol groups (flagged words up to 64 B per
 # destination, plain push up to 512 B, then the pull): H = 16 bf16 elements = 32 B per row
@@ -41,10 +42,11 @@ def _late(ctx, seconds: float):
 
 
 def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False,
-          device_sizes=False):
+          device_sizes=False, epilogue=False):
     """One call with fresh inputs; returns (result, truth, abs_sum) on this rank. ``late``: the rank
     that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
-    go as an int32 tensor on the device. With ``faults``, a flagged error (raised at once on CPU) is
+    go as an int32 tensor on the device; ``epilogue``: the call fuses hc_post (``out`` is then its
+    output, not checked against the sum). With ``faults``, a flagged error (raised at once on CPU) is
     returned as a 4th item instead of raised."""
     total = sum(sizes) if rows is None else rows
     parts = partials(seed, ctx.world, total, (width,), dtype)
@@ -55,7 +57,12 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
     error = None
     try:
         sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
-        kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+        if epilogue:
+            ep, _ = epilogue_inputs("hc_post", seed, n, width, 4, dtype, ctx.device, with_f=False)
+            out = ep.out
+            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes_arg, group=group, epilogue=ep)
+        else:
+            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             kernels.workspace(group, ctx.device).check()
@@ -197,11 +204,12 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
         # [2, 3] rows of 32 B are a plain push (96 B per destination, past ll_bytes): this rank pulls
         off = dict(MODES_OFF=frozenset({"push"}))
     got, nan = [], None
+    epilogue = kind == "other_epilogue" and r == 1  # hc_post fused on this rank only: the same mode (push)
     t0 = time.perf_counter()
     try:
         with api.overrides(**off):
             out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True,
-                                     device_sizes=kind.endswith("device_sizes"))
+                                     device_sizes=kind.endswith("device_sizes"), epilogue=epilogue)
         nan = bool(torch.isnan(out.float()).all()) if out.numel() else True
         if error:
             got.append(error)

@@ -5,9 +5,10 @@ process can read it without loading the kernels."""
 # (kind, world size) of the disagreement cases, and the kinds the call digests must catch (the
 # others may also end in a timeout or a growth mismatch, each an error on every rank)
 DISAGREEMENTS = [("swapped_sizes", 2), ("other_sizes", 2), ("other_rows", 2), ("other_width", 2), ("other_dtype", 2),
-                 ("other_mode", 2), ("swapped_device_sizes", 2), ("permuted_sizes", 3), ("permuted_device_sizes", 3)]
+                 ("other_mode", 2), ("swapped_device_sizes", 2), ("permuted_sizes", 3), ("permuted_device_sizes", 3),
+                 ("other_epilogue", 2)]
 SEEN_IN_DIGESTS = {"swapped_sizes", "other_width", "other_dtype", "swapped_device_sizes", "permuted_sizes",
-                   "permuted_device_sizes"}
+                   "permuted_device_sizes", "other_epilogue"}
 
 
 def assert_absent_rank_fails_everyone(results: list, absent_rank: int, waited_s: tuple) -> None:
