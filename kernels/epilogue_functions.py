@@ -31,11 +31,52 @@ RMSNORM = tl.constexpr(2)
 
 
 @triton.jit
+def _hc_post_one_row(x, row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
+                     HC: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """hc_post of sums that all lie in row ``row`` (columns ``col0 + offs``): post and comb are
+    scalars, and the residual and out columns are contiguous (vector accesses where ``offs`` is an
+    arange and VEC_BYTES, which divides every row start, is 16)."""
+    at = row * (HC * H) + col0  # element [row, 0, col0] of residual / out
+    res_ptr = residual_addr.to(tl.pointer_type(DTYPE)) + at
+    out_ptr = out_addr.to(tl.pointer_type(DTYPE)) + at
+    post_ptr = post_addr.to(tl.pointer_type(tl.float32)) + row * HC
+    comb_ptr = comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC)
+    res0 = tl.load(tl.multiple_of(res_ptr, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
+    for j in tl.static_range(HC):
+        y = tl.load(post_ptr + j) * x + tl.load(comb_ptr + j) * res0
+        for i in tl.static_range(1, HC):
+            r = tl.load(tl.multiple_of(res_ptr + i * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
+            y += tl.load(comb_ptr + i * HC + j) * r
+        tl.store(tl.multiple_of(out_ptr + j * H, VEC_BYTES) + offs, y.to(DTYPE), mask=mask)
+
+
+@triton.jit
 def _hc_post(x, base, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
-             HC: tl.constexpr):
-    """hc_post of the fp32 sums ``x`` at elements ``base + offs`` of ``f``'s rows ([rows, H])."""
+             HC: tl.constexpr, SPAN: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """hc_post of the fp32 sums ``x`` at elements ``base + offs`` (``offs`` < SPAN) of ``f``'s rows
+    ([rows, H]). A tile within one row takes ``_hc_post_one_row``; one across two rows (SPAN <= H)
+    takes it once per row, masked; only tiles longer than a row compute each element's row. The
+    branches depend on scalars every thread holds alike (not on a volatile load): uniform."""
     row0 = base // H  # int64 scalar; the rest stays in small int32 per element
-    c = (base - row0 * H).to(tl.int32) + offs
+    col0 = base - row0 * H
+    if col0 + SPAN <= H:
+        _hc_post_one_row(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE, HC,
+                         VEC_BYTES)
+    elif SPAN <= H:
+        split = (H - col0).to(tl.int32)
+        _hc_post_one_row(x, row0, col0, offs, mask & (offs < split), H, residual_addr, post_addr, comb_addr, out_addr,
+                         DTYPE, HC, VEC_BYTES)
+        _hc_post_one_row(x, row0 + 1, col0 - H, offs, mask & (offs >= split), H, residual_addr, post_addr, comb_addr,
+                         out_addr, DTYPE, HC, VEC_BYTES)
+    else:
+        _hc_post_rows(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE, HC)
+
+
+@triton.jit
+def _hc_post_rows(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
+                  HC: tl.constexpr):
+    """hc_post of sums at columns ``col0 + offs`` from row ``row0`` on, crossing rows."""
+    c = col0.to(tl.int32) + offs
     dr = c // H
     col = c - dr * H
     row = row0 + dr
@@ -57,28 +98,33 @@ def _hc_post(x, base, offs, mask, H, residual_addr, post_addr, comb_addr, out_ad
 
 @triton.jit
 def _residual_rmsnorm(x, base, offs, mask, H, eps, residual_addr, weight_addr, out_addr, residual_out_addr,
-                      DTYPE: tl.constexpr):
+                      DTYPE: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Residual add + RMSNorm of one whole row (``base`` its first element, ``offs < H`` live)."""
-    r = tl.load(residual_addr.to(tl.pointer_type(DTYPE)) + base + offs, mask=mask, other=0.0).to(tl.float32)
+    r = tl.load(tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, mask=mask,
+                other=0.0).to(tl.float32)
     s = (x + r).to(DTYPE)  # the one rounding of the sum
-    tl.store(residual_out_addr.to(tl.pointer_type(DTYPE)) + base + offs, s, mask=mask)
+    tl.store(tl.multiple_of(residual_out_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, s, mask=mask)
     v = tl.where(mask, s.to(tl.float32), 0.0)
     inv = 1.0 / tl.sqrt(tl.sum(v * v, axis=0) / H + eps)
-    w = tl.load(weight_addr.to(tl.pointer_type(DTYPE)) + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_addr.to(tl.pointer_type(DTYPE)) + base + offs, (v * inv * w).to(DTYPE), mask=mask)
+    w = tl.load(tl.multiple_of(weight_addr.to(tl.pointer_type(DTYPE)), VEC_BYTES) + offs, mask=mask,
+                other=0.0).to(tl.float32)
+    tl.store(tl.multiple_of(out_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, (v * inv * w).to(DTYPE),
+             mask=mask)
 
 
 @triton.jit
 def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr,
-           HC: tl.constexpr, WRITE_F: tl.constexpr):
-    """Hand the fp32 sums ``x`` of elements ``base + offs`` (live where ``mask``) to the epilogue
-    (see the module docstring); ``WRITE_F``: store them rounded at ``f_addr`` too."""
+           HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """Hand the fp32 sums ``x`` of elements ``base + offs`` (live where ``mask``; ``offs`` < SPAN) to
+    the epilogue (see the module docstring); ``WRITE_F``: store them rounded at ``f_addr`` too.
+    ``VEC_BYTES`` divides the byte address of every row start of every epilogue tensor and of
+    ``base`` (the host folds their addresses into the kernel's alignment); pass 1 for no hint."""
     if WRITE_F:
-        tl.store(f_addr.to(tl.pointer_type(DTYPE)) + base + offs, x.to(DTYPE), mask=mask)
+        tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
     if EPILOGUE == HC_POST:
-        _hc_post(x, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC)
+        _hc_post(x, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC, SPAN, VEC_BYTES)
     elif EPILOGUE == RMSNORM:
-        _residual_rmsnorm(x, base, offs, mask, H, eps, ep0, ep1, ep2, ep3, DTYPE)
+        _residual_rmsnorm(x, base, offs, mask, H, eps, ep0, ep1, ep2, ep3, DTYPE, VEC_BYTES)
 
 
 @triton.jit

@@ -95,6 +95,11 @@ class HcPost:
         """(ep0, ep1, ep2, ep3, eps): the addresses ``epilogue_functions.finish`` takes."""
         return (self.residual.data_ptr(), self.post.data_ptr(), self.comb.data_ptr(), self.out.data_ptr(), 0.0)
 
+    def vector_addresses(self) -> tuple:
+        """Addresses of the tensors the kernels access by whole rows (their alignment bounds the
+        kernels' vector width, ``launch_args.vector_align``)."""
+        return tuple(t.data_ptr() for t in (self.residual, self.out, self.f_out) if t is not None)
+
     @property
     def hc(self) -> int:
         return self.residual.shape[1]
@@ -168,6 +173,10 @@ class ResidualRMSNorm:
         if self.f_out is not None:
             self.f_out[:n].copy_(f)
         return self.out
+
+    def vector_addresses(self) -> tuple:
+        return tuple(t.data_ptr() for t in (self.residual, self.weight, self.out, self.residual_out, self.f_out)
+                     if t is not None)
 
     def kernel_args(self) -> tuple:
         return (self.residual.data_ptr(), self.weight.data_ptr(), self.out.data_ptr(), self.residual_out.data_ptr(),

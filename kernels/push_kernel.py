@@ -148,10 +148,10 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
             w = tl.arange(0, WORDS)
             ok = tl.where(out_ok & ((err & FAULTS) == 0), w < (my_count - done) // PER_WORD, False)
             finish(tl.sum(lo, axis=0), done, w * PER_WORD, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                   EPILOGUE, HC, WRITE_F)
+                   EPILOGUE, HC, WRITE_F, BLOCK, 1)  # strided elements: no vector hint
             if PER_WORD == 2:
                 finish(tl.sum(hi, axis=0), done, w * 2 + 1, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                       EPILOGUE, HC, WRITE_F)
+                       EPILOGUE, HC, WRITE_F, BLOCK, 1)
     return err
 
 
@@ -202,7 +202,8 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
                          mask=tl.where(out_ok & ((err & FAULTS) == 0), mask, False))
             else:
                 finish(acc, local, tl.arange(0, BLOCK), tl.where(out_ok & ((err & FAULTS) == 0), mask, False),
-                       out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F)
+                       out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
+                       VEC_BYTES)
     return err
 
 
@@ -326,7 +327,8 @@ def push_arguments(ws, inp, out, call, flagged: bool, protocol: tuple, epilogue=
     lay = ws.layout
     args += (lay.ll_slot_offset, lay.ll_slot_bytes) if flagged else (lay.slot_offset, lay.slot_bytes)
     args += (*protocol, *(epilogue.kernel_args() if epilogue is not None else NO_EPILOGUE_ARGS))
-    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
+    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr(),
+                         *(epilogue.vector_addresses() if epilogue is not None and not flagged else ()))
     # flagged: 32-bit data words move 8 bytes at a time (as many per thread as the 16-byte accesses
     # of 64-bit flagged words: the data and its words share one register layout, no shuffles)
     constexprs.update(FLAGGED=flagged, PER_WORD=max(1, 4 // elt), ALIGN=align,

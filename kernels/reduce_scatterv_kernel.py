@@ -223,7 +223,7 @@ def reduce_scatterv_kernel(
                     tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
                 else:
                     finish(acc, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                           EPILOGUE, HC, WRITE_F)
+                           EPILOGUE, HC, WRITE_F, BLOCK, VEC_BYTES)
 
             # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all
             # relays' m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum
@@ -249,7 +249,7 @@ def reduce_scatterv_kernel(
                                         x = tl.load(vec(my_base + f32_off, start, tl.float32, BLOCK, 4 * ALIGN),
                                                     mask=mask)
                                         finish(x, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3,
-                                               ep_eps, DTYPE, EPILOGUE, HC, WRITE_F)
+                                               ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK, VEC_BYTES)
 
         # ---- nobody may overwrite what a peer still reads until all are done
         if (err & FAULTS) == 0:
@@ -294,7 +294,8 @@ def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple, epil
     Returns ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     lay = ws.layout
-    align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
+    align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr(),
+                         *(epilogue.vector_addresses() if epilogue is not None else ()))
     args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base, lay.scratch_offset,
              variant.relay_min_tiles, variant.relay_max_cost_pct, *protocol,
              *(epilogue.kernel_args() if epilogue is not None else NO_EPILOGUE_ARGS))
