@@ -153,7 +153,10 @@ def nccl_reference_case(ctx, *, kind: str, sizes, hidden: int, seed: int, group=
         return assert_close("hc_post vs NCCL + torch hc_post", ep.out, want, tol)
     s = (f.float() + ep.residual.float()).to(dtype).double().cpu()
     assert_close("residual_out vs NCCL + residual", ep.residual_out, s, 2 * rel * s.abs() + f_tol + 1e-6)
-    return 0.0
+    want = rmsnorm_64(s, ref["weight"], ref["eps"])
+    scale = ref["weight"].abs() / s.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-30)
+    return assert_close("rmsnorm out vs NCCL + torch rmsnorm", ep.out, want,
+                        2 * rel * want.abs() + (2 * rel * s.abs() + f_tol) * scale + 1e-6)
 
 
 def graph_case(ctx, *, kind: str, capacity: int, hidden: int, size_sets: list, seed: int, group="world",
