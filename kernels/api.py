@@ -116,9 +116,26 @@ class Plan:
     tag: int  # call_tag of the call's rank-agreed facts
 
 
-def _row_config(config: configs.KernelConfig, hidden: int) -> configs.KernelConfig:
-    """``config`` for row tiles (epilogues that need whole rows): BLOCK = the next power of 2 >= hidden."""
-    return dataclasses.replace(config, block=max(16, 1 << (hidden - 1).bit_length()))
+# With an epilogue a tile's sum stays in registers while the epilogue reads its inputs (hc_post: 4
+# residual rows, 4 outputs), so flat tiles are smaller (ptxas for sm_90, Triton 3.9, bf16, hc_post):
+# the plain push at 8192 elements and 4 warps needed 255 registers and spilled 10 KB per thread; at
+# 2048, 233 and no spill (2 programs per SM still fit). The pull at 4096 and 8 warps capped at 128
+# registers spilled 336 bytes; at 2048, 4 bytes.
+EPILOGUE_MAX_BLOCK = {"push": 2048, "large": 2048}
+
+
+def epilogue_config(mode: str, config: configs.KernelConfig, hidden: int, epilogue) -> configs.KernelConfig:
+    """``config`` for a call with ``epilogue`` (rank-agreed: mode, width and the epilogue's kind).
+    Row tiles (epilogues that need whole rows): BLOCK = the next power of 2 >= hidden, and warps
+    enough for at most 16 elements per thread (up to 16 warps). Flat tiles: ``EPILOGUE_MAX_BLOCK``."""
+    if epilogue is None:
+        return config
+    if epilogue.row_tiles:
+        block = max(16, 1 << (hidden - 1).bit_length())
+        return dataclasses.replace(config, block=block, num_warps=max(config.num_warps, min(16, block // 512)))
+    if mode in EPILOGUE_MAX_BLOCK:
+        return dataclasses.replace(config, block=min(config.block, EPILOGUE_MAX_BLOCK[mode]))
+    return config
 
 
 def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Plan:
@@ -143,15 +160,15 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Pl
         if flagged and row_tiles:
             continue
         if mode not in MODES_OFF and kern.push_fits(ws, call, elt, flagged):
-            config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
-            config = _row_config(config, call.hidden) if row_tiles else config
+            config = epilogue_config(mode, pick_config(inp.device, mode, ws.world_size, inp.dtype, call), call.hidden,
+                                     epilogue)
             if kern.rounds_fit(max_rows, call.hidden, config, sms, row_tiles):
                 if not flagged:
                     ws.reserve_slots(kern.destination_bytes(call, elt))
                 return Plan(mode, config, None, call_tag(MODE_CODES[mode], *facts, *ep_facts))
     nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
-    config = pick_config(inp.device, "large", ws.world_size, inp.dtype, call)
-    config = _row_config(config, call.hidden) if row_tiles else config
+    config = epilogue_config("large", pick_config(inp.device, "large", ws.world_size, inp.dtype, call), call.hidden,
+                             epilogue)
     tile_elements = call.hidden if row_tiles else config.block
     tile_saving = max(1, ws.world_size - 2) * tile_elements * elt  # bytes one relayed tile saves the owner
     variant = kern.Variant(stage=True, relay=ws.world_size >= 3 and config.relay

@@ -52,48 +52,19 @@ def _hc_post_one_row(x, row, col0, offs, mask, H, residual_addr, post_addr, comb
 
 @triton.jit
 def _hc_post(x, base, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
-             HC: tl.constexpr, SPAN: tl.constexpr, VEC_BYTES: tl.constexpr):
+             HC: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """hc_post of the fp32 sums ``x`` at elements ``base + offs`` (``offs`` < SPAN) of ``f``'s rows
-    ([rows, H]). A tile within one row takes ``_hc_post_one_row``; one across two rows (SPAN <= H)
-    takes it once per row, masked; only tiles longer than a row compute each element's row. The
-    branches depend on scalars every thread holds alike (not on a volatile load): uniform."""
-    row0 = base // H  # int64 scalar; the rest stays in small int32 per element
+    ([rows, H]): ``_hc_post_one_row`` once per row the tile touches (once for a tile within a row,
+    the common case at model widths; twice for one across a row boundary), masked to that row's
+    elements. The loop's bounds are scalars every thread holds alike (not a volatile load): uniform.
+    One code path, so the registers are those of one row's (a path per element, gathering post and
+    comb, took 4x as many at 8 elements per thread)."""
+    row0 = base // H  # int64 scalar
     col0 = base - row0 * H
-    if col0 + SPAN <= H:
-        _hc_post_one_row(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE, HC,
-                         VEC_BYTES)
-    elif SPAN <= H:
-        split = (H - col0).to(tl.int32)
-        _hc_post_one_row(x, row0, col0, offs, mask & (offs < split), H, residual_addr, post_addr, comb_addr, out_addr,
-                         DTYPE, HC, VEC_BYTES)
-        _hc_post_one_row(x, row0 + 1, col0 - H, offs, mask & (offs >= split), H, residual_addr, post_addr, comb_addr,
-                         out_addr, DTYPE, HC, VEC_BYTES)
-    else:
-        _hc_post_rows(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE, HC)
-
-
-@triton.jit
-def _hc_post_rows(x, row0, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
-                  HC: tl.constexpr):
-    """hc_post of sums at columns ``col0 + offs`` from row ``row0`` on, crossing rows."""
-    c = col0.to(tl.int32) + offs
-    dr = c // H
-    col = c - dr * H
-    row = row0 + dr
-    at = row * (HC * H) + col  # element [row, 0, col] of residual / out
-    res = tl.load(residual_addr.to(tl.pointer_type(DTYPE)) + at, mask=mask, other=0.0).to(tl.float32)
-    post_ptr = post_addr.to(tl.pointer_type(tl.float32)) + row * HC
-    comb_ptr = comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC)
-    out_ptr = out_addr.to(tl.pointer_type(DTYPE)) + at
-    for j in tl.static_range(HC):
-        y = tl.load(post_ptr + j, mask=mask, other=0.0) * x
-        for i in tl.static_range(HC):
-            if i == 0:
-                r = res
-            else:
-                r = tl.load(residual_addr.to(tl.pointer_type(DTYPE)) + at + i * H, mask=mask, other=0.0).to(tl.float32)
-            y += tl.load(comb_ptr + i * HC + j, mask=mask, other=0.0) * r
-        tl.store(out_ptr + j * H, y.to(DTYPE), mask=mask)
+    for k in range(0, tl.cdiv(col0 + SPAN, H)):
+        lo = tl.multiple_of((k * H - col0).to(tl.int32), ALIGN)  # offs of this row's first element (<= 0 for k = 0)
+        _hc_post_one_row(x, row0 + k, col0 - k * H, offs, mask & (offs >= lo) & (offs < lo + H), H, residual_addr,
+                         post_addr, comb_addr, out_addr, DTYPE, HC, VEC_BYTES)
 
 
 @triton.jit
@@ -114,15 +85,16 @@ def _residual_rmsnorm(x, base, offs, mask, H, eps, residual_addr, weight_addr, o
 
 @triton.jit
 def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr,
-           HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr, VEC_BYTES: tl.constexpr):
+           HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Hand the fp32 sums ``x`` of elements ``base + offs`` (live where ``mask``; ``offs`` < SPAN) to
     the epilogue (see the module docstring); ``WRITE_F``: store them rounded at ``f_addr`` too.
-    ``VEC_BYTES`` divides the byte address of every row start of every epilogue tensor and of
-    ``base`` (the host folds their addresses into the kernel's alignment); pass 1 for no hint."""
+    ``ALIGN`` (elements) divides H and ``base``, and ``VEC_BYTES`` (``ALIGN`` elements' bytes) the
+    address of every epilogue tensor (the host folds them into the kernel's alignment): the hints
+    that let row accesses be vectors; pass 1 and 1 for none."""
     if WRITE_F:
         tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
     if EPILOGUE == HC_POST:
-        _hc_post(x, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC, SPAN, VEC_BYTES)
+        _hc_post(x, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC, SPAN, ALIGN, VEC_BYTES)
     elif EPILOGUE == RMSNORM:
         _residual_rmsnorm(x, base, offs, mask, H, eps, ep0, ep1, ep2, ep3, DTYPE, VEC_BYTES)
 

@@ -76,8 +76,8 @@ class HcPost:
         """Raise, naming the problem, unless every tensor fits a call of ``rest``-shaped rows and
         ``rows`` local rows."""
         if not isinstance(self.residual, torch.Tensor) or self.residual.dim() != 3:
-            raise ValueError(f"{op}: HcPost.residual must be [rows, hc, H], got "
-                             f"{tuple(self.residual.shape) if isinstance(self.residual, torch.Tensor) else self.residual!r}")
+            got = tuple(self.residual.shape) if isinstance(self.residual, torch.Tensor) else self.residual
+            raise ValueError(f"{op}: HcPost.residual must be [rows, hc, H], got {got!r}")
         _, hc, h = self.residual.shape
         if h != hidden or len(rest) != 1:
             raise ValueError(f"{op}: HcPost needs rows of H elements [sum(sizes), H] and residual [rows, hc, H]; "

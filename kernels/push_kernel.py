@@ -148,10 +148,10 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
             w = tl.arange(0, WORDS)
             ok = tl.where(out_ok & ((err & FAULTS) == 0), w < (my_count - done) // PER_WORD, False)
             finish(tl.sum(lo, axis=0), done, w * PER_WORD, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                   EPILOGUE, HC, WRITE_F, BLOCK, 1)  # strided elements: no vector hint
+                   EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)  # strided elements: no vector hint
             if PER_WORD == 2:
                 finish(tl.sum(hi, axis=0), done, w * 2 + 1, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                       EPILOGUE, HC, WRITE_F, BLOCK, 1)
+                       EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)
     return err
 
 
@@ -203,7 +203,7 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
             else:
                 finish(acc, local, tl.arange(0, BLOCK), tl.where(out_ok & ((err & FAULTS) == 0), mask, False),
                        out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
-                       VEC_BYTES)
+                       ALIGN, VEC_BYTES)
     return err
 
 

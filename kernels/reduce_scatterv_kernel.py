@@ -223,7 +223,7 @@ def reduce_scatterv_kernel(
                     tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
                 else:
                     finish(acc, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                           EPILOGUE, HC, WRITE_F, BLOCK, VEC_BYTES)
+                           EPILOGUE, HC, WRITE_F, BLOCK, ALIGN, VEC_BYTES)
 
             # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all
             # relays' m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum
@@ -249,7 +249,7 @@ def reduce_scatterv_kernel(
                                         x = tl.load(vec(my_base + f32_off, start, tl.float32, BLOCK, 4 * ALIGN),
                                                     mask=mask)
                                         finish(x, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3,
-                                               ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK, VEC_BYTES)
+                                               ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK, ALIGN, VEC_BYTES)
 
         # ---- nobody may overwrite what a peer still reads until all are done
         if (err & FAULTS) == 0:
@@ -318,5 +318,10 @@ def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, p
     # on 2x H200, 2026-11-30). The relay variant (3+ GPUs) needed far more before the protocol too
     # and runs uncapped, as then.
     fit = None if variant.relay else min(config.programs_per_sm, 3) if variant.stage else config.programs_per_sm
+    # An epilogue holds the tile's sum while it reads its inputs: hc_post (flat tiles) is capped to fit
+    # 2 programs per SM (128 registers at 8 warps), residual + RMSNorm (row tiles, up to 16 warps) runs
+    # uncapped (106 registers at 16 warps: one program per SM). sm_90, Triton 3.9, bf16 H 7168.
+    if epilogue is not None:
+        fit = None if epilogue.row_tiles or variant.relay else min(config.programs_per_sm, 2)
     run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_programs=fit,
         row_tiles=epilogue is not None and epilogue.row_tiles)

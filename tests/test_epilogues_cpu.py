@@ -105,13 +105,13 @@ def test_a_fault_poisons_every_output_of_the_epilogue(cpu_pools, kind, modes_off
     """One rank skips the call (flagged words, plain push, pull): the others' out, f_out (and
     residual_out) are NaN, the timeout is raised on every rank, and after reset() calls are right."""
     results = cpu_pools[3].run("tests.epilogue_cases:fault_case", kind=kind, absent_rank=1, sizes=[2, 1, 2],
-                               modes_off=modes_off)
+                               modes_off=modes_off, timeout_s=3.0)
     for rank, got in enumerate(results):
         assert got["check"] and "failed state" in got["check"], (rank, got)
         if rank != 1:
             assert got["call"] and "ran past the timeout" in got["call"], (rank, got)
             assert all(got["nan"]), (rank, got)
-            assert 1.5 < got["waited_s"] < 60, (rank, got)
+            assert 2.5 < got["waited_s"] < 60, (rank, got)
 
 
 BAD = {  # kind: (exception type, words the message must contain)
