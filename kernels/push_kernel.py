@@ -22,6 +22,11 @@ that receives nothing waits for them. That check is also what invariant A (``sig
 before a slot parity is written again: a program that received a tile heard from every peer in
 this call, the others waited for every peer's digest.
 
+``EPILOGUE`` (``epilogues.py``): each finished fp32 sum goes to ``epilogue_functions.finish``
+(flagged words: the even and the odd elements of the words separately) instead of being rounded
+into ``out``; on a fault every output of the epilogue is poisoned. ``ROWS`` (plain push only): a
+tile is one row, for epilogues that need whole rows.
+
 As in the pull kernel, programs of one index only ever wait for programs of the same index.
 """
 

@@ -22,6 +22,11 @@ in ``workspace.py``).
     lower fraction of the link rate than the plain pull, so a small saving loses). With even sizes
     nothing is relayed and the kernel is a plain pull. ``api.relayed_tiles`` mirrors this on the host.
 
+``EPILOGUE`` (``epilogues.py``): the fp32 sum of every finished tile (direct, or relayed: relays
+    then push fp32 sums, see ``signals.py``) goes to ``epilogue_functions.finish`` instead of being
+    rounded into ``out``; on a fault every output of the epilogue is poisoned. ``ROWS``: a tile is
+    one row (epilogues that need whole rows). With ``EPILOGUE`` 0 the kernel is the plain one.
+
 Every cross-rank dependency is between programs of the same index, so the protocol needs no
 co-residency and also runs in Triton's interpreter, where programs execute one after another.
 The signals, their values and why no stale one can pass: ``signals.py``.
