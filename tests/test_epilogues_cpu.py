@@ -139,6 +139,11 @@ def test_a_bad_epilogue_raises_a_clear_error_before_any_communication(cpu_pools,
     cpu_pools[2].run(CASE, kind="hc_post", sizes=[1, 2])  # the group still works afterwards
 
 
+@pytest.mark.parametrize("kind", ["hc_post", "rmsnorm"])
+def test_unreachable_peers_fall_back_to_the_grouped_reduce_then_the_torch_epilogue(cpu_pools, kind):
+    cpu_pools[3].run("tests.epilogue_cases:fallback_case", kind=kind, sizes=[2, 0, 3], seed=5)
+
+
 @pytest.mark.parametrize("tokens, hidden, hc, dtype", [(3, 40, 4, "bfloat16"), (2, 1500, 4, "bfloat16"),
                                                        (1, 24, 3, "float32"), (0, 8, 4, "bfloat16")])
 def test_the_one_kernel_hc_post_matches_mhc_hc_post(cpu_pools, tokens, hidden, hc, dtype):
