@@ -126,16 +126,20 @@ EPILOGUE_MAX_BLOCK = {"push": 2048, "large": 2048}
 
 def epilogue_config(mode: str, config: configs.KernelConfig, hidden: int, epilogue) -> configs.KernelConfig:
     """``config`` for a call with ``epilogue`` (rank-agreed: mode, width and the epilogue's kind).
-    Row tiles (epilogues that need whole rows): BLOCK = the next power of 2 >= hidden, and warps
-    enough for at most 16 elements per thread (up to 16 warps). Flat tiles: ``EPILOGUE_MAX_BLOCK``."""
+    Row tiles (epilogues that need whole rows): BLOCK = the next power of 2 >= hidden, warps enough
+    for at most 16 elements per thread (up to 16 warps), one program per SM (16 warps at up to 128
+    registers fill one). Flat tiles: ``EPILOGUE_MAX_BLOCK``, at most 2 programs per SM (what fits
+    at the registers the epilogue takes: up to 238 at 4 warps, 128, the pull's cap, at 8). The grid
+    is what fits: the protocol needs no co-residency, but programs that wait for a free slot would
+    depend on the order the GPU starts them in."""
     if epilogue is None:
         return config
     if epilogue.row_tiles:
         block = max(16, 1 << (hidden - 1).bit_length())
-        return dataclasses.replace(config, block=block, num_warps=max(config.num_warps, min(16, block // 512)))
-    if mode in EPILOGUE_MAX_BLOCK:
-        return dataclasses.replace(config, block=min(config.block, EPILOGUE_MAX_BLOCK[mode]))
-    return config
+        return dataclasses.replace(config, block=block, num_warps=max(config.num_warps, min(16, block // 512)),
+                                   programs_per_sm=1)
+    return dataclasses.replace(config, block=min(config.block, EPILOGUE_MAX_BLOCK.get(mode, config.block)),
+                               programs_per_sm=min(config.programs_per_sm, 2))
 
 
 def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Plan:

@@ -324,9 +324,10 @@ def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, p
     # and runs uncapped, as then.
     fit = None if variant.relay else min(config.programs_per_sm, 3) if variant.stage else config.programs_per_sm
     # An epilogue holds the tile's sum while it reads its inputs: hc_post (flat tiles) is capped to fit
-    # 2 programs per SM (128 registers at 8 warps), residual + RMSNorm (row tiles, up to 16 warps) runs
-    # uncapped (106 registers at 16 warps: one program per SM). sm_90, Triton 3.9, bf16 H 7168.
+    # its grid (api.epilogue_config: 2 programs per SM, 128 registers at 8 warps; 4 bytes spilled at
+    # 2048 elements), residual + RMSNorm (row tiles, up to 16 warps, one program per SM) runs
+    # uncapped (106 registers at 16 warps). ptxas for sm_90, Triton 3.9, bf16 H 7168.
     if epilogue is not None:
-        fit = None if epilogue.row_tiles or variant.relay else min(config.programs_per_sm, 2)
+        fit = None if epilogue.row_tiles or variant.relay else config.programs_per_sm
     run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_programs=fit,
         row_tiles=epilogue is not None and epilogue.row_tiles)
