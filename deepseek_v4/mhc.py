@@ -2,6 +2,7 @@
 
     hc_pre(x [T, hc, H]) -> (y [T, H] bf16, post [T, hc] fp32, comb [T, hc, hc] fp32)
     hc_post(f [T, H], residual [T, hc, H], post, comb) -> [T, hc, H]
+    hc_post_one_kernel(...): the same as one Triton kernel (``hc_post_kernel.py``), as SGLang runs it
 """
 
 from __future__ import annotations
@@ -40,3 +41,15 @@ def hc_post(f: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: t
     """out[t, j] = post[t, j] * f[t] + sum_i comb[t, i, j] * residual[t, i]   ([T, hc, H], input dtype)."""
     out = post.unsqueeze(-1) * f.float().unsqueeze(1) + torch.einsum("tij,tih->tjh", comb, residual.float())
     return out.to(residual.dtype)
+
+
+def hc_post_one_kernel(f: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+    """``hc_post`` in one Triton launch (fp32, one rounding): compiled for CUDA tensors, Triton's
+    interpreter for CPU tensors (the process's mode is fixed by ``kernels`` on first use)."""
+    from kernels._triton_mode import kernel_module
+
+    kernel_module(f.device.type)  # fixes TRITON_INTERPRET before the kernel module is imported
+    from .hc_post_kernel import launch
+
+    return launch(f, residual, post, comb, out)

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from . import configs
+from . import configs, epilogues
 from ._triton_mode import kernel_module
 from .validation import Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
@@ -116,41 +116,80 @@ class Plan:
     tag: int  # call_tag of the call's rank-agreed facts
 
 
-def plan_call(ws: Workspace, call: Call, inp: torch.Tensor) -> Plan:
+# With an epilogue a tile's sum stays in registers while the epilogue reads its inputs (hc_post: 4
+# residual rows, 4 outputs), so flat tiles are smaller (ptxas for sm_90, Triton 3.9, bf16, hc_post):
+# the plain push at 8192 elements and 4 warps needed 255 registers and spilled 10 KB per thread; at
+# 2048, 233 and no spill (2 programs per SM still fit). The pull at 4096 and 8 warps capped at 128
+# registers spilled 336 bytes; at 2048, 4 bytes.
+EPILOGUE_MAX_BLOCK = {"push": 2048, "large": 2048}
+
+
+def epilogue_config(mode: str, config: configs.KernelConfig, hidden: int, epilogue) -> configs.KernelConfig:
+    """``config`` for a call with ``epilogue`` (rank-agreed: mode, width and the epilogue's kind).
+    Row tiles (epilogues that need whole rows): BLOCK = the next power of 2 >= hidden, warps enough
+    for at most 16 elements per thread (up to 16 warps), one program per SM (16 warps at up to 128
+    registers fill one). Flat tiles: ``EPILOGUE_MAX_BLOCK``, at most 2 programs per SM (what fits
+    at the registers the epilogue takes: up to 238 at 4 warps, 128, the pull's cap, at 8). The grid
+    is what fits: the protocol needs no co-residency, but programs that wait for a free slot would
+    depend on the order the GPU starts them in."""
+    if epilogue is None:
+        return config
+    if epilogue.row_tiles:
+        block = max(16, 1 << (hidden - 1).bit_length())
+        return dataclasses.replace(config, block=block, num_warps=max(config.num_warps, min(16, block // 512)),
+                                   programs_per_sm=1)
+    return dataclasses.replace(config, block=min(config.block, EPILOGUE_MAX_BLOCK.get(mode, config.block)),
+                               programs_per_sm=min(config.programs_per_sm, 2))
+
+
+def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Plan:
     """Choose mode, config and variant for a call; grows the workspace where the mode needs it
     (collective, but every rank decides the same).
 
     In order: flagged words ("ll") up to ``ll_bytes`` per destination; plain push up to the
     workspace's ``push_max_bytes`` per destination; else the pull kernel ("large"), which relays a
-    heavy owner's excess rows on 3+ ranks where that pays."""
+    heavy owner's excess rows on 3+ ranks where that pays. An epilogue (``epilogues.py``) is part
+    of the call's tag; one that needs whole rows (``row_tiles``) runs with row tiles and never as
+    flagged words."""
     elt = inp.element_size()
     kern = kernel_module(inp.device.type)
     sms = _multiprocessors(inp.device)
     max_rows = max(call.sizes) if call.sizes is not None else call.rows
-    # host sizes are part of the tag (device sizes are folded in by the kernel), -1 marks device sizes
+    row_tiles = epilogue is not None and epilogue.row_tiles
+    # host sizes are part of the tag (device sizes are folded in by the kernel), -1 marks device sizes;
+    # the epilogue's facts go last (every fact before them has a length fixed by the world size)
     facts = (ws.world_size, call.hidden, DTYPE_CODES[inp.dtype], call.rows, *(call.sizes or (-1,)))
+    ep_facts = epilogues.tag_facts(epilogue)
     for mode, flagged in (("ll", True), ("push", False)):
+        if flagged and row_tiles:
+            continue
         if mode not in MODES_OFF and kern.push_fits(ws, call, elt, flagged):
-            config = pick_config(inp.device, mode, ws.world_size, inp.dtype, call)
-            if kern.rounds_fit(max_rows, call.hidden, config, sms):
+            config = epilogue_config(mode, pick_config(inp.device, mode, ws.world_size, inp.dtype, call), call.hidden,
+                                     epilogue)
+            if kern.rounds_fit(max_rows, call.hidden, config, sms, row_tiles):
                 if not flagged:
                     ws.reserve_slots(kern.destination_bytes(call, elt))
-                return Plan(mode, config, None, call_tag(MODE_CODES[mode], *facts))
+                return Plan(mode, config, None, call_tag(MODE_CODES[mode], *facts, *ep_facts))
     nbytes = call.rows * call.hidden * elt  # the whole input: sum(sizes) rows, or the capacity
-    config = pick_config(inp.device, "large", ws.world_size, inp.dtype, call)
-    tile_saving = max(1, ws.world_size - 2) * config.block * elt  # bytes one relayed tile saves the owner
+    config = epilogue_config("large", pick_config(inp.device, "large", ws.world_size, inp.dtype, call), call.hidden,
+                             epilogue)
+    tile_elements = call.hidden if row_tiles else config.block
+    tile_saving = max(1, ws.world_size - 2) * tile_elements * elt  # bytes one relayed tile saves the owner
     variant = kern.Variant(stage=True, relay=ws.world_size >= 3 and config.relay
-                           and kern.rounds_fit(call.rows, call.hidden, config, sms),
+                           and kern.rounds_fit(call.rows, call.hidden, config, sms, row_tiles),
                            relay_min_tiles=max(1, -(-RELAY_MIN_SAVED_BYTES[inp.device.type] // tile_saving)),
                            relay_max_cost_pct=RELAY_MAX_COST_PCT)
     if call.sizes is not None:
         # host sizes (rank-agreed): compile the relay code in only when this call relays something
-        variant = dataclasses.replace(variant, relay=_relays(call.sizes, call.hidden, config.block, variant))
-    # relays push sums into the owner's scratch at the rows' places in the input: reserve it
+        variant = dataclasses.replace(variant, relay=_relays(call.sizes, call.hidden, tile_elements, variant))
+    # relays push sums into the owner's scratch at the rows' places in the input: reserve it (with an
+    # epilogue, the sums are fp32, past the input's region: see the kernel's f32_off)
+    if epilogue is not None and variant.relay:
+        nbytes = -(-nbytes // 256) * 256 + call.rows * call.hidden * 4
     ws.reserve(max_input_bytes=nbytes)  # before the residency check: growing moves the workspace
     variant = dataclasses.replace(variant, stage=not (ws.holds(inp) and inp.data_ptr() % 16 == 0))
     tag = call_tag(MODE_CODES["large"], *facts, int(variant.relay), variant.relay_min_tiles,
-                   variant.relay_max_cost_pct)
+                   variant.relay_max_cost_pct, *ep_facts)
     return Plan("large", config, variant, tag)
 
 
@@ -176,6 +215,8 @@ def reduce_scatterv(
     output: torch.Tensor | None = None,
     sizes: Sequence[int] | torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
+    *,
+    epilogue: "epilogues.HcPost | epilogues.ResidualRMSNorm | None" = None,
 ) -> torch.Tensor:
     """Sum every rank's partial rows and give each rank its own rows: an uneven reduce-scatter.
 
@@ -193,10 +234,16 @@ def reduce_scatterv(
             ``output`` are capacities of at least ``sum(sizes)`` and ``sizes[rank]`` rows, rows past
             the counts are left untouched, and ``output`` is required), or None for an even split.
         group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
+        epilogue: optional ``kernels.epilogues.HcPost`` or ``ResidualRMSNorm``: the float32 sum
+            ``f`` of each tile goes straight into it, before the one rounding (``f`` is written only
+            to the epilogue's ``f_out``, if set). Then ``output`` must be None, ``input_`` has rows
+            of ``H`` elements (``[rows, H]``), the epilogue's tensors are per local row (``sizes[rank]``
+            rows with host sizes, a capacity with device sizes), and the call returns the epilogue's
+            ``out``. Every rank must pass the same kind (it is part of the call's digest).
 
     Returns:
         ``[sizes[rank], *rest]``: the sum over ranks of rows ``[offset_rank, offset_rank + sizes[rank])``,
-        accumulated in float32 and rounded once to the input dtype.
+        accumulated in float32 and rounded once to the input dtype (with an epilogue: its ``out``).
 
     One Triton launch does the exchange, the sum and the store: no NCCL call, no host
     synchronisation, no allocation when ``output`` is given and both tensors are contiguous
@@ -208,11 +255,41 @@ def reduce_scatterv(
     call). A timeout or a disagreement puts the whole group in the failed state (every later call
     returns NaN, ``check()`` raises) until ``Workspace.reset()``.
     """
+    if epilogue is not None:
+        return _with_epilogue(input_, output, sizes, group, epilogue)
     return _collective("reduce_scatterv", check_call, _launch_reduce_scatterv, _nccl_fallback, input_, output, sizes,
                        group)
 
 
-def _collective(op: str, check, launch, fallback, input_, output, sizes, group) -> torch.Tensor:
+def _with_epilogue(input_, output, sizes, group, epilogue) -> torch.Tensor:
+    """``reduce_scatterv`` with an epilogue: validate it, then the plain call's path with the
+    epilogue's outputs in place of ``output``."""
+    op = "reduce_scatterv"
+    if not isinstance(epilogue, epilogues.EPILOGUES):
+        raise TypeError(f"{op}: epilogue must be one of {[e.__name__ for e in epilogues.EPILOGUES]} or None, "
+                        f"got {type(epilogue).__name__}")
+    if output is not None:
+        raise ValueError(f"{op}: with an epilogue, pass output=None (the epilogue writes its own outputs; set "
+                         f"its f_out to also get the sum)")
+
+    def check(input_, output, sizes, world, rank):
+        call = check_call(input_, None, sizes, world, rank, capacity_rows=epilogue.rows)
+        epilogues.check_epilogue(epilogue, None, input_, call, op)
+        return call
+
+    def launch(ws, call, inp, out):
+        _launch_reduce_scatterv(ws, call, inp, out, epilogue)
+
+    def fallback(input_, out, call, group):  # the sum by NCCL, then the epilogue in torch
+        f = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
+        _nccl_fallback(input_, f, call, group)
+        sizes = call.sizes if call.sizes is not None else call.sizes_dev.tolist()
+        return epilogue.apply_torch(f[: sizes[dist.get_rank(group)]].float())
+
+    return _collective(op, check, launch, fallback, input_, None, sizes, group, epilogue)
+
+
+def _collective(op: str, check, launch, fallback, input_, output, sizes, group, epilogue=None) -> torch.Tensor:
     """What both collectives do around their kernels: validate (``check``: ``validation.check_call``
     or ``check_gather_call``), allocate the output, serve calls that need no kernel, hand groups
     whose ranks cannot reach each other's memory to ``fallback`` (NCCL), make the tensors the
@@ -225,17 +302,28 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group) 
         raise ValueError(f"{op}: groups of at most {MAX_WORLD} ranks (one node) are supported, got {world}")
     call = check(input_, output, sizes, world, rank)
     _check_backend(input_, group, op)
-    if output is None:
+    if epilogue is not None:  # the kernels' f: the epilogue's f_out, or nothing (any tensor: unused)
+        output = epilogue.f_out if epilogue.f_out is not None else epilogue.out
+    elif output is None:
         output = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
     if call.hidden == 0:
-        return output
+        return output if epilogue is None else epilogue.result
     if world == 1 and call.sizes is not None:
+        if epilogue is not None:
+            return epilogue.apply_torch(input_.float())
         output.copy_(input_)
         return output
 
     ws = workspace(group, input_.device)
     if not ws.p2p:
         return fallback(input_, output, call, group)
+    if epilogue is not None:  # its tensors are contiguous (checked); the kernel reads input_ as rows
+        inp = input_ if input_.is_contiguous() and input_.data_ptr() % 4 == 0 else input_.contiguous().clone()
+        with ws.calling():
+            launch(ws, call, inp, output)
+        if inp.device.type == "cpu" or CHECK_EVERY_CALL:
+            ws.check()
+        return epilogue.result
     inp = input_
     if not input_.is_contiguous():
         inp = input_.contiguous()
@@ -253,14 +341,15 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group) 
     return output
 
 
-def _launch_reduce_scatterv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
-    plan = plan_call(ws, call, inp)
+def _launch_reduce_scatterv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor, epilogue=None) -> None:
+    plan = plan_call(ws, call, inp, epilogue)
     kern = kernel_module(inp.device.type)
     protocol = (ws.timeout_arg, plan.tag, CHAOS_SEED)
     if plan.mode in ("ll", "push"):
-        kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device), protocol)
+        kern.push_launch(ws, inp, out, call, plan.mode == "ll", plan.config, _multiprocessors(inp.device), protocol,
+                         epilogue)
     else:
-        kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device), protocol)
+        kern.launch(ws, inp, out, call, plan.variant, plan.config, _multiprocessors(inp.device), protocol, epilogue)
 
 
 def _nccl_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call, group) -> torch.Tensor:

@@ -43,21 +43,27 @@ def call_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call):
     return args, constexprs, max(call.sizes) if call.sizes is not None else call.rows
 
 
-def rounds_fit(max_rows: int, hidden: int, config: KernelConfig, multiprocessors: int) -> bool:
+def tile_elements(config: KernelConfig, hidden: int, row_tiles: bool) -> int:
+    """Elements per tile: ``config.block``, or one row (``hidden``) with row tiles."""
+    return hidden if row_tiles else config.block
+
+
+def rounds_fit(max_rows: int, hidden: int, config: KernelConfig, multiprocessors: int, row_tiles: bool = False) -> bool:
     """Whether a call's tiles per program stay below the 2^20 - 1 rounds or relayed tiles that a
     PUSH / RELAY word can count within one call (``signals.py``); rank-agreed."""
-    grid = grid_size(max_rows, hidden, config.block, config.programs_per_sm, config.tiles_per_program,
-                     multiprocessors)
-    return math.ceil(max_rows * hidden / config.block / grid) <= MAX_ROUNDS
+    block = tile_elements(config, hidden, row_tiles)
+    grid = grid_size(max_rows, hidden, block, config.programs_per_sm, config.tiles_per_program, multiprocessors)
+    return math.ceil(max_rows * hidden / block / grid) <= MAX_ROUNDS
 
 
 def run(kernel, args: tuple, constexprs: dict, max_rows: int, hidden: int, config: KernelConfig,
-        multiprocessors: int, fit_programs: int | None = None) -> None:
+        multiprocessors: int, fit_programs: int | None = None, row_tiles: bool = False) -> None:
     """Launch ``kernel`` with ``config``'s knobs on the grid they imply. ``fit_programs``: cap the
     registers per thread so that this many programs fit on one SM at once (``register_cap``; the
-    grid is sized for ``programs_per_sm``, and programs that do not fit wait for a free slot)."""
-    grid = grid_size(max_rows, hidden, config.block, config.programs_per_sm, config.tiles_per_program,
-                     multiprocessors)
+    grid is sized for ``programs_per_sm``, and programs that do not fit wait for a free slot).
+    ``row_tiles``: a tile is one row (``tiles.tile``; ``config.block`` >= hidden)."""
+    grid = grid_size(max_rows, hidden, tile_elements(config, hidden, row_tiles), config.programs_per_sm,
+                     config.tiles_per_program, multiprocessors)
     cap = register_cap(config.num_warps, fit_programs) if fit_programs else None
     kernel[(grid,)](*args, config.programs_per_sm, config.tiles_per_program, **constexprs, BLOCK=config.block,
                     num_warps=config.num_warps, **({"maxnreg": cap} if cap else {}))

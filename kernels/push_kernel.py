@@ -22,6 +22,11 @@ that receives nothing waits for them. That check is also what invariant A (``sig
 before a slot parity is written again: a program that received a tile heard from every peer in
 this call, the others waited for every peer's digest.
 
+``EPILOGUE`` (``epilogues.py``): each finished fp32 sum goes to ``epilogue_functions.finish``
+(flagged words: the even and the odd elements of the words separately) instead of being rounded
+into ``out``; on a fault every output of the epilogue is poisoned. ``ROWS`` (plain push only): a
+tile is one row, for epilogues that need whole rows.
+
 As in the pull kernel, programs of one index only ever wait for programs of the same index.
 """
 
@@ -31,6 +36,7 @@ import triton.language as tl
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
                       call_digest, check_digests, digest_fault, end_call, header_words, peer_bases, poll_fault,
                       poison, post_digest, release, uniform_max, wait_words, word_ptr)
+from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
@@ -109,13 +115,15 @@ def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, p
 
 @triton.jit
 def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, call_slots,
-                digest, rank, pid, num_programs, deadline, err_ptr, err, W: tl.constexpr, WP: tl.constexpr,
-                DTYPE: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+                digest, rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps,
+                W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
+                VEC_BYTES: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr):
     """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
     in its row of the block (loaded from the input), so the sum is one reduction over sources. The
     first tile's poll also reads the peers' CALL words, checked before anything is stored; every
-    word used is then written back to 0 (consumed)."""
+    word used is then written back to 0 (consumed). With an epilogue (flat tiles only), the sums of
+    the even and the odd elements go to it separately, before their one rounding."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     source = tl.arange(0, WP)
     mine = (source == rank)[:, None]
@@ -138,18 +146,28 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
         tl.store(word_ptrs, data.to(tl.int64) * 0, mask=peers & live)
         tl.store(call_slots, calls * 0, mask=tl.where(first, peers1, False))
         lo, hi = _unpack(tl.where(mine, own, data), DTYPE, PER_WORD)  # masked-off words read as 0: +0.0
-        total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
-        # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
-        out = rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
-        tl.store(out, total + own * 0, mask=tl.where(out_ok & ((err & FAULTS) == 0), mine & live, False))
+        if EPILOGUE == 0:  # fp32 accumulation, rounded once in _pack
+            total = _pack(tl.sum(lo, axis=0)[None, :], tl.sum(hi, axis=0)[None, :], DTYPE, PER_WORD)
+            # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
+            out = rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
+            tl.store(out, total + own * 0, mask=tl.where(out_ok & ((err & FAULTS) == 0), mine & live, False))
+        else:
+            w = tl.arange(0, WORDS)
+            ok = tl.where(out_ok & ((err & FAULTS) == 0), w < (my_count - done) // PER_WORD, False)
+            finish(tl.sum(lo, axis=0), done, w * PER_WORD, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
+                   EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)  # strided elements: no vector hint
+            if PER_WORD == 2:
+                finish(tl.sum(hi, axis=0), done, w * 2 + 1, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
+                       EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)
     return err
 
 
 @triton.jit
 def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles, slot_off,
                  slot_bytes, parity, epoch, progress_word, call_slots, digest, rank, pid, num_programs, deadline,
-                 err_ptr, err, chaos_seed, CHAOS: tl.constexpr, W: tl.constexpr, DTYPE: tl.constexpr,
-                 BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+                 err_ptr, err, chaos_seed, H, ep0, ep1, ep2, ep3, ep_eps, CHAOS: tl.constexpr, W: tl.constexpr,
+                 DTYPE: tl.constexpr, BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr,
+                 EPILOGUE: tl.constexpr, HC: tl.constexpr, ROWS: tl.constexpr, WRITE_F: tl.constexpr):
     """Plain: round j pushes tile pid + j * P of every peer's rows and signals those peers, then
     takes round j - 1 of this rank's own rows (see the module docstring). ``peers``: [WP] mask of
     the other ranks. The peers' digests are checked after the first acquire, before the first sum."""
@@ -167,7 +185,7 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
             for i in tl.static_range(1, W):
                 q = (rank + i) % W  # rank r writes to r+1 first: every link busy from the start
                 if t < pick(tiles, lanes, q):
-                    start, local, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
+                    start, local, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN, H, ROWS)
                     slot = pick(bases, lanes, q) + slot_off + (parity * W + rank) * slot_bytes
                     x = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
                     tl.store(vec(slot, local, DTYPE, BLOCK, VEC_BYTES), x, mask=tl.where(go, mask, False))
@@ -180,19 +198,24 @@ def _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles,
             if (j == 1) & go & ((err & FAULTS) == 0):  # the digests came before the first release
                 err |= check_digests(tl.load(call_slots, mask=peers, other=0, volatile=True), call_slots, digest,
                                      peers)
-            start, local, mask = tile(my_first, t - num_programs, my_count, BLOCK, ALIGN)
+            start, local, mask = tile(my_first, t - num_programs, my_count, BLOCK, ALIGN, H, ROWS)
             acc = tl.load(vec(in_addr, start, DTYPE, BLOCK, VEC_BYTES), mask=mask, other=0.0).to(tl.float32)
             for r in tl.static_range(W):
                 if r != rank:
                     acc += tl.load(vec(my_slots + r * slot_bytes, local, DTYPE, BLOCK, VEC_BYTES), mask=mask,
                                    other=0.0).to(tl.float32)
-            tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
-                     mask=tl.where(out_ok & ((err & FAULTS) == 0), mask, False))
+            if EPILOGUE == 0:  # fp32 accumulation, rounded once here
+                tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                         mask=tl.where(out_ok & ((err & FAULTS) == 0), mask, False))
+            else:
+                finish(acc, local, tl.arange(0, BLOCK), tl.where(out_ok & ((err & FAULTS) == 0), mask, False),
+                       out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
+                       ALIGN, VEC_BYTES)
     return err
 
 
 @triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "timeout", "tag", "chaos_seed",
-                                                "programs_per_sm", "tiles_per_program"])
+                                                "ep_eps", "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_push_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
     base_addr,  # this rank's workspace base address (= table[rank])
@@ -209,6 +232,7 @@ def reduce_scatterv_push_kernel(
     timeout,  # ns a call's waits may last (workspace timeout_s)
     tag,  # the host's part of the call digest (api.call_tag)
     chaos_seed,  # schedule fuzzing seed (tests; read only when CHAOS)
+    ep0, ep1, ep2, ep3, ep_eps,  # the epilogue's addresses and scalar (epilogue_functions.finish; unused if none)
     programs_per_sm,  # grid knobs (unused here; see reduce_scatterv_kernel)
     tiles_per_program,
     W: tl.constexpr,
@@ -221,6 +245,10 @@ def reduce_scatterv_push_kernel(
     ALIGN: tl.constexpr,  # elements; divides H and every row start
     VEC_BYTES: tl.constexpr,  # alignment (bytes) of the input/output tiles: ALIGN * element size (FLAGGED: at most 8)
     CHAOS: tl.constexpr,  # schedule fuzzing: stall random programs of random ranks (tests)
+    EPILOGUE: tl.constexpr = 0,  # 0: store f at out_addr; else the epilogue (epilogue_functions) gets the fp32 sums
+    HC: tl.constexpr = 1,  # hc_post: streams
+    ROWS: tl.constexpr = False,  # row tiles (tiles.tile; plain push only): one row per tile
+    WRITE_F: tl.constexpr = True,  # with an epilogue: also store f (rounded) at out_addr
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -233,7 +261,7 @@ def reduce_scatterv_push_kernel(
     parity = epoch & 1
     lanes = tl.arange(0, WP)
     n, count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
-                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
+                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK, ROWS)
     my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
     peers = (lanes < W) & (lanes != rank)
     bases = peer_bases(table, W, WP)
@@ -254,21 +282,29 @@ def reduce_scatterv_push_kernel(
         chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
         err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
-                          rank, pid, num_programs, deadline, err_ptr, err, W, WP, DTYPE, BLOCK, PER_WORD, VEC_BYTES)
+                          rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps, W, WP, DTYPE,
+                          BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, WRITE_F)
     else:
         err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
                            slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
-                           num_programs, deadline, err_ptr, err, chaos_seed, CHAOS, W, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+                           num_programs, deadline, err_ptr, err, chaos_seed, H, ep0, ep1, ep2, ep3, ep_eps, CHAOS, W,
+                           DTYPE, BLOCK, ALIGN, VEC_BYTES, EPILOGUE, HC, ROWS, WRITE_F)
     # a program that received a tile checked every peer's digest; the others wait for them
     if my_tiles <= pid:
         err |= await_digests(my_base, call_row, digest, live_peers, deadline, err_ptr, lanes)
     if (failed | ((err & FAULTS) != 0)) & out_ok:
-        poison(out_addr, pick(count, lanes, rank), pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        if EPILOGUE == 0:
+            poison(out_addr, pick(count, lanes, rank), pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        else:  # every output of the epilogue
+            poison_outputs(pick(count, lanes, rank), pid, num_programs, out_addr, ep2, ep3, DTYPE, BLOCK, EPILOGUE, HC,
+                           WRITE_F)
     end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 
 # ----------------------------------------------------------------------------- launcher
 
+from .epilogues import NO_EPILOGUE_ARGS  # noqa: E402
+from .epilogues import constexprs as epilogue_constexprs  # noqa: E402
 from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 
@@ -287,26 +323,34 @@ def fits(ws, call, elt: int, flagged: bool) -> bool:
     return destination_bytes(call, elt) <= ws.push_max_bytes
 
 
-def push_arguments(ws, inp, out, call, flagged: bool, protocol: tuple):
+def push_arguments(ws, inp, out, call, flagged: bool, protocol: tuple, epilogue=None):
     """Positional arguments and constexprs of one call (everything but the tuning knobs);
     ``inp``/``out`` contiguous and 4-byte aligned (the API makes them so); ``protocol``:
-    ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``). Returns
+    ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``); ``epilogue``: an
+    ``epilogues`` dataclass or None (with one, ``out`` is its ``f_out`` or any tensor). Returns
     ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     elt = inp.element_size()
     lay = ws.layout
     args += (lay.ll_slot_offset, lay.ll_slot_bytes) if flagged else (lay.slot_offset, lay.slot_bytes)
-    args += protocol
-    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
+    args += (*protocol, *(epilogue.kernel_args() if epilogue is not None else NO_EPILOGUE_ARGS))
+    align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr(),
+                         *(epilogue.vector_addresses() if epilogue is not None and not flagged else ()))
     # flagged: 32-bit data words move 8 bytes at a time (as many per thread as the 16-byte accesses
     # of 64-bit flagged words: the data and its words share one register layout, no shuffles)
     constexprs.update(FLAGGED=flagged, PER_WORD=max(1, 4 // elt), ALIGN=align,
                       VEC_BYTES=max(4, min(8, align * elt)) if flagged else align * elt, CHAOS=protocol[2] != 0)
+    if epilogue is not None:
+        if flagged and epilogue.row_tiles:
+            raise ValueError("flagged words (mode ll) take flat tiles only; the planner never picks them for "
+                             f"{type(epilogue).__name__}")
+        constexprs.update(epilogue_constexprs(epilogue))
     return args, constexprs, max_rows
 
 
-def launch(ws, inp, out, call, flagged: bool, config, multiprocessors: int, protocol: tuple) -> None:
+def launch(ws, inp, out, call, flagged: bool, config, multiprocessors: int, protocol: tuple, epilogue=None) -> None:
     """Run one call with ``config`` (a KernelConfig); the caller made the slots large enough
     (``Workspace.reserve_slots``) for the plain variant."""
-    args, constexprs, max_rows = push_arguments(ws, inp, out, call, flagged, protocol)
-    run(reduce_scatterv_push_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)
+    args, constexprs, max_rows = push_arguments(ws, inp, out, call, flagged, protocol, epilogue)
+    run(reduce_scatterv_push_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors,
+        row_tiles=epilogue is not None and epilogue.row_tiles)

@@ -22,6 +22,11 @@ in ``workspace.py``).
     lower fraction of the link rate than the plain pull, so a small saving loses). With even sizes
     nothing is relayed and the kernel is a plain pull. ``api.relayed_tiles`` mirrors this on the host.
 
+``EPILOGUE`` (``epilogues.py``): the fp32 sum of every finished tile (direct, or relayed: relays
+    then push fp32 sums, see ``signals.py``) goes to ``epilogue_functions.finish`` instead of being
+    rounded into ``out``; on a fault every output of the epilogue is poisoned. ``ROWS``: a tile is
+    one row (epilogues that need whole rows). With ``EPILOGUE`` 0 the kernel is the plain one.
+
 Every cross-rank dependency is between programs of the same index, so the protocol needs no
 co-residency and also runs in Triton's interpreter, where programs execute one after another.
 The signals, their values and why no stale one can pass: ``signals.py``.
@@ -33,6 +38,7 @@ import triton.language as tl
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, barrier, begin_call, call_digest, chaos,
                       check_digests, end_call, header_words, peer_bases, poison, post_digest, release, wait_words,
                       word_ptr)
+from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
@@ -40,7 +46,7 @@ FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 @triton.jit
 def _copy_tiles(src_addr, dst_addr, first, count, t0, t_step, m0, m_end, m_step, DTYPE: tl.constexpr,
-                BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+                BLOCK: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr, H=0, ROWS: tl.constexpr = False):
     """Copy tiles ``t0 + m * t_step`` (m = m0, m0 + m_step, ... < m_end) of a destination's range from
     ``src_addr`` to the same elements at ``dst_addr``. Several tiles per step, as one 2-D access
     (about 16K elements), so that many loads are in flight before their stores. Copied one tile at a
@@ -49,8 +55,13 @@ def _copy_tiles(src_addr, dst_addr, first, count, t0, t_step, m0, m_end, m_step,
     U: tl.constexpr = (16384 + BLOCK - 1) // BLOCK  # tiles per step (BLOCK is a power of two)
     for m in range(m0, m_end, m_step * U):
         ms = m + tl.arange(0, U) * m_step
-        done = (t0 + ms * t_step).to(tl.int64) * BLOCK  # [U] first element of each tile, within the range
-        mask = (ms < m_end)[:, None] & (tl.arange(0, BLOCK)[None, :] < tl.multiple_of(count - done, ALIGN)[:, None])
+        if ROWS:  # row tiles (see tiles.tile): tile t is row t, H <= BLOCK elements
+            done = (t0 + ms * t_step).to(tl.int64) * H
+            mask = (ms < m_end)[:, None] & (tl.arange(0, BLOCK)[None, :] < tl.multiple_of(count - done, ALIGN)[:, None])
+            mask &= tl.arange(0, BLOCK)[None, :] < tl.multiple_of(H, ALIGN)
+        else:
+            done = (t0 + ms * t_step).to(tl.int64) * BLOCK  # [U] first element of each tile, within the range
+            mask = (ms < m_end)[:, None] & (tl.arange(0, BLOCK)[None, :] < tl.multiple_of(count - done, ALIGN)[:, None])
         x = tl.load(rows(src_addr, first + done, BLOCK, DTYPE, VEC_BYTES), mask=mask)
         tl.store(rows(dst_addr, first + done, BLOCK, DTYPE, VEC_BYTES), x, mask=mask)
 
@@ -80,7 +91,7 @@ def _relay_turns(tiles, direct, who, owner, W: tl.constexpr, lanes):
 
 
 @triton.jit(do_not_specialize=HOST_SIZE_ARGS + ["rank", "in_cap", "out_cap", "expose_off", "relay_min_tiles",
-                                                "relay_max_cost_pct", "timeout", "tag", "chaos_seed",
+                                                "relay_max_cost_pct", "timeout", "tag", "chaos_seed", "ep_eps",
                                                 "programs_per_sm", "tiles_per_program"])
 def reduce_scatterv_kernel(
     table_addr,  # address of int64[W]: base address of every rank's workspace (in this process)
@@ -100,6 +111,7 @@ def reduce_scatterv_kernel(
     timeout,  # ns a call's waits may last (workspace timeout_s)
     tag,  # the host's part of the call digest (api.call_tag)
     chaos_seed,  # schedule fuzzing seed (tests; read only when CHAOS)
+    ep0, ep1, ep2, ep3, ep_eps,  # the epilogue's addresses and scalar (epilogue_functions.finish; unused if none)
     programs_per_sm,  # grid knobs: unused here, read by the grid function, so that
     tiles_per_program,  # triton.autotune Configs can carry them without a recompile
     W: tl.constexpr,
@@ -112,6 +124,10 @@ def reduce_scatterv_kernel(
     ALIGN: tl.constexpr,  # elements; divides H and every row start
     VEC_BYTES: tl.constexpr,  # ALIGN * element size
     CHAOS: tl.constexpr,  # schedule fuzzing: stall random programs of random ranks (tests)
+    EPILOGUE: tl.constexpr = 0,  # 0: store f at out_addr; else the epilogue (epilogue_functions) gets the fp32 sums
+    HC: tl.constexpr = 1,  # hc_post: streams
+    ROWS: tl.constexpr = False,  # row tiles (tiles.tile): one row per tile, for epilogues that need whole rows
+    WRITE_F: tl.constexpr = True,  # with an epilogue: also store f (rounded) at out_addr
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -125,7 +141,7 @@ def reduce_scatterv_kernel(
     # ---- sizes: validated on the device, identically on every rank
     lanes = tl.arange(0, WP)
     n, count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
-                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK)
+                                                        out_cap, H, lanes, W, SIZES_DTYPE, BLOCK, ROWS)
     if RELAY:
         BIG: tl.constexpr = 1 << 62
         live_tiles = tl.where(lanes < W, tiles, BIG)
@@ -142,6 +158,11 @@ def reduce_scatterv_kernel(
     call_row = CALL + ((epoch & 1) * PMAX + pid) * W
     my_first = pick(first, lanes, rank)
     my_count = pick(count, lanes, rank)
+    # with an epilogue, relays push fp32 sums (the owner's epilogue rounds once) into the owner's
+    # scratch past the region of the input's size
+    f32_off = scratch_off
+    if EPILOGUE != 0:
+        f32_off += tl.cdiv(in_cap.to(tl.int64) * H * (VEC_BYTES // ALIGN), 256) * 256
 
     if failed.to(tl.int32) == 0:
         chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
@@ -154,14 +175,14 @@ def reduce_scatterv_kernel(
                 q_direct = pick(direct, lanes, q)
                 if q != rank:  # tiles pid, pid + P, ... < q_direct: read by owner q
                     _copy_tiles(in_addr, dst, q_first, q_count, 0, 1, pid, q_direct, num_programs, DTYPE, BLOCK,
-                                ALIGN, VEC_BYTES)
+                                ALIGN, VEC_BYTES, H, ROWS)
                 if RELAY:
                     for relay in tl.static_range(W):  # read by q's relays other than this rank
                         if relay != q:
                             if relay != rank:  # the relay's turns m = pid, pid + P, ...: tile q_direct + k + m (W-1)
                                 _, k, turns = _relay_turns(tiles, direct, relay, q, W, lanes)
                                 _copy_tiles(in_addr, dst, q_first, q_count, q_direct + k, W - 1, pid, turns,
-                                            num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+                                            num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES, H, ROWS)
         tl.store(word_ptr(bases, OFF_START + pid * W + rank), (lanes * 0).to(tl.int64) + expose_off, mask=lanes < W)
         post_digest(bases, call_row, rank, digest, peers)
         chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
@@ -184,21 +205,30 @@ def reduce_scatterv_kernel(
                         owner_flag = word_ptr(owner_base, RELAY_FLAGS + pid * W + rank + lanes * 0)  # lane 0 is live
                         for m in range(pid, turns, num_programs):
                             t = relay_first + k + m * (W - 1)
-                            start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN)
+                            start, _, mask = tile(pick(first, lanes, q), t, pick(count, lanes, q), BLOCK, ALIGN,
+                                                  H, ROWS)
                             acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                                                W, DTYPE, BLOCK, VEC_BYTES)
-                            tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
-                                     mask=mask)
+                            if EPILOGUE == 0:
+                                tl.store(vec(owner_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE),
+                                         mask=mask)
+                            else:
+                                tl.store(vec(owner_base + f32_off, start, tl.float32, BLOCK, 4 * ALIGN), acc,
+                                         mask=mask)
                             chaos(chaos_seed, 2, pid + m, rank, my_base, CHAOS)
                             release(owner_flag, (lanes * 0).to(tl.int64) + (epoch << ROUND_BITS)
                                     + (m - pid) // num_programs + 1, lanes < 1)
 
             # ---- direct tiles of this rank's own rows
             for t in range(pid, tl.where(out_ok, pick(direct, lanes, rank), 0), num_programs):
-                start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
+                start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN, H, ROWS)
                 acc = _reduce_tile(table, my_base, OFF_START + pid * W, rank, in_addr, start, mask,
                                    W, DTYPE, BLOCK, VEC_BYTES)
-                tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
+                if EPILOGUE == 0:  # fp32 accumulation, rounded once here
+                    tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), acc.to(DTYPE), mask=mask)
+                else:
+                    finish(acc, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
+                           EPILOGUE, HC, WRITE_F, BLOCK, ALIGN, VEC_BYTES)
 
             # ---- relayed tiles of this rank's own rows: in the order the relays produce them (all
             # relays' m-th tile, then the (m+1)-th), wait for the relay's counter, copy the sum
@@ -215,13 +245,21 @@ def reduce_scatterv_kernel(
                                                       (epoch << ROUND_BITS) + (m - pid) // num_programs + 1,
                                                       deadline, err_ptr, True)
                                     t = relay_first + k + m * (W - 1)
-                                    start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN)
-                                    x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES), mask=mask)
+                                    start, local, mask = tile(my_first, t, my_count, BLOCK, ALIGN, H, ROWS)
                                     # a tile whose sum never came is NaN (the closing poison covers
                                     # tiles by index, these are stored by turn)
-                                    x = tl.where((err & FAULTS) == 0, x,
-                                                 tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE))
-                                    tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+                                    ok = (err & FAULTS) == 0
+                                    if EPILOGUE == 0:
+                                        x = tl.load(vec(my_base + scratch_off, start, DTYPE, BLOCK, VEC_BYTES),
+                                                    mask=mask)
+                                        x = tl.where(ok, x, tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE))
+                                        tl.store(vec(out_addr, local, DTYPE, BLOCK, VEC_BYTES), x, mask=mask)
+                                    else:
+                                        x = tl.load(vec(my_base + f32_off, start, tl.float32, BLOCK, 4 * ALIGN),
+                                                    mask=mask)
+                                        x = tl.where(ok, x, float("nan"))
+                                        finish(x, local, tl.arange(0, BLOCK), mask, out_addr, H, ep0, ep1, ep2, ep3,
+                                               ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK, ALIGN, VEC_BYTES)
 
         # ---- nobody may overwrite what a peer still reads until all are done
         if (err & FAULTS) == 0:
@@ -229,7 +267,10 @@ def reduce_scatterv_kernel(
             err |= barrier(bases, my_base, SIG_END, pid, rank, epoch + 1, deadline, err_ptr, W, WP)
 
     if (failed | ((err & FAULTS) != 0)) & out_ok:
-        poison(out_addr, my_count, pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        if EPILOGUE == 0:
+            poison(out_addr, my_count, pid, num_programs, DTYPE, BLOCK, ALIGN, VEC_BYTES)
+        else:  # every output of the epilogue
+            poison_outputs(my_count, pid, num_programs, out_addr, ep2, ep3, DTYPE, BLOCK, EPILOGUE, HC, WRITE_F)
     end_call(bases, my_base, epoch, err, failed, rank, pid, num_programs, W, WP)
 
 
@@ -237,6 +278,8 @@ def reduce_scatterv_kernel(
 
 from dataclasses import dataclass  # noqa: E402
 
+from .epilogues import NO_EPILOGUE_ARGS  # noqa: E402
+from .epilogues import constexprs as epilogue_constexprs  # noqa: E402
 from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 
@@ -252,24 +295,32 @@ class Variant:
     relay_max_cost_pct: int = 100  # rank-agreed
 
 
-def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple):
+def kernel_arguments(ws, inp, out, call, variant: Variant, protocol: tuple, epilogue=None):
     """Positional arguments and variant constexprs of one call (everything but the tuning knobs);
-    ``protocol``: ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``).
+    ``protocol``: ``(timeout, tag, chaos_seed)`` (``launch_args.protocol_arguments``); ``epilogue``:
+    an ``epilogues`` dataclass or None (then ``out`` is f; with one, ``out`` is its ``f_out`` or
+    any tensor, unused).
 
     Returns ``(args, constexprs, max_rows)``; ``max_rows`` (rank-agreed) sizes the grid."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     lay = ws.layout
-    align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
+    align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr(),
+                         *(epilogue.vector_addresses() if epilogue is not None else ()))
     args += (lay.scratch_offset if variant.stage else inp.data_ptr() - ws.base, lay.scratch_offset,
-             variant.relay_min_tiles, variant.relay_max_cost_pct, *protocol)
+             variant.relay_min_tiles, variant.relay_max_cost_pct, *protocol,
+             *(epilogue.kernel_args() if epilogue is not None else NO_EPILOGUE_ARGS))
     constexprs.update(STAGE=variant.stage, RELAY=variant.relay, ALIGN=align, VEC_BYTES=align * inp.element_size(),
                       CHAOS=protocol[2] != 0)
+    if epilogue is not None:
+        constexprs.update(epilogue_constexprs(epilogue))
     return args, constexprs, max_rows
 
 
-def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, protocol: tuple) -> None:
-    """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated."""
-    args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, protocol)
+def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, protocol: tuple,
+           epilogue=None) -> None:
+    """Run one call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous, ``call`` validated;
+    ``epilogue``: see ``kernel_arguments``."""
+    args, constexprs, max_rows = kernel_arguments(ws, inp, out, call, variant, protocol, epilogue)
     # The protocol's waits and fault paths cost registers: at 8 warps and BLOCK 8192 (Triton 3.6, H200)
     # in place 64 -> 76 per thread, staged 78 -> 117. In place is capped to fit the tuned grid (4
     # programs per SM: 64, no spill). Staged is capped to fit 3 programs per SM, as before the
@@ -277,4 +328,11 @@ def launch(ws, inp, out, call, variant: Variant, config, multiprocessors: int, p
     # on 2x H200, 2026-11-30). The relay variant (3+ GPUs) needed far more before the protocol too
     # and runs uncapped, as then.
     fit = None if variant.relay else min(config.programs_per_sm, 3) if variant.stage else config.programs_per_sm
-    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_programs=fit)
+    # An epilogue holds the tile's sum while it reads its inputs: hc_post (flat tiles) is capped to fit
+    # its grid (api.epilogue_config: 2 programs per SM, 128 registers at 8 warps; 4 bytes spilled at
+    # 2048 elements), residual + RMSNorm (row tiles, up to 16 warps, one program per SM) runs
+    # uncapped (106 registers at 16 warps). ptxas for sm_90, Triton 3.9, bf16 H 7168.
+    if epilogue is not None:
+        fit = None if epilogue.row_tiles or variant.relay else config.programs_per_sm
+    run(reduce_scatterv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors, fit_programs=fit,
+        row_tiles=epilogue is not None and epilogue.row_tiles)

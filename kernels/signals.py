@@ -54,7 +54,10 @@ ll slots          Flagged words, written only by mode "ll": high half ``(E+1) mo
 push slots        Plain data, written only by mode "push" before the PUSH release of its round;
                   read after the acquire; rewritten at E+2 only (invariant A).
 scratch, arena    Pull: read by peers between the two barriers of a call, written by its owner
-                  only outside them (or by a relay inside, at rows nobody else reads).
+                  only outside them (or by a relay inside, at rows nobody else reads). With an
+                  epilogue, relays write their fp32 sums past the input's region instead (at
+                  scratch + the input's bytes rounded up to 256, the tile's element index * 4),
+                  read only by the owner after the relay's RELAY release, in the same call.
 ERR               Bits OR-ed in by this rank (local errors, and faults it saw) and by peers (a
                   fault a peer saw: timeout or disagreement, with bit 16 + peer). TIMEOUT,
                   DISAGREE and FAILED are sticky: a call that starts with one set is in the failed

@@ -38,13 +38,13 @@ def sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W: tl.conste
 
 @triton.jit
 def call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap, out_cap, H, lanes,
-                  W: tl.constexpr, SIZES_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+                  W: tl.constexpr, SIZES_DTYPE: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr = False):
     """Sizes checked on the device (identically on every rank) and what follows from them.
 
     Returns ``(raw, count, first, tiles, out_ok, err)``: the sizes as given (for the call's digest);
     per destination (as [WP] vectors) its element count, its first element in SUM_LEN layout and
-    its number of BLOCK-element tiles; whether this rank's output can hold its rows; and the error
-    bits (bad sizes are treated as all zero).
+    its number of tiles (BLOCK elements; with ``ROWS``, one row each: see ``tile``); whether this
+    rank's output can hold its rows; and the error bits (bad sizes are treated as all zero).
     """
     raw = sizes_vector(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, lanes, W, SIZES_DTYPE)
     sizes_ok = (tl.min(raw, axis=0) >= 0) & (tl.sum(raw, axis=0) <= in_cap)
@@ -53,6 +53,8 @@ def call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap, out_
     err = tl.where(sizes_ok, 0, ERR_BAD_SIZES) | tl.where(out_ok, 0, ERR_OUTPUT_TOO_SMALL)
     count = n * H
     first = (tl.cumsum(n, axis=0) - n) * H
+    if ROWS:
+        return raw, count, first, n, out_ok, err
     return raw, count, first, tl.cdiv(count, BLOCK), out_ok, err
 
 
@@ -75,12 +77,18 @@ def gather_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, in_cap, out_cap,
 
 
 @triton.jit
-def tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr):
+def tile(first, t, count, BLOCK: tl.constexpr, ALIGN: tl.constexpr, H=0, ROWS: tl.constexpr = False):
     """Tile ``t`` of a range of ``count`` elements that starts at element ``first``.
 
     Returns (element index where the tile starts, its index within the range, mask over
     ``tl.arange(0, BLOCK)``). ``ALIGN`` (elements) divides ``first`` and ``count``.
+    Flat tiles are BLOCK consecutive elements; with ``ROWS`` (epilogues that need whole rows) tile
+    ``t`` is row ``t`` of the range: H elements (H <= BLOCK) from ``first + t * H``.
     """
+    if ROWS:
+        done = tl.cast(t, tl.int64) * H
+        return first + done, done, (tl.arange(0, BLOCK) < tl.multiple_of(count - done, ALIGN)) & (
+            tl.arange(0, BLOCK) < tl.multiple_of(H, ALIGN))
     done = tl.cast(t, tl.int64) * BLOCK
     return first + done, done, tl.arange(0, BLOCK) < tl.multiple_of(count - done, ALIGN)
 

@@ -74,23 +74,28 @@ def _check_input(input_, op: str) -> tuple[int, tuple[int, ...], int]:
     return input_.shape[0], rest, hidden
 
 
-def _device_sizes_call(input_, output, sizes: torch.Tensor, world: int, op: str, shape: tuple) -> Call:
-    """A call with sizes on the device: input and output are capacities, and the output is required.
+def _device_sizes_call(input_, output, sizes: torch.Tensor, world: int, op: str, shape: tuple,
+                       capacity_rows: int | None = None) -> Call:
+    """A call with sizes on the device: input and output are capacities, and the output is required
+    (or, for an epilogue, which writes its own outputs, ``capacity_rows``: their row capacity).
     ``shape``: ``_check_input``'s (rows, trailing shape, elements per row)."""
     rows, rest, hidden = shape
     _check_tensor_sizes(sizes, world, input_.device, op)
+    if output is None and capacity_rows is not None:
+        return Call(rows, rest, hidden, None, sizes, capacity_rows)
     if output is None:
         raise ValueError(f"{op}: with sizes on the device, pass output (its rows are a capacity)")
     _check_output(output, input_, None, op)
     return Call(rows, rest, hidden, None, sizes, output.shape[0])
 
 
-def check_call(input_, output, sizes, world: int, rank: int) -> Call:
-    """Validate a call the way ``GroupCoordinator.reduce_scatterv`` is used; raise on anything wrong."""
+def check_call(input_, output, sizes, world: int, rank: int, capacity_rows: int | None = None) -> Call:
+    """Validate a call the way ``GroupCoordinator.reduce_scatterv`` is used; raise on anything wrong.
+    ``capacity_rows``: with an epilogue (no ``output``), the row capacity of its tensors."""
     op = "reduce_scatterv"
     rows, rest, hidden = shape = _check_input(input_, op)
     if isinstance(sizes, torch.Tensor):
-        return _device_sizes_call(input_, output, sizes, world, op, shape)
+        return _device_sizes_call(input_, output, sizes, world, op, shape, capacity_rows)
     if sizes is None:
         if rows % world:
             raise ValueError(f"reduce_scatterv: sizes=None splits evenly, but {rows} rows do not divide by {world} ranks")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
-#   scripts/gpu_checks.sh PHASE...   phases: env tests rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather demo tune
+#   scripts/gpu_checks.sh PHASE...   phases: env tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather demo tune
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
 # ab: AB_PRESETS (default latency) with AB_IMPLS, AB_ROUNDS times (default 2), on an earlier commit's kernels, put in ab/base/kernels by
@@ -28,6 +28,7 @@ for phase in "$@"; do
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
     tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -rs -x tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_custom_op_gpu.py tests/test_deepseek_block.py -k "${TESTS_K:-not fuzz and not demo_command and not test_block_matches}" -p no:cacheprovider ;;
     rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
+    epilogues) run epilogues ${TESTS_LIMIT:-480} python3 -m pytest -q -x tests/test_epilogues_gpu.py -k "${TESTS_K:-not fuzz}" -p no:cacheprovider ;;
     fuzzmax) run fuzzmax ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "fuzz and [$NG]" -p no:cacheprovider ;;
     fuzz) run fuzz ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py -k fuzz -p no:cacheprovider ;;
     ab) rm -rf ab/base/bench && cp -r bench ab/base/

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import kernels
 from kernels import api
 from tests.cases import POISON, assert_close, exact_sum, partials, tolerance
+from tests.epilogue_cases import epilogue_inputs
 
 # mode of a call by its rows per rank in the protocol groups (flagged words up to 64 B per
 # destination, plain push up to 512 B, then the pull): H = 16 bf16 elements = 32 B per row. The
@@ -42,13 +43,14 @@ def _late(ctx, seconds: float):
 
 
 def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False,
-          device_sizes=False, gather=False):
+          device_sizes=False, gather=False, epilogue=False):
     """One call with fresh inputs; returns (result, truth, abs_sum) on this rank. ``late``: the rank
     that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
     go as an int32 tensor on the device; ``gather``: an all_gatherv of each rank's first sizes[rank]
-    rows (truth: their concatenation, abs_sum 0, so the check is exact) instead of a reduce_scatterv.
-    With ``faults``, a flagged error (raised at once on CPU) is returned as a 4th item instead of
-    raised."""
+    rows (truth: their concatenation, abs_sum None: ``_check_right`` then wants it exactly) instead
+    of a reduce_scatterv; ``epilogue``: the call fuses hc_post (``out`` is then its output, not
+    checked against the sum). With ``faults``, a flagged error (raised at once on CPU) is returned as
+    a 4th item instead of raised."""
     total = sum(sizes) if rows is None else rows
     parts = partials(seed, ctx.world, total, (width,), dtype)
     n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])
@@ -61,8 +63,14 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
     error = None
     try:
         sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
-        collective = kernels.all_gatherv if gather else kernels.reduce_scatterv
-        collective(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+        if gather:
+            kernels.all_gatherv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+        elif epilogue:
+            ep, _ = epilogue_inputs("hc_post", seed, n, width, 4, dtype, ctx.device, with_f=False)
+            out = ep.out
+            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes_arg, group=group, epilogue=ep)
+        else:
+            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             kernels.workspace(group, ctx.device).check()
@@ -225,11 +233,12 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
         # [2, 3] rows of 32 B are a plain push (96 B per destination, past ll_bytes): this rank pulls
         off = dict(MODES_OFF=frozenset({"push"}))
     got, nan = [], None
+    epilogue = kind == "other_epilogue" and r == 1  # hc_post fused on this rank only: the same mode (push)
     t0 = time.perf_counter()
     try:
         with api.overrides(**off):
             out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True,
-                                     device_sizes=kind.endswith("device_sizes"),
+                                     device_sizes=kind.endswith("device_sizes"), epilogue=epilogue,
                                      gather=kind == "other_collective" and r == 1)
         nan = bool(torch.isnan(out.float()).all()) if out.numel() else True
         if error:

@@ -6,9 +6,9 @@ process can read it without loading the kernels."""
 # others may also end in a timeout or a growth mismatch, each an error on every rank)
 DISAGREEMENTS = [("swapped_sizes", 2), ("other_sizes", 2), ("other_rows", 2), ("other_width", 2), ("other_dtype", 2),
                  ("other_mode", 2), ("other_collective", 2), ("swapped_device_sizes", 2), ("permuted_sizes", 3),
-                 ("permuted_device_sizes", 3)]
+                 ("permuted_device_sizes", 3), ("other_epilogue", 2)]
 SEEN_IN_DIGESTS = {"swapped_sizes", "other_width", "other_dtype", "other_collective", "swapped_device_sizes",
-                   "permuted_sizes", "permuted_device_sizes"}
+                   "permuted_sizes", "permuted_device_sizes", "other_epilogue"}
 # the calls a rank may be absent from (protocol_cases.ROWS_BY_MODE): each collective's every mode
 ABSENT_MODES = ["ll", "push", "large", "gather_ll", "gather"]
 
