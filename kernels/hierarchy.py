@@ -1,0 +1,321 @@
+"""Beyond one node: ``reduce_scatterv`` over N nodes x G GPUs, fused inside each node, NCCL between.
+
+Global rank ``q = n * G + g`` is local rank ``g`` of node ``n``; the *rail* of ``g`` is the N ranks
+``m * G + g`` (one per node). A call with sizes ``s[0..W)`` runs in three steps:
+
+1. **Rail order** (one copy, on this GPU). The input (SUM_LEN order) is copied into the node
+   workspace's arena in rail order: rail 0's rows (those of ranks 0, G, 2G, ...), then rail 1's, ...;
+   behind each rank's rows, ``R`` check rows (below). Cost: one read and one write of the whole
+   input in HBM (``sum(s) * H * elt`` bytes each way, about 3 us per 7 MB on an H200), the same
+   staging copy the flat kernel makes for an input that does not lie in its workspace; the flat
+   kernel's zero-copy path (``ws.empty``) has no counterpart here, since the producer writes SUM_LEN
+   order. (A producer that wrote rail order directly would save it; not offered yet.)
+2. **Node step** (NVLink, the fused kernels). ``kernels.reduce_scatterv`` over the node's G ranks
+   with node sizes ``t[h] = sum_m (s[m*G + h] + R)``: local rank g ends with the node's partial
+   sums of every row of its rail, each rank's block followed by its check rows. Bytes per GPU: the
+   flat kernel's for a G-rank group of ``sum(s) + W*R`` rows.
+3. **Rail hop** (the network, NCCL; gloo in CPU emulation). An uneven reduce-scatter over the rail
+   group (``dist.reduce_scatter``, NCCL's grouped reduce): rank ``m*G + g`` receives the sum over
+   nodes of its block, so each row crosses the network once per node pair (N = 2: once). Then the
+   owner copies its rows to ``output``, checking the check rows first.
+
+**Rounding** (stated once, here). Default: the node step accumulates its G terms in fp32 and rounds
+the node partial to the input dtype (the hop moves the dtype's bytes); NCCL then adds the N node
+partials in the dtype, rounding each of its N - 1 adds (a chain). So a row is rounded N times
+(N = 2: twice), against the flat kernel's once and NCCL's flat grouped reduce's W - 1 times.
+``hop_fp32=True`` (a workspace keyword) converts the input to fp32 in the rail-order copy: the
+node step and the hop then move fp32 (2x the bytes on NVLink and on the network), NCCL adds in
+fp32, and the owner rounds once to the dtype (fp32's own roundings, 2^-24 relative, aside).
+Choose it where the extra rounding matters more than the bytes; decode calls are latency-bound
+(2x bytes costs little there), prefill calls bandwidth-bound (2x bytes costs up to 2x).
+
+**Device sizes and CUDA graphs.** NCCL's counts are fixed when a graph is captured, so with sizes
+on the device both steps move capacities: every rank's block is ``P`` rows (its output's row
+capacity, which must be the same on every rank), the node step reduces ``G * N * (P + R)`` rows
+with host (capacity) sizes and the hop is an even ``reduce_scatter_tensor``; the owner copies its
+first ``sizes[rank]`` rows (rows past them are left untouched). The row positions are computed on
+the device (a few small launches, no host sync). With host sizes the positions are computed on the
+host once per distinct sizes tuple and cached on the device; a tuple met first inside a graph
+capture raises (run the call once eagerly first, as for workspace growth). The steps allocate
+small temporaries (the node partial, the hop's receive buffer): under capture they come from the
+graph's pool.
+
+**Check rows** (what each guarantee becomes across nodes). The node step keeps every guarantee of
+the protocol inside a node (timeouts, call digests, sticky failed state, ``reset``). The hop is
+NCCL's: a rank of another node that never calls blocks NCCL until NCCL's watchdog aborts (its
+timeout, set at ``init_process_group``), and calls whose NCCL counts differ between nodes get
+NCCL's behaviour (a hang until the watchdog, or an NCCL error). To catch the rest, each rank's
+block carries ``R = ceil((K + 1) / H)`` check rows: the first 64 elements are the bits (0 or 1) of
+the call's digest (mode, width, dtype, row count, host sizes or capacity, hop dtype), then, with
+device sizes, 32 bits of every size, then one *fault* element the node sets after its step (1 if
+its workspace is in the failed state). Summed over the W ranks, every bit element must be 0 or W
+(integers up to 256 are exact in bf16) and the fault element 0; anything else (a rank of another
+node made a different call with the same counts, a node's step failed or poisoned its rows) poisons
+the owner's rows (NaN) and sets ``ERR_HOP``, sticky like the kernels' faults: every later call is
+NaN and ``check()`` raises until ``reset()``. Every owner receives the same sums of check bits, so
+every rank sees a mismatch.
+
+``all_gatherv`` on a multi-node group runs NCCL's padded all-gather over the whole group (the flat
+fallback, with one warning): the hierarchical gather (rail all-gather on NCCL, then the node's
+fused gather) is not built.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from . import layout as L
+
+MAX_NODE = 8  # ranks of one node the fused kernels serve
+DIGEST_BITS = 64
+SIZE_BITS = 32
+MAX_CHECK_WORLD = 256  # W * bit must be exact in the hop dtype (bf16: integers up to 256)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How a group's ranks sit on nodes: ``nodes`` x ``ranks_per_node``, rank ``n*G + g`` on node n."""
+
+    ranks_per_node: int
+    nodes: int
+    reason: str  # one line: where the answer came from
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nodes >= 2
+
+
+def find_topology(hosts: list[str], ranks_per_node: int | None, max_node: int = MAX_NODE) -> Topology | str:
+    """Pure: the topology of a group whose rank r runs on ``hosts[r]``, or a sentence saying why the
+    group cannot be split into nodes (the caller falls back to NCCL over the whole group).
+
+    ``ranks_per_node`` (the workspace keyword) overrides the hosts: each block of G consecutive ranks
+    is a node. Raises ValueError for a value no group of this size can take."""
+    world = len(hosts)
+    if ranks_per_node is not None:
+        g = ranks_per_node
+        if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= max_node or world % g:
+            raise ValueError(f"kernels.workspace: ranks_per_node={g!r} must be an int in [1, {max_node}] that "
+                             f"divides the group's {world} ranks")
+        return Topology(g, world // g, f"ranks_per_node={g} (keyword): {world // g} nodes of {g}")
+    blocks: list[tuple[str, int]] = []  # (host, ranks) in rank order
+    for h in hosts:
+        if blocks and blocks[-1][0] == h:
+            blocks[-1] = (h, blocks[-1][1] + 1)
+        else:
+            blocks.append((h, 1))
+    if len(blocks) == 1:
+        return Topology(world, 1, f"one host ({hosts[0]})")
+    distinct = {h for h, _ in blocks}
+    if len(distinct) != len(blocks):
+        return (f"the ranks of a host are not contiguous (hosts in rank order: {hosts}); order the ranks by "
+                "host, or pass ranks_per_node=G if each block of G consecutive ranks shares a host")
+    counts = {n for _, n in blocks}
+    if len(counts) != 1:
+        return f"the hosts hold different numbers of ranks ({[n for _, n in blocks]})"
+    g = counts.pop()
+    if g > max_node:
+        return f"{g} ranks per host: the fused kernels serve at most {max_node} per node"
+    return Topology(g, len(blocks), f"{len(blocks)} hosts of {g} ranks")
+
+
+def hostnames(group: dist.ProcessGroup) -> list[str]:
+    """Collective: every rank's host name, in rank order."""
+    everyone: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(everyone, socket.gethostname(), group=group)
+    return everyone
+
+
+class Hierarchy:
+    """The subgroups and the node workspace of a multi-node group (built by ``Workspace``).
+
+    Every rank of the group creates every node group (then every rail group) in the same order,
+    at workspace creation, with ``use_local_synchronization`` so that ranks outside the group take
+    no part; no group is created inside a call."""
+
+    def __init__(self, ws, topo: Topology, keywords: dict):
+        group, device = ws.group, ws.device
+        G, N, W = topo.ranks_per_node, topo.nodes, ws.world_size
+        self.G, self.N, self.W = G, N, W
+        self.node, self.local = divmod(ws.rank, G)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        glob = [dist.get_global_rank(group, r) if group is not dist.group.WORLD else r for r in range(W)]
+        self.node_group = self.rail_group = None
+        for n in range(N):
+            g = dist.new_group([glob[n * G + i] for i in range(G)], backend=backend, use_local_synchronization=True)
+            if n == self.node:
+                self.node_group = g
+        for h in range(G):
+            g = dist.new_group([glob[m * G + h] for m in range(N)], backend=backend, use_local_synchronization=True)
+            if h == self.local:
+                self.rail_group = g
+        from .workspace import workspace
+
+        self.node_ws = workspace(self.node_group, device, **keywords)
+        self.hop_fp32 = ws.hop_fp32
+        self._host_plans: OrderedDict = OrderedDict()
+
+    # ---- helpers
+    def check_rows(self, hidden: int, device_sizes: bool) -> tuple[int, int]:
+        """(K, R): check elements before the fault element, and check rows per block."""
+        k = DIGEST_BITS + (SIZE_BITS * self.W if device_sizes else 0)
+        return k, -(-(k + 1) // hidden)
+
+    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device, sizes_dev=None) -> torch.Tensor:
+        """The ``[R, H]`` check rows of this call: digest bits, size bits (device sizes), fault 0, zeros."""
+        vals = torch.zeros(r * hidden, dtype=dtype, device=device)
+        shifts = torch.arange(DIGEST_BITS, device=device, dtype=torch.int64)
+        t = torch.full((), tag, dtype=torch.int64, device=device)
+        vals[:DIGEST_BITS] = ((t >> shifts) & 1).to(dtype)
+        if sizes_dev is not None:
+            sb = (sizes_dev.to(torch.int64)[:, None] >> shifts[None, :SIZE_BITS]) & 1
+            vals[DIGEST_BITS:k] = sb.reshape(-1).to(dtype)
+        return vals.view(r, hidden)
+
+    def _host_plan(self, sizes: tuple, r: int, device) -> tuple:
+        """Cached per (sizes, R): (destination row of every input row, check-row positions [W, R],
+        fault-element rows of this rank's node output [N], node sizes, this rank's hop chunks)."""
+        key = (sizes, r)
+        plan = self._host_plans.get(key)
+        if plan is not None:
+            self._host_plans.move_to_end(key)
+            return plan
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"reduce_scatterv: the multi-node plan for sizes {list(sizes)} is built on the host and "
+                               "copied to the GPU, which cannot happen during CUDA-graph capture; run the call once "
+                               "eagerly first (or pass sizes on the device)")
+        G, N = self.G, self.N
+        src_off = [0]
+        for s in sizes:
+            src_off.append(src_off[-1] + s)
+        dst, checks, at = [0] * src_off[-1], [], 0
+        block_at = {}
+        for h in range(G):
+            for m in range(N):
+                q = m * G + h
+                block_at[q] = at
+                dst[src_off[q]:src_off[q + 1]] = range(at, at + sizes[q])
+                checks.append(list(range(at + sizes[q], at + sizes[q] + r)))
+                at += sizes[q] + r
+        node_sizes = [sum(sizes[m * G + h] + r for m in range(N)) for h in range(G)]
+        mine = [sizes[m * G + self.local] + r for m in range(N)]
+        start = sum(node_sizes[: self.local])
+        fault_rows = [block_at[m * G + self.local] - start + sizes[m * G + self.local] for m in range(N)]
+        plan = (torch.tensor(dst, dtype=torch.int64, device=device),
+                torch.tensor(checks, dtype=torch.int64, device=device).view(len(sizes), r),
+                torch.tensor(fault_rows, dtype=torch.int64, device=device), node_sizes, mine)
+        self._host_plans[key] = plan
+        if len(self._host_plans) > 256:
+            self._host_plans.popitem(last=False)
+        return plan
+
+    def _node_step(self, x: torch.Tensor, node_out: torch.Tensor, node_sizes: list) -> Exception | None:
+        """The fused reduce_scatterv over the node, flags left for ``check()``. An exception on the host
+        (e.g. ranks of this node grew the workspace differently) is returned, not raised, so that this
+        rank still takes part in the rail hop (its peers on other nodes would wait there) with its
+        fault element set; the caller raises it after the hop."""
+        from .api import node_step
+
+        try:
+            node_step(x, node_out, node_sizes, self.node_group)
+        except Exception as e:  # noqa: BLE001 - re-raised by the caller after the hop
+            node_out.fill_(float("nan"))
+            return e
+        return None
+
+    def _fault_value(self, dtype, error) -> torch.Tensor:
+        """1 where this rank's node step failed or its node workspace is in the failed state
+        (device-side, no sync), else 0."""
+        if error is not None or not self.node_ws.p2p:
+            return torch.ones((), dtype=dtype, device=self.node_ws.device) if error is not None else \
+                torch.zeros((), dtype=dtype, device=self.node_ws.device)
+        return ((self.node_ws._err_word() & L.STICKY) != 0).to(dtype)
+
+    def _finish(self, recv: torch.Tensor, output: torch.Tensor, k: int, bits: torch.Tensor, live=None) -> None:
+        """Check the summed check rows behind the owner's rows, then copy (or poison) its rows."""
+        rows = output.shape[0] if live is None else live.shape[0]
+        data = recv[:rows * self.hidden].view(rows, self.hidden)
+        tail = recv[rows * self.hidden:].float()
+        ok = ((tail[:k] == bits.float() * self.W).all() & (tail[k] == 0)).reshape(())
+        nan = torch.tensor(float("nan"), dtype=data.dtype, device=data.device)
+        got = torch.where(ok, data, nan).to(output.dtype)
+        flat_out = output.view(output.shape[0], self.hidden)
+        if live is None:
+            flat_out.copy_(got)
+        else:
+            flat_out[:rows].copy_(torch.where(live[:, None], got, flat_out[:rows]))
+        self.node_ws._err_word().bitwise_or_(torch.where(ok, 0, L.ERR_HOP).to(torch.int64))
+
+    # ---- the call
+    def reduce_scatterv(self, input_: torch.Tensor, output: torch.Tensor, call, tag: int) -> None:
+        hidden, dev = call.hidden, input_.device
+        self.hidden = hidden
+        dtype = torch.float32 if self.hop_fp32 else input_.dtype
+        inp = input_.reshape(input_.shape[0], hidden)
+        if inp.dtype != dtype:
+            inp = inp.to(dtype)
+        device_sizes = call.sizes is None
+        k, r = self.check_rows(hidden, device_sizes)
+        vals = self._check_values(tag, k, r, hidden, dtype, dev, call.sizes_dev if device_sizes else None)
+        bits = vals.view(-1)[:k]
+        ws = self.node_ws
+        if not device_sizes:
+            dst, checks, fault_rows, node_sizes, mine = self._host_plan(call.sizes, r, dev)
+            total = sum(node_sizes)
+            x = ws.empty(total, hidden, dtype=dtype) if ws.p2p else torch.empty(total, hidden, dtype=dtype, device=dev)
+            x.index_copy_(0, dst, inp)
+            x.index_put_((checks,), vals)
+            node_out = torch.empty(node_sizes[self.local], hidden, dtype=dtype, device=dev)
+            error = self._node_step(x, node_out, node_sizes)
+            node_out[fault_rows + k // hidden, k % hidden] = self._fault_value(dtype, error)
+            recv = torch.empty(mine[self.node] * hidden, dtype=dtype, device=dev)
+            dist.reduce_scatter(recv, list(node_out.view(-1).split([m * hidden for m in mine])), group=self.rail_group)
+            self._finish(recv, output, k, bits)
+            if error is not None:
+                raise error
+            return
+        # device sizes: every block is P rows (the output capacity) + R check rows, at fixed places
+        P, W, G, N = call.out_rows, self.W, self.G, self.N
+        block = P + r
+        sizes = call.sizes_dev.to(torch.int64)
+        total = W * block
+        x = ws.empty(total + 1, hidden, dtype=dtype) if ws.p2p else torch.empty(total + 1, hidden, dtype=dtype,
+                                                                                device=dev)
+        ends = torch.cumsum(sizes, 0)
+        i = torch.arange(call.rows, device=dev)
+        q = torch.searchsorted(ends, i, right=True)
+        qc = q.clamp(max=W - 1)
+        j = i - (ends - sizes)[qc]
+        slot = (qc % G) * N + qc // G  # the block's index in rail order
+        keep = (q < W) & (j < P)
+        x.index_copy_(0, torch.where(keep, slot * block + j, total), inp)  # row ``total``: rows that go nowhere
+        ar = torch.arange(W, device=dev)
+        x.index_put_((((ar % G) * N + ar // G)[:, None] * block + P + torch.arange(r, device=dev)[None, :],), vals)
+        bad = ((sizes < 0).any() | (ends[-1] > call.rows)).to(torch.int64) * L.ERR_BAD_SIZES
+        bad |= (sizes > P).any().to(torch.int64) * L.ERR_OUTPUT_TOO_SMALL
+        ws._err_word().bitwise_or_(bad)
+        node_out = torch.empty(N * block, hidden, dtype=dtype, device=dev)
+        error = self._node_step(x[:total], node_out, [N * block] * G)
+        node_out.view(N, block, hidden)[:, P + k // hidden, k % hidden] = self._fault_value(dtype, error)
+        recv = torch.empty(block * hidden, dtype=dtype, device=dev)
+        _reduce_scatter_even(recv, node_out.view(-1), group=self.rail_group)
+        live = torch.arange(P, device=dev) < sizes[self.node * G + self.local].clamp(min=0)
+        self._finish(recv, output, k, bits, live)
+        if error is not None:
+            raise error
+
+
+# torch 2.13 renamed reduce_scatter_tensor (same signature) and warns on the old name
+_reduce_scatter_even = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def warn_flat(reason: str) -> None:
+    warnings.warn(f"reduce_scatterv: this group spans several hosts but cannot be split into nodes ({reason}); "
+                  "falling back to NCCL's grouped-reduce reduce_scatterv over the whole group", RuntimeWarning,
+                  stacklevel=4)
