@@ -14,7 +14,7 @@ from types import ModuleType
 
 _mode: str | None = None
 _KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.push_kernel",
-                   "kernels.all_gatherv_kernel", "kernels.launch_args")
+                   "kernels.all_gatherv_kernel", "kernels.launch_args", "kernels.hop_kernel")
 
 
 def kernel_module(device_type: str) -> ModuleType:

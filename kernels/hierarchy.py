@@ -160,6 +160,7 @@ class Hierarchy:
         self.node_ws = workspace(self.node_group, device, **keywords)
         self.hop_fp32 = ws.hop_fp32
         self._host_plans: OrderedDict = OrderedDict()
+        self._check_cache: OrderedDict = OrderedDict()
 
     # ---- helpers
     def check_rows(self, hidden: int, device_sizes: bool) -> tuple[int, int]:
@@ -167,8 +168,13 @@ class Hierarchy:
         k = DIGEST_BITS + (SIZE_BITS * self.W if device_sizes else 0)
         return k, -(-(k + 1) // hidden)
 
-    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device, sizes_dev=None) -> torch.Tensor:
-        """The ``[R, H]`` check rows of this call: digest bits, size bits (device sizes), fault 0, zeros."""
+    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device, sizes_dev=None):
+        """(the ``[R, H]`` check rows of this call: digest bits, size bits with device sizes, fault 0,
+        zeros; what their sum over W agreeing healthy ranks is, fp32). Host sizes: cached per call."""
+        key = (tag, k, r, hidden, dtype, device) if sizes_dev is None else None
+        if key is not None and key in self._check_cache:
+            self._check_cache.move_to_end(key)
+            return self._check_cache[key]
         vals = torch.zeros(r * hidden, dtype=dtype, device=device)
         shifts = torch.arange(DIGEST_BITS, device=device, dtype=torch.int64)
         t = torch.full((), tag, dtype=torch.int64, device=device)
@@ -176,44 +182,55 @@ class Hierarchy:
         if sizes_dev is not None:
             sb = (sizes_dev.to(torch.int64)[:, None] >> shifts[None, :SIZE_BITS]) & 1
             vals[DIGEST_BITS:k] = sb.reshape(-1).to(dtype)
-        return vals.view(r, hidden)
+        got = (vals.view(r, hidden), vals.float() * self.W)
+        if key is not None:
+            self._check_cache[key] = got
+            if len(self._check_cache) > 256:
+                self._check_cache.popitem(last=False)
+        return got
 
-    def _host_plan(self, sizes: tuple, r: int, device) -> tuple:
-        """Cached per (sizes, R): (destination row of every input row, check-row positions [W, R],
-        fault-element rows of this rank's node output [N], node sizes, this rank's hop chunks)."""
-        key = (sizes, r)
-        plan = self._host_plans.get(key)
-        if plan is not None:
+    def _cached(self, key, build):
+        """A device tensor built once per key (host data copied to the device: refused under capture)."""
+        got = self._host_plans.get(key)
+        if got is not None:
             self._host_plans.move_to_end(key)
-            return plan
-        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(f"reduce_scatterv: the multi-node plan for sizes {list(sizes)} is built on the host and "
-                               "copied to the GPU, which cannot happen during CUDA-graph capture; run the call once "
-                               "eagerly first (or pass sizes on the device)")
-        G, N = self.G, self.N
-        src_off = [0]
-        for s in sizes:
-            src_off.append(src_off[-1] + s)
-        dst, checks, at = [0] * src_off[-1], [], 0
-        block_at = {}
-        for h in range(G):
-            for m in range(N):
-                q = m * G + h
-                block_at[q] = at
-                dst[src_off[q]:src_off[q + 1]] = range(at, at + sizes[q])
-                checks.append(list(range(at + sizes[q], at + sizes[q] + r)))
-                at += sizes[q] + r
-        node_sizes = [sum(sizes[m * G + h] + r for m in range(N)) for h in range(G)]
-        mine = [sizes[m * G + self.local] + r for m in range(N)]
-        start = sum(node_sizes[: self.local])
-        fault_rows = [block_at[m * G + self.local] - start + sizes[m * G + self.local] for m in range(N)]
-        plan = (torch.tensor(dst, dtype=torch.int64, device=device),
-                torch.tensor(checks, dtype=torch.int64, device=device).view(len(sizes), r),
-                torch.tensor(fault_rows, dtype=torch.int64, device=device), node_sizes, mine)
-        self._host_plans[key] = plan
+            return got
+        dev = self.node_ws.device
+        if dev.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"reduce_scatterv: the multi-node plan for {key[0]} {list(key[1])} is built on the host "
+                               "and copied to the GPU, which cannot happen during CUDA-graph capture; run the call "
+                               "once eagerly first")
+        got = build()
+        self._host_plans[key] = got
         if len(self._host_plans) > 256:
             self._host_plans.popitem(last=False)
-        return plan
+        return got
+
+    def _host_plan(self, sizes: tuple, r: int, hidden: int, k: int, device) -> tuple:
+        """Cached per (sizes, R, H): (destination row of every input row, check-row positions [W, R],
+        fault-element positions in this rank's node output (elements) [N], node sizes, hop chunks)."""
+        def build():
+            G, N = self.G, self.N
+            src_off = [0]
+            for s in sizes:
+                src_off.append(src_off[-1] + s)
+            dst, checks, at, block_at = [0] * src_off[-1], [], 0, {}
+            for h in range(G):
+                for m in range(N):
+                    q = m * G + h
+                    block_at[q] = at
+                    dst[src_off[q]:src_off[q + 1]] = range(at, at + sizes[q])
+                    checks.append(list(range(at + sizes[q], at + sizes[q] + r)))
+                    at += sizes[q] + r
+            node_sizes = [sum(sizes[m * G + h] + r for m in range(N)) for h in range(G)]
+            mine = [sizes[m * G + self.local] + r for m in range(N)]
+            start = sum(node_sizes[: self.local])
+            faults = [(block_at[m * G + self.local] - start + sizes[m * G + self.local]) * hidden + k for m in range(N)]
+            return (torch.tensor(dst, dtype=torch.int64, device=device),
+                    torch.tensor(checks, dtype=torch.int64, device=device).view(len(sizes), r),
+                    torch.tensor(faults, dtype=torch.int64, device=device), node_sizes, mine)
+
+        return self._cached(("sizes", sizes, r, hidden, k), build)
 
     def _node_step(self, x: torch.Tensor, node_out: torch.Tensor, node_sizes: list) -> Exception | None:
         """The fused reduce_scatterv over the node, flags left for ``check()``. An exception on the host
@@ -229,84 +246,70 @@ class Hierarchy:
             return e
         return None
 
-    def _fault_value(self, dtype, error) -> torch.Tensor:
-        """1 where this rank's node step failed or its node workspace is in the failed state
-        (device-side, no sync), else 0."""
-        if error is not None or not self.node_ws.p2p:
-            return torch.ones((), dtype=dtype, device=self.node_ws.device) if error is not None else \
-                torch.zeros((), dtype=dtype, device=self.node_ws.device)
-        return ((self.node_ws._err_word() & L.STICKY) != 0).to(dtype)
-
-    def _finish(self, recv: torch.Tensor, output: torch.Tensor, k: int, bits: torch.Tensor, live=None) -> None:
-        """Check the summed check rows behind the owner's rows, then copy (or poison) its rows."""
-        rows = output.shape[0] if live is None else live.shape[0]
-        data = recv[:rows * self.hidden].view(rows, self.hidden)
-        tail = recv[rows * self.hidden:].float()
-        ok = ((tail[:k] == bits.float() * self.W).all() & (tail[k] == 0)).reshape(())
-        nan = torch.tensor(float("nan"), dtype=data.dtype, device=data.device)
-        got = torch.where(ok, data, nan).to(output.dtype)
-        flat_out = output.view(output.shape[0], self.hidden)
-        if live is None:
-            flat_out.copy_(got)
-        else:
-            flat_out[:rows].copy_(torch.where(live[:, None], got, flat_out[:rows]))
-        self.node_ws._err_word().bitwise_or_(torch.where(ok, 0, L.ERR_HOP).to(torch.int64))
-
     # ---- the call
     def reduce_scatterv(self, input_: torch.Tensor, output: torch.Tensor, call, tag: int) -> None:
+        """Steps 1-3 of the module docstring for one validated call; ``tag``: the call's host digest."""
+        from ._triton_mode import kernel_module
+
+        kern = kernel_module(input_.device.type)
         hidden, dev = call.hidden, input_.device
-        self.hidden = hidden
         dtype = torch.float32 if self.hop_fp32 else input_.dtype
         inp = input_.reshape(input_.shape[0], hidden)
         if inp.dtype != dtype:
             inp = inp.to(dtype)
         device_sizes = call.sizes is None
         k, r = self.check_rows(hidden, device_sizes)
-        vals = self._check_values(tag, k, r, hidden, dtype, dev, call.sizes_dev if device_sizes else None)
-        bits = vals.view(-1)[:k]
+        vals, expect = self._check_values(tag, k, r, hidden, dtype, dev, call.sizes_dev if device_sizes else None)
         ws = self.node_ws
-        if not device_sizes:
-            dst, checks, fault_rows, node_sizes, mine = self._host_plan(call.sizes, r, dev)
-            total = sum(node_sizes)
-            x = ws.empty(total, hidden, dtype=dtype) if ws.p2p else torch.empty(total, hidden, dtype=dtype, device=dev)
+        programs = 2 if dev.type == "cpu" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
+        out2d = output.view(output.shape[0], hidden)
+        if not device_sizes:  # exact rows: an uneven reduce-scatter on each rail
+            dst, checks, faults, node_sizes, mine = self._host_plan(call.sizes, r, hidden, k, dev)
+            x = ws.empty(sum(node_sizes), hidden, dtype=dtype)
             x.index_copy_(0, dst, inp)
+            err = ws._err_word()  # after empty(): growth moves the workspace
             x.index_put_((checks,), vals)
             node_out = torch.empty(node_sizes[self.local], hidden, dtype=dtype, device=dev)
             error = self._node_step(x, node_out, node_sizes)
-            node_out[fault_rows + k // hidden, k % hidden] = self._fault_value(dtype, error)
+            err = ws._err_word()  # the node step may have grown the workspace too
+            kern.hop_fault(err, node_out, faults, error is not None, L.STICKY)
             recv = torch.empty(mine[self.node] * hidden, dtype=dtype, device=dev)
             dist.reduce_scatter(recv, list(node_out.view(-1).split([m * hidden for m in mine])), group=self.rail_group)
-            self._finish(recv, output, k, bits)
-            if error is not None:
-                raise error
-            return
-        # device sizes: every block is P rows (the output capacity) + R check rows, at fixed places
-        P, W, G, N = call.out_rows, self.W, self.G, self.N
-        block = P + r
-        sizes = call.sizes_dev.to(torch.int64)
-        total = W * block
-        x = ws.empty(total + 1, hidden, dtype=dtype) if ws.p2p else torch.empty(total + 1, hidden, dtype=dtype,
-                                                                                device=dev)
-        ends = torch.cumsum(sizes, 0)
-        i = torch.arange(call.rows, device=dev)
-        q = torch.searchsorted(ends, i, right=True)
-        qc = q.clamp(max=W - 1)
-        j = i - (ends - sizes)[qc]
-        slot = (qc % G) * N + qc // G  # the block's index in rail order
-        keep = (q < W) & (j < P)
-        x.index_copy_(0, torch.where(keep, slot * block + j, total), inp)  # row ``total``: rows that go nowhere
-        ar = torch.arange(W, device=dev)
-        x.index_put_((((ar % G) * N + ar // G)[:, None] * block + P + torch.arange(r, device=dev)[None, :],), vals)
-        bad = ((sizes < 0).any() | (ends[-1] > call.rows)).to(torch.int64) * L.ERR_BAD_SIZES
-        bad |= (sizes > P).any().to(torch.int64) * L.ERR_OUTPUT_TOO_SMALL
-        ws._err_word().bitwise_or_(bad)
-        node_out = torch.empty(N * block, hidden, dtype=dtype, device=dev)
-        error = self._node_step(x[:total], node_out, [N * block] * G)
-        node_out.view(N, block, hidden)[:, P + k // hidden, k % hidden] = self._fault_value(dtype, error)
-        recv = torch.empty(block * hidden, dtype=dtype, device=dev)
-        _reduce_scatter_even(recv, node_out.view(-1), group=self.rail_group)
-        live = torch.arange(P, device=dev) < sizes[self.node * G + self.local].clamp(min=0)
-        self._finish(recv, output, k, bits, live)
+            n = call.sizes[self.node * self.G + self.local]
+            kern.hop_finish(recv, expect, out2d, err, None, 0, n, n, hidden, programs, L.ERR_HOP)
+        else:  # capacities: every block is P rows (the output capacity) + R check rows, at fixed places
+            P, W, G, N = call.out_rows, self.W, self.G, self.N
+            block = P + r
+            sizes = call.sizes_dev.to(torch.int64)
+            total = W * block
+            x = ws.empty(total + 1, hidden, dtype=dtype)  # + 1: the row where rows past the counts go
+            err = ws._err_word()  # after empty(): growth moves the workspace
+            ends = torch.cumsum(sizes, 0)
+            i = torch.arange(call.rows, device=dev)
+            q = torch.searchsorted(ends, i, right=True)
+            qc = q.clamp(max=W - 1)
+            j = i - (ends - sizes)[qc]
+            slot = (qc % G) * N + qc // G  # the block's index in rail order
+            x.index_copy_(0, torch.where((q < W) & (j < P), slot * block + j, total), inp)
+
+            def positions():
+                ar = torch.arange(W, device=dev)
+                checks = ((ar % G) * N + ar // G)[:, None] * block + P + torch.arange(r, device=dev)[None, :]
+                return checks, (torch.arange(N, device=dev) * block + P) * hidden + k
+
+            checks, faults = self._cached(("capacity", (P, r, hidden, k)), positions)
+            x.index_put_((checks,), vals)
+            bad = ((sizes < 0).any() | (ends[-1] > call.rows)).to(torch.int64) * L.ERR_BAD_SIZES
+            bad |= (sizes > P).any().to(torch.int64) * L.ERR_OUTPUT_TOO_SMALL
+            err.bitwise_or_(bad)
+            node_out = torch.empty(N * block, hidden, dtype=dtype, device=dev)
+            error = self._node_step(x[:total], node_out, [N * block] * G)
+            err = ws._err_word()  # the node step may have grown the workspace too
+            kern.hop_fault(err, node_out, faults, error is not None, L.STICKY)
+            recv = torch.empty(block * hidden, dtype=dtype, device=dev)
+            _reduce_scatter_even(recv, node_out.view(-1), group=self.rail_group)
+            kern.hop_finish(recv, expect, out2d, err, call.sizes_dev, self.node * G + self.local, 0, P, hidden,
+                            programs, L.ERR_HOP)
         if error is not None:
             raise error
 
