@@ -215,11 +215,12 @@ def hier_keywords_case(ctx):
     return seen
 
 
-def hier_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int, hop_fp32=False):
+def hier_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int, hop_fp32=False,
+                    ranks_per_node: int = 2):
     """CUDA: one multi-node call with device sizes captured in a graph, replayed with new sizes and
     inputs: each replay against NCCL's flat reduce_scatter and the float64 sum; rows past
     sizes[rank] untouched."""
-    group = hier_group(ctx, **({"hop_fp32": True} if hop_fp32 else {}))
+    group = hier_group(ctx, ranks_per_node, **({"hop_fp32": True} if hop_fp32 else {}))
     ws = kernels.workspace(group, ctx.device)
     W, rank, dev = ctx.world, ctx.rank, ctx.device
     nodes = W // ws.hierarchy.G
