@@ -33,12 +33,15 @@ Choose it where the extra rounding matters more than the bytes; decode calls are
 on the device both steps move capacities: every rank's block is ``P`` rows (its output's row
 capacity, which must be the same on every rank), the node step reduces ``G * N * (P + R)`` rows
 with host (capacity) sizes and the hop is an even ``reduce_scatter_tensor``; the owner copies its
-first ``sizes[rank]`` rows (rows past them are left untouched). The row positions are computed on
-the device (a few small launches, no host sync). With host sizes the positions are computed on the
-host once per distinct sizes tuple and cached on the device; a tuple met first inside a graph
-capture raises (run the call once eagerly first, as for workspace growth). The steps allocate
-small temporaries (the node partial, the hop's receive buffer): under capture they come from the
-graph's pool.
+first ``sizes[rank]`` rows (rows past them are left untouched). One kernel
+(``hop_kernel.hop_prologue_kernel``) reads the sizes on the device and makes the rail-order copy
+with its check rows (no host sync); rows past a rank's count keep what the arena held (summed,
+never read out). With host sizes the row positions are computed on the host once per distinct
+sizes tuple and cached on the device (then ``index_copy_`` + ``index_put_``); a tuple met first
+inside a graph capture raises (run the call once eagerly first, as for workspace growth), and so
+does a capacity met first there. Launches per call: the copy (1 or 2), the node step (1), the fault
+element (1), NCCL (1), the check-and-copy (1). The steps allocate small temporaries (the node
+partial, the hop's receive buffer): under capture they come from the graph's pool.
 
 **Check rows** (what each guarantee becomes across nodes). The node step keeps every guarantee of
 the protocol inside a node (timeouts, call digests, sticky failed state, ``reset``). The hop is
@@ -168,25 +171,22 @@ class Hierarchy:
         k = DIGEST_BITS + (SIZE_BITS * self.W if device_sizes else 0)
         return k, -(-(k + 1) // hidden)
 
-    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device, sizes_dev=None):
-        """(the ``[R, H]`` check rows of this call: digest bits, size bits with device sizes, fault 0,
-        zeros; what their sum over W agreeing healthy ranks is, fp32). Host sizes: cached per call."""
-        key = (tag, k, r, hidden, dtype, device) if sizes_dev is None else None
-        if key is not None and key in self._check_cache:
+    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device):
+        """(the ``[R, H]`` check rows of a call with host sizes: its digest bits, the fault element 0,
+        zeros; what their sum over W agreeing healthy ranks is, fp32), cached per call. With device
+        sizes the rows are the prologue kernel's template (it adds the size bits)."""
+        key = (tag, k, r, hidden, dtype, device)
+        if key in self._check_cache:
             self._check_cache.move_to_end(key)
             return self._check_cache[key]
         vals = torch.zeros(r * hidden, dtype=dtype, device=device)
         shifts = torch.arange(DIGEST_BITS, device=device, dtype=torch.int64)
         t = torch.full((), tag, dtype=torch.int64, device=device)
         vals[:DIGEST_BITS] = ((t >> shifts) & 1).to(dtype)
-        if sizes_dev is not None:
-            sb = (sizes_dev.to(torch.int64)[:, None] >> shifts[None, :SIZE_BITS]) & 1
-            vals[DIGEST_BITS:k] = sb.reshape(-1).to(dtype)
         got = (vals.view(r, hidden), vals.float() * self.W)
-        if key is not None:
-            self._check_cache[key] = got
-            if len(self._check_cache) > 256:
-                self._check_cache.popitem(last=False)
+        self._check_cache[key] = got
+        if len(self._check_cache) > 256:
+            self._check_cache.popitem(last=False)
         return got
 
     def _cached(self, key, build):
@@ -254,19 +254,19 @@ class Hierarchy:
         kern = kernel_module(input_.device.type)
         hidden, dev = call.hidden, input_.device
         dtype = torch.float32 if self.hop_fp32 else input_.dtype
-        inp = input_.reshape(input_.shape[0], hidden)
-        if inp.dtype != dtype:
-            inp = inp.to(dtype)
         device_sizes = call.sizes is None
         k, r = self.check_rows(hidden, device_sizes)
-        vals, expect = self._check_values(tag, k, r, hidden, dtype, dev, call.sizes_dev if device_sizes else None)
+        # host sizes: the check rows and their expected sums, cached per call; device sizes: the digest
+        # bits only, as a template for the prologue kernel (which adds the size bits)
+        vals, expect = self._check_values(tag, k, r, hidden, dtype, dev)
         ws = self.node_ws
         programs = 2 if dev.type == "cpu" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
         out2d = output.view(output.shape[0], hidden)
         if not device_sizes:  # exact rows: an uneven reduce-scatter on each rail
             dst, checks, faults, node_sizes, mine = self._host_plan(call.sizes, r, hidden, k, dev)
             x = ws.empty(sum(node_sizes), hidden, dtype=dtype)
-            x.index_copy_(0, dst, inp)
+            inp = input_.reshape(input_.shape[0], hidden)
+            x.index_copy_(0, dst, inp if inp.dtype == dtype else inp.to(dtype))
             err = ws._err_word()  # after empty(): growth moves the workspace
             x.index_put_((checks,), vals)
             node_out = torch.empty(node_sizes[self.local], hidden, dtype=dtype, device=dev)
@@ -280,30 +280,18 @@ class Hierarchy:
         else:  # capacities: every block is P rows (the output capacity) + R check rows, at fixed places
             P, W, G, N = call.out_rows, self.W, self.G, self.N
             block = P + r
-            sizes = call.sizes_dev.to(torch.int64)
             total = W * block
-            x = ws.empty(total + 1, hidden, dtype=dtype)  # + 1: the row where rows past the counts go
+            x = ws.empty(total, hidden, dtype=dtype)
             err = ws._err_word()  # after empty(): growth moves the workspace
-            ends = torch.cumsum(sizes, 0)
-            i = torch.arange(call.rows, device=dev)
-            q = torch.searchsorted(ends, i, right=True)
-            qc = q.clamp(max=W - 1)
-            j = i - (ends - sizes)[qc]
-            slot = (qc % G) * N + qc // G  # the block's index in rail order
-            x.index_copy_(0, torch.where((q < W) & (j < P), slot * block + j, total), inp)
-
-            def positions():
-                ar = torch.arange(W, device=dev)
-                checks = ((ar % G) * N + ar // G)[:, None] * block + P + torch.arange(r, device=dev)[None, :]
-                return checks, (torch.arange(N, device=dev) * block + P) * hidden + k
-
-            checks, faults = self._cached(("capacity", (P, r, hidden, k)), positions)
-            x.index_put_((checks,), vals)
-            bad = ((sizes < 0).any() | (ends[-1] > call.rows)).to(torch.int64) * L.ERR_BAD_SIZES
-            bad |= (sizes > P).any().to(torch.int64) * L.ERR_OUTPUT_TOO_SMALL
-            err.bitwise_or_(bad)
+            expect = torch.empty(r * hidden, dtype=torch.float32, device=dev)
+            # one launch: rows to their blocks, check rows (digest and size bits), bad sizes flagged
+            kern.hop_prologue(input_.reshape(input_.shape[0], hidden).contiguous(), x, call.sizes_dev, vals, expect, err,
+                              call.rows, P, hidden, r, W, G, N, DIGEST_BITS, SIZE_BITS, L.ERR_BAD_SIZES,
+                              L.ERR_OUTPUT_TOO_SMALL, programs)
+            faults = self._cached(("capacity", (P, r, hidden, k)),
+                                  lambda: (torch.arange(N, device=dev) * block + P) * hidden + k)
             node_out = torch.empty(N * block, hidden, dtype=dtype, device=dev)
-            error = self._node_step(x[:total], node_out, [N * block] * G)
+            error = self._node_step(x, node_out, [N * block] * G)
             err = ws._err_word()  # the node step may have grown the workspace too
             kern.hop_fault(err, node_out, faults, error is not None, L.STICKY)
             recv = torch.empty(block * hidden, dtype=dtype, device=dev)

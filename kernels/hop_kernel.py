@@ -1,4 +1,12 @@
-"""The two small kernels around a multi-node call's NCCL hop (``hierarchy.py``), one launch each.
+"""The small kernels around a multi-node call's NCCL hop (``hierarchy.py``), one launch each.
+
+``hop_prologue_kernel`` (device sizes, before the node step): the rail-order copy. Every block of
+``P + R`` rows of the node input gets its rank's rows (read at the rank's offset, computed here from
+the device sizes: no host sync) and its ``R`` check rows (the call's digest bits from a template,
+then 32 bits of every size, then zeros); rows past a rank's count are not written. Program 0 also
+writes what the summed check rows must equal (``W`` x the check values, fp32) and flags device
+sizes that are negative, sum past the input's capacity (``ERR_BAD_SIZES``) or exceed the
+capacity ``P`` (``ERR_OUTPUT_TOO_SMALL``). Moves the input once (read + write, HBM).
 
 ``hop_fault_kernel`` (after the node step, before the hop): writes this node's fault element into
 the check rows of every block this rank sends: 1 if its node workspace is in the failed state (a
@@ -15,6 +23,56 @@ Moves the owner's rows once (read + write, HBM); the check costs each program ``
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _check_value(e, tmpl_ptr, sizes_ptr, DIGEST: tl.constexpr, SBITS: tl.constexpr, W: tl.constexpr):
+    """Element ``e`` of the check rows: a digest bit (template), a size bit, or 0 (fp32)."""
+    v = tl.load(tmpl_ptr + e, mask=e < DIGEST, other=0.0).to(tl.float32)
+    b = e - DIGEST
+    in_sizes = (e >= DIGEST) & (b < SBITS * W)
+    sv = tl.load(sizes_ptr + b // SBITS, mask=in_sizes, other=0).to(tl.int64)
+    return tl.where(in_sizes, ((sv >> (b % SBITS)) & 1).to(tl.float32), v)
+
+
+@triton.jit
+def hop_prologue_kernel(inp_ptr, x_ptr, sizes_ptr, tmpl_ptr, expect_ptr, err_ptr, C, P, H, R,
+                        W: tl.constexpr, G: tl.constexpr, N: tl.constexpr, WP: tl.constexpr,
+                        DIGEST: tl.constexpr, SBITS: tl.constexpr, ERR_BAD_SIZES: tl.constexpr,
+                        ERR_OUTPUT_TOO_SMALL: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    lanes = tl.arange(0, WP)
+    s = tl.load(sizes_ptr + lanes, mask=lanes < W, other=0).to(tl.int64)
+    starts = tl.cumsum(s, axis=0) - s
+    block = P + R
+    if pid == 0:
+        bad = (tl.max((s < 0).to(tl.int32), axis=0) > 0) | (tl.sum(s, axis=0) > C)
+        over = tl.max((s > P).to(tl.int32), axis=0) > 0
+        flags = tl.where(bad, ERR_BAD_SIZES, 0) | tl.where(over, ERR_OUTPUT_TOO_SMALL, 0)
+        if flags != 0:
+            tl.atomic_or(err_ptr, flags.to(tl.int64), sem="relaxed")
+        for c in range(0, R * H, BLOCK):
+            e = c + tl.arange(0, BLOCK)
+            tl.store(expect_ptr + e, _check_value(e, tmpl_ptr, sizes_ptr, DIGEST, SBITS, W) * W, mask=e < R * H)
+    for p in range(pid, W * block, nprog):
+        b = p // block
+        j = (p % block).to(tl.int64)
+        q = (b % N) * G + b // N  # blocks in rail order: rail h = b // N, node m = b % N
+        n = tl.sum(tl.where(lanes == q, s, 0), axis=0)
+        src = tl.sum(tl.where(lanes == q, starts, 0), axis=0) + j
+        row = x_ptr + tl.cast(p, tl.int64) * H
+        if j < P:
+            if (j < n) & (src >= 0) & (src < C):
+                for c in range(0, H, BLOCK):
+                    o = c + tl.arange(0, BLOCK)
+                    v = tl.load(inp_ptr + src * H + o, mask=o < H)
+                    tl.store(row + o, v.to(x_ptr.dtype.element_ty), mask=o < H)
+        else:
+            for c in range(0, H, BLOCK):
+                o = c + tl.arange(0, BLOCK)
+                v = _check_value((j - P) * H + o, tmpl_ptr, sizes_ptr, DIGEST, SBITS, W)
+                tl.store(row + o, v.to(x_ptr.dtype.element_ty), mask=o < H)
 
 
 @triton.jit
@@ -56,6 +114,15 @@ def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_ho
         tl.store(out_ptr + o, x.to(out_ptr.dtype.element_ty), mask=m)
     if (pid == 0) & failed:
         tl.atomic_or(err_ptr, ERR_HOP, sem="relaxed")
+
+
+def prologue(inp, x, sizes_dev, tmpl, expect, err_word, capacity: int, P: int, hidden: int, r: int, world: int,
+             G: int, N: int, digest_bits: int, size_bits: int, err_bad_sizes: int, err_output_too_small: int,
+             programs: int) -> None:
+    grid = max(1, min(programs, world * (P + r)))
+    hop_prologue_kernel[(grid,)](inp, x, sizes_dev, tmpl, expect, err_word, capacity, P, hidden, r, W=world, G=G, N=N,
+                                 WP=max(2, triton.next_power_of_2(world)), DIGEST=digest_bits, SBITS=size_bits,
+                                 ERR_BAD_SIZES=err_bad_sizes, ERR_OUTPUT_TOO_SMALL=err_output_too_small, BLOCK=1024)
 
 
 def fault(err_word, node_out, positions, force: bool, sticky: int) -> None:
