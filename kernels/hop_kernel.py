@@ -57,7 +57,7 @@ def hop_prologue_kernel(inp_ptr, x_ptr, sizes_ptr, tmpl_ptr, expect_ptr, err_ptr
             tl.store(expect_ptr + e, _check_value(e, tmpl_ptr, sizes_ptr, DIGEST, SBITS, W) * W, mask=e < R * H)
     for p in range(pid, W * block, nprog):
         b = p // block
-        j = (p % block).to(tl.int64)
+        j = tl.cast(p % block, tl.int64)
         q = (b % N) * G + b // N  # blocks in rail order: rail h = b // N, node m = b % N
         n = tl.sum(tl.where(lanes == q, s, 0), axis=0)
         src = tl.sum(tl.where(lanes == q, starts, 0), axis=0) + j
@@ -91,7 +91,7 @@ def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_ho
                       ERR_HOP: tl.constexpr, DEVICE_SIZES: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    data = rows_cap.to(tl.int64) * H
+    data = tl.cast(rows_cap, tl.int64) * H  # tl.cast: an int argument equal to 1 is a constexpr
     bad = tl.zeros([BLOCK], tl.int32)
     for c in range(0, check_len, BLOCK):
         o = c + tl.arange(0, BLOCK)
@@ -104,7 +104,7 @@ def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_ho
         n = tl.load(sizes_ptr + q).to(tl.int64)
         n = tl.minimum(tl.maximum(n, 0), rows_cap)
     else:
-        n = n_host.to(tl.int64)
+        n = tl.cast(n_host, tl.int64)
     count = n * H
     for t in range(pid * BLOCK, count, nprog * BLOCK):
         o = t + tl.arange(0, BLOCK)
@@ -113,7 +113,7 @@ def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_ho
         x = tl.where(failed, float("nan"), x)
         tl.store(out_ptr + o, x.to(out_ptr.dtype.element_ty), mask=m)
     if (pid == 0) & failed:
-        tl.atomic_or(err_ptr, ERR_HOP, sem="relaxed")
+        tl.atomic_or(err_ptr, tl.cast(ERR_HOP, tl.int64), sem="relaxed")
 
 
 def prologue(inp, x, sizes_dev, tmpl, expect, err_word, capacity: int, P: int, hidden: int, r: int, world: int,

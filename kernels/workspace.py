@@ -234,10 +234,14 @@ class Workspace:
             from .shared_memory import allocate
 
             buffer, table, keep = allocate(self.group, layout.total_bytes)
+        elif self.world_size == 1:  # no peers (a node of one GPU in a multi-node group): an ordinary buffer
+            buffer = torch.zeros(layout.total_bytes, dtype=torch.uint8, device=self.device)
+            table = torch.tensor([buffer.data_ptr()], dtype=torch.int64, device=self.device)
+            keep = (buffer,)
         else:
             from .symmetric_memory import allocate
 
-            buffer, table, keep = allocate(self.group, layout.total_bytes, self.device)
+            buffer, table, keep = allocate(self.group, layout.total_bytes, self.device, self.backend)
         if self.buffer is not None:
             if self.device.type == "cpu":
                 _clock.drop(self._err_word().view(-1).data_ptr() + 8)
