@@ -242,8 +242,9 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
             ws.check()
         return output
     if world > MAX_WORLD:
-        raise ValueError(f"{op}: {world} ranks on one node; the fused kernels serve at most {MAX_WORLD} ranks per node "
-                         "(several nodes: run on several hosts, or pass ranks_per_node= to kernels.workspace)")
+        raise ValueError(f"{op}: a group of {world} ranks must split into nodes of at most {MAX_WORLD} ranks (ranks of a "
+                         f"host contiguous, as many on every host, or kernels.workspace(group, ranks_per_node=G)); "
+                         f"this group: {ws.topology_note}")
     if not ws.p2p:
         return fallback(input_, output, call, group)
     inp = input_

@@ -66,7 +66,6 @@ fused gather) is not built.
 from __future__ import annotations
 
 import socket
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -304,9 +303,3 @@ class Hierarchy:
 
 # torch 2.13 renamed reduce_scatter_tensor (same signature) and warns on the old name
 _reduce_scatter_even = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-
-
-def warn_flat(reason: str) -> None:
-    warnings.warn(f"reduce_scatterv: this group spans several hosts but cannot be split into nodes ({reason}); "
-                  "falling back to NCCL's grouped-reduce reduce_scatterv over the whole group", RuntimeWarning,
-                  stacklevel=4)

@@ -112,16 +112,17 @@ class Workspace:
         self._join_nodes()
         from .hierarchy import MAX_NODE
 
-        if self.hierarchy is None and (self.topology is None or self.world_size <= MAX_NODE):
-            self.p2p = self._reachable()  # (above 8 ranks on one node: no buffer, calls raise)
+        if self.hierarchy is None and self.world_size <= MAX_NODE:
+            self.p2p = self._reachable()  # (above 8 ranks without nodes: no buffer, calls raise)
         if self.p2p:
             self._allocate(self.layout, start_epoch, 0)
-        elif self.world_size > 1 and self.hierarchy is None:
+        elif 1 < self.world_size <= MAX_NODE and self.hierarchy is None:
             import warnings
 
             warnings.warn(
                 "reduce_scatterv: the ranks of this group cannot read each other's memory (several hosts "
-                "or no P2P); falling back to NCCL's grouped-reduce reduce_scatterv", RuntimeWarning, stacklevel=3)
+                f"or no P2P; {self.topology_note}); falling back to NCCL's grouped-reduce reduce_scatterv",
+                RuntimeWarning, stacklevel=3)
 
     def _join_nodes(self) -> None:
         """Collective: split the group into nodes (``hierarchy.py``) when it spans several, by hosts or
@@ -129,13 +130,12 @@ class Workspace:
         span hosts but cannot be split stay flat (``p2p`` False: NCCL, with a warning)."""
         from . import hierarchy as H
 
-        self.topology = None
+        self.topology, self.topology_note = None, "one rank"
         if self.world_size == 1:
             return
         topo = H.find_topology(H.hostnames(self.group), self.ranks_per_node)
-        if isinstance(topo, str):
-            H.warn_flat(topo)
-            self.topology = None
+        self.topology_note = topo if isinstance(topo, str) else topo.reason
+        if isinstance(topo, str):  # stays flat: NCCL (warned below) or, above 8 ranks, an error in the call
             return
         self.topology = topo
         if not topo.multi_node:
@@ -151,9 +151,9 @@ class Workspace:
         dist.all_gather_object(everyone, hier.node_ws.p2p, group=self.group)
         if all(everyone):
             self.hierarchy = hier
-        else:
-            H.warn_flat(f"the ranks of node(s) {sorted({r // topo.ranks_per_node for r, ok in enumerate(everyone) if not ok})} "
-                        "cannot read each other's memory")
+        else:  # flat: NCCL over the whole group (warned in __init__), or above 8 ranks an error in the call
+            bad = sorted({r // topo.ranks_per_node for r, ok in enumerate(everyone) if not ok})
+            self.topology, self.topology_note = None, f"the ranks of node(s) {bad} cannot read each other's memory"
 
     @property
     def settings(self) -> dict:
