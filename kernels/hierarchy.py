@@ -6,7 +6,7 @@ Global rank ``q = n * G + g`` is local rank ``g`` of node ``n``; the *rail* of `
 1. **Rail order** (one copy, on this GPU). The input (SUM_LEN order) is copied into the node
    workspace's arena in rail order: rail 0's rows (those of ranks 0, G, 2G, ...), then rail 1's, ...;
    behind each rank's rows, ``R`` check rows (below). Cost: one read and one write of the whole
-   input in HBM (``sum(s) * H * elt`` bytes each way, about 3 us per 7 MB on an H200), the same
+   input in HBM (``sum(s) * H * elt`` bytes each way, about 4 us per 7 MB at 3.5 TB/s), the same
    staging copy the flat kernel makes for an input that does not lie in its workspace; the flat
    kernel's zero-copy path (``ws.empty``) has no counterpart here, since the producer writes SUM_LEN
    order. (A producer that wrote rail order directly would save it; not offered yet.)
