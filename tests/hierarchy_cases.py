@@ -299,3 +299,19 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
         kernels.release(group)
         dist.destroy_process_group(group)
     return seen
+
+
+def hier_gather_case(ctx, *, sizes: list, seed: int = 0):
+    """all_gatherv on a multi-node group: NCCL's (gloo's) padded all-gather over the whole group with
+    one warning; the result is the exact concatenation. Returns the warnings' texts."""
+    import warnings
+
+    group = hier_group(ctx)
+    parts = partials(seed, ctx.world, max(sizes + [1]), (8,), torch.bfloat16)
+    rows = [parts[r][: sizes[r]] for r in range(ctx.world)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = kernels.all_gatherv(rows[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+    if not torch.equal(got.cpu(), torch.cat(rows)):
+        raise AssertionError("all_gatherv on a multi-node group: not the concatenation")
+    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]

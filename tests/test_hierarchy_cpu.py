@@ -139,3 +139,8 @@ def test_topology_from_host_names_and_the_override(hosts, keyword, want):
 def test_invalid_ranks_per_node_raises(keyword):
     with pytest.raises(ValueError, match="ranks_per_node"):
         find_topology(["a"] * 4 if keyword != 9 else ["a"] * 18, keyword)
+
+
+def test_all_gatherv_on_a_multi_node_group_runs_the_flat_gather_with_one_warning(cpu_pools):
+    for warned in cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[2, 0, 3, 1], seed=2):
+        assert len(warned) <= 1 and all("multi-node groups run NCCL's all-gather" in w for w in warned), warned
