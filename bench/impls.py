@@ -11,6 +11,12 @@ nccl_rsv         torch.distributed.reduce_scatter with uneven chunks = NCCL grou
                  (SGLang's reduce_scatterv, the upstream fix)
 nccl_padded      pad every rank's chunk to max(sizes), reduce_scatter_tensor, (padding copies included)
 allreduce_slice  all_reduce of the whole buffer in place, then copy this rank's rows out
+hier2            kernels.reduce_scatterv on a group split into 2 "nodes" of world/2 ranks
+                 (``ranks_per_node``): the fused node step, then NCCL's reduce-scatter over each rail
+                 (kernels/hierarchy.py). On one host NVLink stands in for the network, so this measures
+                 the hierarchy's overheads (rail-order copy, check rows, a second step), not a network.
+                 Not in the default list: ``--impls fused,nccl_rsv,hier2,hier2_fp32`` (even world sizes)
+hier2_fp32       "hier2" with ``hop_fp32=True`` (node partials carried in fp32: 2x bytes, one rounding)
 """
 
 from __future__ import annotations
@@ -31,9 +37,25 @@ API_SETTINGS = {"fused_direct": dict(RELAY_MAX_COST_PCT=0),
                 "fused_pull": dict(MODES_OFF=frozenset({"ll", "push"}))}
 
 
+HIER_IMPLS = {"hier2": {}, "hier2_fp32": {"hop_fp32": True}}
+_hier_groups: dict = {}
+
+
+def hier_group(world: int, **keywords):
+    """A group of all ranks whose workspace splits it into 2 nodes (created collectively, cached)."""
+    key = tuple(sorted(keywords.items()))
+    if key not in _hier_groups:
+        group = dist.new_group(list(range(world)))
+        kernels.workspace(group, ranks_per_node=world // 2, **keywords)
+        _hier_groups[key] = group
+    return _hier_groups[key]
+
+
 def applies(impl: str, sizes: list[int], hidden: int, mode: str) -> bool:
     """Whether ``impl`` is worth timing, given the ``mode`` "fused" takes: each A/B variant only where
     it can differ from "fused", and at the V4 width 7168 only (to keep the sweep short)."""
+    if impl in HIER_IMPLS:
+        return len(sizes) % 2 == 0
     if impl not in API_SETTINGS:
         return True
     if hidden != 7168:
@@ -56,6 +78,9 @@ def build(impl: str, partial: torch.Tensor, sizes: list[int], rank: int) -> tupl
     H = partial.shape[1]
     off, n = sum(sizes[:rank]), sizes[rank]
     out = torch.empty((n, H), dtype=partial.dtype, device=partial.device)
+    if impl in HIER_IMPLS:
+        group = hier_group(len(sizes), **HIER_IMPLS[impl])
+        return (lambda: kernels.reduce_scatterv(partial, out, sizes=sizes, group=group)), out
     if impl.startswith("fused"):
         inp = partial
         if impl != "fused_copy":

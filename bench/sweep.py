@@ -76,7 +76,7 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
         call, out = impls.build(name, partial, sizes, rank)
         call()
         check[name] = out.float().clone()
-    err = 0.0
+    err, scale, errs = 0.0, 1.0, {}
     if check["nccl_rsv"].numel():
         scale = max(check["nccl_rsv"].abs().max().item(), 1e-30)
         err = (check["fused"] - check["nccl_rsv"]).abs().max().item() / scale
@@ -85,7 +85,10 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
     for name in impl_names:
         if (name == "nccl_padded" and device.type != "cuda") or not impls.applies(name, sizes, hidden, mode):
             continue  # gloo has no reduce_scatter_tensor
-        call, _ = impls.build(name, partial, sizes, rank)
+        call, out = impls.build(name, partial, sizes, rank)
+        if name in impls.HIER_IMPLS:  # checked against NCCL before it is timed
+            call()
+            errs[name] = (out.float() - check["nccl_rsv"]).abs().max().item() / scale if out.numel() else 0.0
         us = time_call(call, device)
         results.append((name, us))
         del call
@@ -97,6 +100,8 @@ def run_case(device, rows, hidden, dtype, dist_name, impl_names, ceiling, card, 
                    rows_per_rank=rows, sizes=sizes, impl=name, median_us=round(us, 2),
                    ratio_vs_nccl_rsv=round(times["nccl_rsv"] / us, 3) if "nccl_rsv" in times else None,
                    peer_gbps=round(peer_bytes / us / 1e3, 1) if us else None)
+        if name in errs:
+            rec["max_rel_err_vs_nccl"] = errs[name]
         if name.startswith("fused"):
             rec["config"] = impls.planned_under(impls.API_SETTINGS.get(name, {}),
                                                 lambda: _fused_choice(partial, sizes))()
@@ -182,7 +187,8 @@ def _table_line(recs: list[dict]) -> str:
             f"{us('fused_copy')} {us('fused_direct')} {us('fused_push')} {us('fused_pull')} "
             f"{us('nccl_rsv')} {us('nccl_padded')} {us('allreduce_slice')} | "
             f"{f.get('ratio_vs_nccl_rsv') or 0:6.2f} {f.get('peer_gbps') or 0:6.0f} "
-            f"{f.get('pct_of_peer_ceiling', 0):5.0f} {f.get('config', {}).get('mode', '-'):>5}")
+            f"{f.get('pct_of_peer_ceiling', 0):5.0f} {f.get('config', {}).get('mode', '-'):>5}"
+            + "".join(f" | {n} {by[n]['median_us']:.1f}" for n in impls.HIER_IMPLS if n in by))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from types import ModuleType
 _mode: str | None = None
 _KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.push_kernel",
                    "kernels.all_gatherv_kernel", "kernels.all_gatherv_ll_kernel", "kernels.launch_args",
-                   "kernels.epilogue_functions", "deepseek_v4.hc_post_kernel")
+                   "kernels.epilogue_functions", "kernels.hop_kernel", "deepseek_v4.hc_post_kernel")
 
 
 def kernel_module(device_type: str) -> ModuleType:

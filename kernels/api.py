@@ -18,7 +18,7 @@ from .validation import Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
 from .workspace import Workspace, workspace
 
-MAX_WORLD = 8  # ranks of one node; host sizes travel as 8 kernel scalars
+MAX_WORLD = 8  # ranks of one node; host sizes travel as 8 kernel scalars (more: several nodes, hierarchy.py)
 # Relay a heavy owner's excess rows only when that saves the owner this many inbound bytes:
 # relaying saves (W-2) * excess bytes of peer reads but adds a second hop (a few microseconds,
 # about 1 MiB of NVLink time). On CPU every excess is relayed so that the tests exercise it.
@@ -31,7 +31,7 @@ MODES_OFF: frozenset = frozenset()
 # Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
-MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5}
+MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6}
 DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
 
@@ -289,7 +289,8 @@ def _with_epilogue(input_, output, sizes, group, epilogue) -> torch.Tensor:
     return _collective(op, check, launch, fallback, input_, None, sizes, group, epilogue)
 
 
-def _collective(op: str, check, launch, fallback, input_, output, sizes, group, epilogue=None) -> torch.Tensor:
+def _collective(op: str, check, launch, fallback, input_, output, sizes, group, epilogue=None,
+                raise_flags: bool = True) -> torch.Tensor:
     """What both collectives do around their kernels: validate (``check``: ``validation.check_call``
     or ``check_gather_call``), allocate the output, serve calls that need no kernel, hand groups
     whose ranks cannot reach each other's memory to ``fallback`` (NCCL), make the tensors the
@@ -298,8 +299,6 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
     what the kernel flagged."""
     group = group if group is not None else dist.group.WORLD
     world, rank = dist.get_world_size(group), dist.get_rank(group)
-    if world > MAX_WORLD:
-        raise ValueError(f"{op}: groups of at most {MAX_WORLD} ranks (one node) are supported, got {world}")
     call = check(input_, output, sizes, world, rank)
     _check_backend(input_, group, op)
     if epilogue is not None:  # the kernels' f: the epilogue's f_out, or nothing (any tensor: unused)
@@ -315,6 +314,25 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
         return output
 
     ws = workspace(group, input_.device)
+    if ws.hierarchy is not None:
+        if op != "reduce_scatterv":  # the hierarchical gather is not built: NCCL over the whole group
+            _warn_once(group, f"{op}: multi-node groups run NCCL's all-gather over the whole group (the fused "
+                              "gather serves one node)")
+            return fallback(input_, output, call, group)
+        if epilogue is None:
+            _reduce_scatterv_hierarchy(ws, call, input_, output)
+        else:  # the hierarchy's sum (rounded once more than on one node), then the epilogue in torch
+            f = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
+            _reduce_scatterv_hierarchy(ws, call, input_, f)
+            n = call.sizes[rank] if call.sizes is not None else int(call.sizes_dev[rank])  # device sizes: a sync
+            output = epilogue.apply_torch(f[:n].float())
+        if input_.device.type == "cpu" or CHECK_EVERY_CALL:
+            ws.check()
+        return output
+    if world > MAX_WORLD:
+        raise ValueError(f"{op}: a group of {world} ranks must split into nodes of at most {MAX_WORLD} ranks (ranks of a "
+                         f"host contiguous, as many on every host, or kernels.workspace(group, ranks_per_node=G)); "
+                         f"this group: {ws.topology_note}")
     if not ws.p2p:
         return fallback(input_, output, call, group)
     if epilogue is not None:  # its tensors are contiguous (checked); the kernel reads input_ as rows
@@ -336,9 +354,37 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
         launch(ws, call, inp, out)
     if out is not output:
         output.copy_(out)
-    if inp.device.type == "cpu" or CHECK_EVERY_CALL:
+    if raise_flags and (inp.device.type == "cpu" or CHECK_EVERY_CALL):
         ws.check()
     return output
+
+
+def node_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group) -> None:
+    """A multi-node call's node step (``hierarchy.py``): ``reduce_scatterv`` over the node's group with
+    host ``sizes``, its flags left in the node workspace (raised by the whole group's ``check()``
+    after the rail hop, which every rank must reach)."""
+    _collective("reduce_scatterv", check_call, _launch_reduce_scatterv, _nccl_fallback, x, out, sizes, group,
+                raise_flags=False)
+
+
+def _reduce_scatterv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor) -> None:
+    h = ws.hierarchy
+    facts = (call.sizes if call.sizes is not None else (-1, call.out_rows))
+    tag = call_tag(MODE_CODES["hierarchy"], ws.world_size, h.G, call.hidden, DTYPE_CODES[input_.dtype], call.rows,
+                   int(h.hop_fp32), *facts)
+    out = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype, device=output.device)
+    h.reduce_scatterv(input_, out, call, tag)
+    if out is not output:
+        output.copy_(out)
+
+
+_warned: set = set()
+
+
+def _warn_once(group, message: str) -> None:
+    if (group.group_name, message) not in _warned:
+        _warned.add((group.group_name, message))
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _launch_reduce_scatterv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor, epilogue=None) -> None:

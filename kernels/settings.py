@@ -15,6 +15,13 @@ KERNELS_CHECK      default 0. 1: raise flagged errors after every call (a host s
 KERNELS_TUNE_FILE  default unset. A tune file whose entries override the per-user cache and the
                    shipped file (``configs.py``). Read when configs are first looked up; the merged
                    table is part of the fingerprint the ranks compare.
+KERNELS_SYMM_MEM_BACKEND
+                   default "cuda". Which backend of PyTorch symmetric memory holds the GPU workspaces:
+                   "cuda" (PyTorch's default) or "nvshmem" (``torch.distributed._symmetric_memory.
+                   set_backend("NVSHMEM")``, needs the ``nvshmem`` extra). Read when a workspace is
+                   created (the ``backend`` keyword wins); part of the fingerprint the ranks compare.
+                   The backend is per process (PyTorch fixes it at the first symmetric allocation), so
+                   every workspace of a process must use the same one. CPU emulation ignores it.
 KERNELS_ENGINE_PLUGIN
                    default 0. 1: the SGLang and vLLM plugins of this package (loaded by the engines
                    from the entry points in pyproject.toml) route the engine's reduce_scatterv to
@@ -66,3 +73,14 @@ def engine_workspace_bytes() -> int:
     if mib < 0:
         raise ValueError(f"KERNELS_ENGINE_WORKSPACE_MB must be >= 0, got {value!r}")
     return int(mib * (1 << 20))
+
+
+SYMM_MEM_BACKENDS = ("cuda", "nvshmem")
+
+
+def symm_mem_backend() -> str:
+    """``KERNELS_SYMM_MEM_BACKEND`` (lower case) if set, else "cuda"."""
+    value = (os.environ.get("KERNELS_SYMM_MEM_BACKEND") or "cuda").strip().lower()
+    if value not in SYMM_MEM_BACKENDS:
+        raise ValueError(f"KERNELS_SYMM_MEM_BACKEND={value!r}: use one of {SYMM_MEM_BACKENDS}")
+    return value

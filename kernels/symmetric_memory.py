@@ -9,11 +9,37 @@ import torch
 import torch.distributed as dist
 
 
-def allocate(group: dist.ProcessGroup, nbytes: int, device: torch.device):
-    """Collective: every rank gets its zero-filled buffer, the device table of peer base addresses
-    and what must stay alive. Returns ``(buffer [nbytes] uint8, table int64 [W] on device, keepalive)``."""
+def use_backend(backend: str, device: torch.device) -> None:
+    """Make PyTorch's symmetric memory allocate on ``backend`` ("cuda" or "nvshmem") in this process,
+    or raise saying why it cannot (PyTorch fixes the backend at the first symmetric allocation)."""
     import torch.distributed._symmetric_memory as symm_mem
 
+    want = backend.upper()
+    have = symm_mem.get_backend(device) if hasattr(symm_mem, "get_backend") else None
+    if have is not None and str(have).upper() == want:
+        return
+    if want == "NVSHMEM":
+        if not (hasattr(symm_mem, "set_backend") and symm_mem.is_nvshmem_available()):
+            raise RuntimeError("kernels.workspace(backend='nvshmem'): this PyTorch build has no NVSHMEM backend of "
+                               "symmetric memory, or NVSHMEM is not installed (pip install -e '.[nvshmem]': "
+                               "nvidia-nvshmem-cu12, or nvidia-nvshmem-cu13 for CUDA 13 builds of torch)")
+    elif have is None:
+        return  # PyTorch's default is the CUDA backend
+    try:
+        symm_mem.set_backend(want)
+    except Exception as e:  # noqa: BLE001 - PyTorch refuses once a symmetric tensor exists
+        raise RuntimeError(f"kernels.workspace(backend={backend!r}): this process's symmetric memory already uses "
+                           f"the {have} backend, which PyTorch cannot change after the first allocation; create every "
+                           f"workspace of a process with the same backend ({e})") from None
+
+
+def allocate(group: dist.ProcessGroup, nbytes: int, device: torch.device, backend: str = "cuda"):
+    """Collective: every rank gets its zero-filled buffer, the device table of peer base addresses
+    and what must stay alive. Returns ``(buffer [nbytes] uint8, table int64 [W] on device, keepalive)``.
+    ``backend``: "cuda" (PyTorch's default) or "nvshmem" (``use_backend``)."""
+    import torch.distributed._symmetric_memory as symm_mem
+
+    use_backend(backend, device)
     if hasattr(symm_mem, "enable_symm_mem_for_group"):
         with warnings.catch_warnings():  # needed by older releases; deprecated (and a no-op) in newer ones
             warnings.simplefilter("ignore", FutureWarning)

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from . import layout as L
 from . import settings
 
-PROTOCOL_VERSION = 2  # bumped whenever the workspace's words change meaning (part of the fingerprint)
+PROTOCOL_VERSION = 3  # bumped whenever the workspace's words change meaning (part of the fingerprint)
 
 
 # Per-destination limits of the push modes, by world size. Measured on 2x H200 (H 7168 bf16, CUDA
@@ -42,7 +42,8 @@ def _region_field(region: int) -> str:
     if region not in (0, 1):
         raise ValueError(f"arena region must be 0 or 1, got {region!r}")
     return "arena1_bytes" if region else "arena_bytes"
-_CREATION_KEYWORDS = ("ll_bytes", "push_bytes", "timeout_s", "start_epoch")
+
+_CREATION_KEYWORDS = ("ll_bytes", "push_bytes", "timeout_s", "start_epoch", "ranks_per_node", "backend", "hop_fp32")
 
 
 def _capturing(device: torch.device) -> bool:
@@ -82,7 +83,8 @@ class Workspace:
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, *, ll_bytes: int | None = None,
-                 push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0):
+                 push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0,
+                 ranks_per_node: int | None = None, backend: str | None = None, hop_fp32: bool = False):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
@@ -99,27 +101,74 @@ class Workspace:
         if not isinstance(start_epoch, int) or not 0 <= start_epoch < 1 << 64:
             raise ValueError(f"kernels.workspace: start_epoch must be an int in [0, 2**64), got {start_epoch!r}")
         self.start_epoch = start_epoch
+        self.ranks_per_node = ranks_per_node
+        self.hop_fp32 = bool(hop_fp32)
+        if backend is not None and str(backend).lower() not in settings.SYMM_MEM_BACKENDS:
+            raise ValueError(f"kernels.workspace: backend={backend!r}: use one of {settings.SYMM_MEM_BACKENDS}")
+        if backend is not None and str(backend).lower() != "cuda" and device.type == "cpu":
+            raise ValueError(f"kernels.workspace: backend={backend!r} is for GPUs; CPU emulation uses shared memory")
+        self.backend = "cpu" if device.type == "cpu" else str(backend or settings.symm_mem_backend()).lower()
         self.layout = L.Layout(self.world_size, ll_bytes, 0, 0, 0)
         self._retired: list = []
         self._growths = 0
         self._stream = self._event = None
         self.buffer = self.table = None
-        self.p2p = self._reachable()
+        self.hierarchy = None
+        self.p2p = False
+        # the keywords first (a rank with another ranks_per_node must not build other subgroups)
         self._agree(self._fingerprint())
+        self._join_nodes()
+        from .hierarchy import MAX_NODE
+
+        if self.hierarchy is None and self.world_size <= MAX_NODE:
+            self.p2p = self._reachable()  # (above 8 ranks without nodes: no buffer, calls raise)
         if self.p2p:
             self._allocate(self.layout, start_epoch, 0)
-        elif self.world_size > 1:
+        elif 1 < self.world_size <= MAX_NODE and self.hierarchy is None:
             import warnings
 
             warnings.warn(
                 "reduce_scatterv: the ranks of this group cannot read each other's memory (several hosts "
-                "or no P2P); falling back to NCCL's grouped-reduce reduce_scatterv", RuntimeWarning, stacklevel=3)
+                f"or no P2P; {self.topology_note}); falling back to NCCL's grouped-reduce reduce_scatterv",
+                RuntimeWarning, stacklevel=3)
+
+    def _join_nodes(self) -> None:
+        """Collective: split the group into nodes (``hierarchy.py``) when it spans several, by hosts or
+        by ``ranks_per_node``; build the node and rail groups and the node workspaces. Groups that
+        span hosts but cannot be split stay flat (``p2p`` False: NCCL, with a warning)."""
+        from . import hierarchy as H
+
+        self.topology, self.topology_note = None, "one rank"
+        if self.world_size == 1:
+            return
+        topo = H.find_topology(H.hostnames(self.group), self.ranks_per_node)
+        self.topology_note = topo if isinstance(topo, str) else topo.reason
+        if isinstance(topo, str):  # stays flat: NCCL (warned below) or, above 8 ranks, an error in the call
+            return
+        self.topology = topo
+        if not topo.multi_node:
+            return
+        if self.world_size > H.MAX_CHECK_WORLD:
+            raise ValueError(f"kernels.workspace: multi-node groups of at most {H.MAX_CHECK_WORLD} ranks (the hop's "
+                             f"check rows count ranks exactly in bf16), got {self.world_size}")
+        node_keywords = dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
+                             start_epoch=self.start_epoch, backend=None if self.backend == "cpu" else self.backend)
+        hier = H.Hierarchy(self, topo, node_keywords)
+        # every node's ranks must reach each other's memory, else the whole group stays flat
+        everyone: list = [None] * self.world_size
+        dist.all_gather_object(everyone, hier.node_ws.p2p, group=self.group)
+        if all(everyone):
+            self.hierarchy = hier
+        else:  # flat: NCCL over the whole group (warned in __init__), or above 8 ranks an error in the call
+            bad = sorted({r // topo.ranks_per_node for r, ok in enumerate(everyone) if not ok})
+            self.topology, self.topology_note = None, f"the ranks of node(s) {bad} cannot read each other's memory"
 
     @property
     def settings(self) -> dict:
         """The creation keywords' values."""
         return dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
-                    start_epoch=self.start_epoch)
+                    start_epoch=self.start_epoch, ranks_per_node=self.ranks_per_node, backend=self.backend,
+                    hop_fp32=self.hop_fp32)
 
     # ---- agreement between ranks
     def _fingerprint(self) -> dict:
@@ -128,7 +177,7 @@ class Workspace:
         from . import configs
 
         fp = {"protocol": PROTOCOL_VERSION, "device_type": self.device.type, "world_size": self.world_size,
-              **self.settings, "triton": version("triton"), "p2p": self.p2p}
+              **self.settings, "triton": version("triton")}
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
             slug = configs.gpu_slug(props.name)
@@ -193,10 +242,14 @@ class Workspace:
             from .shared_memory import allocate
 
             buffer, table, keep = allocate(self.group, layout.total_bytes)
+        elif self.world_size == 1:  # no peers (a node of one GPU in a multi-node group): an ordinary buffer
+            buffer = torch.zeros(layout.total_bytes, dtype=torch.uint8, device=self.device)
+            table = torch.tensor([buffer.data_ptr()], dtype=torch.int64, device=self.device)
+            keep = (buffer,)
         else:
             from .symmetric_memory import allocate
 
-            buffer, table, keep = allocate(self.group, layout.total_bytes, self.device)
+            buffer, table, keep = allocate(self.group, layout.total_bytes, self.device, self.backend)
         if self.buffer is not None:
             if self.device.type == "cpu":
                 _clock.drop(self._err_word().view(-1).data_ptr() + 8)
@@ -238,7 +291,17 @@ class Workspace:
         """Collective: make room for calls whose input is up to ``max_input_bytes`` bytes (all
         ``sum(sizes)`` rows) and for :meth:`empty` tensors of up to ``arena_bytes`` bytes in arena
         ``region``. The push slots grow to ``min(max_input_bytes, push_max_bytes)`` per source (2 x
-        world slots)."""
+        world slots).
+
+        Multi-node groups grow their node workspace: its arena holds the rail-order copy of the input
+        (plus the check rows: room for rows up to 64K elements wide on up to 32 nodes is added) and its
+        scratch and slots serve the node step."""
+        if self.hierarchy is not None:
+            h = self.hierarchy
+            extra = h.W * (h.W * 32 + 64 + (1 << 16)) * 4 if max_input_bytes else 0
+            need = 2 * max_input_bytes + extra if h.hop_fp32 else max_input_bytes + extra
+            h.node_ws.reserve(max_input_bytes=need, arena_bytes=max(need, arena_bytes))
+            return self
         if self.p2p:
             self._grow(scratch_bytes=max_input_bytes, push_bytes=min(max_input_bytes, self.push_max_bytes),
                        **{_region_field(region): arena_bytes})
@@ -247,18 +310,24 @@ class Workspace:
     def reserve_scratch(self, nbytes: int) -> None:
         """Collective: scratch that holds ``nbytes`` (where a rank stages an input that does not lie
         in the workspace)."""
-        if self.p2p:
+        if self.hierarchy is not None:
+            self.hierarchy.node_ws.reserve_scratch(nbytes)
+        elif self.p2p:
             self._grow(scratch_bytes=nbytes)
 
     def reserve_slots(self, destination_bytes: int) -> None:
         """Collective: push slots that hold ``destination_bytes`` (<= ``push_max_bytes``) per source."""
-        if self.p2p:
+        if self.hierarchy is not None:
+            self.hierarchy.node_ws.reserve_slots(destination_bytes)
+        elif self.p2p:
             self._grow(push_bytes=destination_bytes)
 
     def free_retired(self) -> int:
         """Free the buffers this workspace outgrew; returns how many. Call it only when no CUDA graph
         captured before the last growth will be replayed again (the library cannot see graph
         lifetimes, so it never frees them by itself)."""
+        if self.hierarchy is not None:
+            return self.hierarchy.node_ws.free_retired()
         n = len(self._retired)
         if n and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -283,6 +352,8 @@ class Workspace:
         region, valid until the next ``empty`` call for that region or a growth of the workspace
         (``reserve`` first, before any ``empty``, to keep it from moving). Call it with the same shape
         and region on every rank (it may grow the workspace, which is collective).
+        On a multi-node group it is an ordinary tensor (the call copies the input into rail order
+        anyway, see ``hierarchy.py``).
         """
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
             shape = tuple(shape[0])
@@ -324,7 +395,10 @@ class Workspace:
     @property
     def epoch(self) -> int:
         """Kernel calls this rank's workspace completed, counted from ``start_epoch``, modulo 2^64
-        (a host read: synchronises on CUDA). For tests and debugging."""
+        (a host read: synchronises on CUDA). For tests and debugging. Multi-node groups: the node
+        step's counter."""
+        if self.hierarchy is not None:
+            return self.hierarchy.node_ws.epoch
         if self.buffer is None:
             return self.start_epoch
         return _u64(int(self.buffer[:8].view(torch.int64).item()))
@@ -336,13 +410,20 @@ class Workspace:
 
     def errors(self) -> int:
         """Error bits flagged so far (see ``layout.ERR_*``; synchronises on CUDA)."""
+        if self.hierarchy is not None:
+            return self.hierarchy.node_ws.errors()
         return int(self._err_word().item()) if self.buffer is not None else 0
 
     def reset(self) -> None:
         """Collective: leave the failed state. Waits for this rank's calls to end, moves every rank's
         epoch past the largest any rank reached (epochs never go back), rewrites every header word
         to the values that epoch expects, zeroes the flagged-word slots and clears the errors, so
-        that no word of an earlier call can satisfy a later wait."""
+        that no word of an earlier call can satisfy a later wait. Multi-node groups reset every node
+        workspace (the hop keeps no state), then meet at a barrier."""
+        if self.hierarchy is not None:
+            self.hierarchy.node_ws.reset()
+            dist.barrier(group=self.group)
+            return
         if self.buffer is None:
             return
         if self.device.type == "cuda":
@@ -364,6 +445,15 @@ class Workspace:
         """Raise RuntimeError naming every error the kernel flagged. Call errors (device sizes) are
         cleared; faults (timeouts, disagreement) stay until :meth:`reset`, so every later check
         raises too."""
+        if self.hierarchy is not None:
+            h = self.hierarchy
+            try:
+                h.node_ws.check()
+            except RuntimeError as e:
+                detail = str(e).split(": ", 1)[-1]
+                raise RuntimeError(f"reduce_scatterv (rank {self.rank}, node {h.node} of {h.N}, local rank {h.local}; "
+                                   f"ranks named below are local ranks of the node): {detail}") from None
+            return
         bits = self.errors()
         if not bits:
             return
@@ -421,7 +511,8 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
 
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None, *,
               ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None,
-              start_epoch: int | None = None) -> Workspace:
+              start_epoch: int | None = None, ranks_per_node: int | None = None, backend: str | None = None,
+              hop_fp32: bool | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
     Collective on first use for a (group, device): every rank must call it, with the same keywords.
@@ -437,13 +528,25 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     - ``start_epoch``: the call counter's first value, in [0, 2^64) (default 0). Tests, and anyone
       reproducing a long-running server, start near a wrap point (2^31, 2^32, 2^43, 2^64); the
       counter is kept through growth and ``reset()``. ``Workspace.epoch`` reads it.
+    - ``ranks_per_node``: the group spans nodes of this many ranks, each block of G consecutive ranks
+      a node (1 <= G <= 8, dividing the group). Default: found from the ranks' host names (ranks of
+      a host must be contiguous and every host must hold as many; otherwise the group runs NCCL over
+      all ranks, with a warning). With two or more nodes, ``reduce_scatterv`` runs the hierarchy
+      (``kernels/hierarchy.py``: the fused kernel inside each node, NCCL between nodes); tests and
+      unusual topologies use it to treat one host as several nodes.
+    - ``backend``: "cuda" (default, or ``KERNELS_SYMM_MEM_BACKEND``) or "nvshmem": the backend of
+      PyTorch symmetric memory the GPU workspace is allocated on (one per process; refused on CPU).
+    - ``hop_fp32``: multi-node groups carry the node partial sums in fp32 (2x the bytes on NVLink
+      and the network, one rounding) instead of the input dtype (default: one more rounding per
+      node hop, see ``hierarchy.py``).
     """
     group = group if group is not None else dist.group.WORLD
     device = torch.device(device) if device is not None else default_device(group)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     given = {k: v for k, v in dict(ll_bytes=ll_bytes, push_bytes=push_bytes, timeout_s=timeout_s,
-                                   start_epoch=start_epoch).items() if v is not None}
+                                   start_epoch=start_epoch, ranks_per_node=ranks_per_node, backend=backend,
+                                   hop_fp32=hop_fp32).items() if v is not None}
     key = (group.group_name, device)
     ws = _workspaces.get(key)
     if ws is None:
@@ -452,18 +555,28 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
         return ws
     for k, v in given.items():
         have = ws.settings[k]
-        if (float(v) if k == "timeout_s" else v) != have:
+        v = float(v) if k == "timeout_s" else str(v).lower() if k == "backend" else bool(v) if k == "hop_fp32" else v
+        if k == "backend" and device.type == "cpu" and v == "cuda":
+            continue
+        if v != have:
             raise ValueError(f"kernels.workspace: {k}={v!r} differs from this group's workspace, created with "
                              f"{k}={have!r}; a workspace's keywords are fixed at creation (release(group) first)")
     return ws
 
 
 def release(group: dist.ProcessGroup | None = None) -> None:
-    """Drop the workspaces of ``group`` (every group if None), freeing their memory once no tensor
-    handed out by :meth:`Workspace.empty` is alive. ``dist.destroy_process_group`` calls this."""
+    """Drop the workspaces of ``group`` (every group if None; a multi-node group's node workspaces
+    with it), freeing their memory once no tensor handed out by :meth:`Workspace.empty` is alive.
+    ``dist.destroy_process_group`` calls this."""
     name = group.group_name if group is not None else None
     for key in [k for k in _workspaces if name is None or k[0] == name]:
-        _workspaces.pop(key).close()
+        ws = _workspaces.pop(key, None)
+        if ws is None:
+            continue
+        if ws.hierarchy is not None:
+            _workspaces.pop((ws.hierarchy.node_group.group_name, ws.device), None)
+            ws.hierarchy.node_ws.close()
+        ws.close()
 
 
 _hooked = False

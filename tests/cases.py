@@ -300,3 +300,13 @@ def plan_case(ctx, *, size_sets: list, hidden: int, group: str = "world"):
         plan = api.plan_call(ws, api.check_call(x, None, sizes, ctx.world, ctx.rank), x)
         picked.append((plan.mode, bool(plan.variant is not None and plan.variant.relay)))
     return picked
+
+
+def backend_case(ctx) -> str | None:
+    """The symmetric-memory backend PyTorch reports for this rank's GPU once the default workspace
+    exists (``KERNELS_SYMM_MEM_BACKEND`` chooses it)."""
+    import torch.distributed._symmetric_memory as symm_mem
+
+    ws = kernels.workspace(ctx.groups["world"], ctx.device)
+    got = symm_mem.get_backend(ctx.device) if hasattr(symm_mem, "get_backend") else None
+    return ws.backend, None if got is None else str(got)

@@ -3,6 +3,7 @@ hypothesis fuzz run. Skipped (with the reason) on machines with fewer than 2 GPU
 
     pytest tests/test_reduce_scatterv_gpu.py            # spawns one process per GPU itself
     RSV_GPU_EXAMPLES=300 pytest tests/test_reduce_scatterv_gpu.py -k fuzz
+    KERNELS_SYMM_MEM_BACKEND=nvshmem pytest tests/test_reduce_scatterv_gpu.py   # every workspace on NVSHMEM
 """
 
 from __future__ import annotations
@@ -144,3 +145,13 @@ def test_calls_on_two_streams_are_ordered_by_the_library(gpu_pools):
 
 def test_start_epoch_is_kept_and_creation_keywords_cannot_change(gpu_pools):
     gpu_pools[2].run(f"{PROTO}:keywords_case")
+
+
+def test_the_workspace_is_on_the_backend_asked_for(gpu_pools):
+    """``KERNELS_SYMM_MEM_BACKEND`` (default cuda) picks PyTorch's symmetric-memory backend: with
+    nvshmem, every test of this file ran on NVSHMEM."""
+    want = os.environ.get("KERNELS_SYMM_MEM_BACKEND", "cuda").lower()
+    for ours, torchs in gpu_pools[2].run("tests.cases:backend_case"):
+        assert ours == want, (ours, want)
+        if want == "nvshmem":
+            assert torchs is not None and torchs.upper() == "NVSHMEM", torchs

@@ -1,0 +1,146 @@
+"""Multi-node reduce_scatterv (``kernels/hierarchy.py``) in CPU emulation: 4 processes as 2 nodes x 2
+ranks (``ranks_per_node=2``), the node step on the real kernels in Triton's interpreter, the hop on
+gloo between the "nodes"; 2 processes as 2 nodes x 1 for the trivial node step. Checked against the
+float64 sum of fresh random inputs and gloo's flat reduce_scatter, outputs poisoned first. Kept
+small: four interpreter processes share CI's two cores."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernels.hierarchy import Topology, find_topology
+from tests.strategies import sizes
+
+EXAMPLES = int(os.environ.get("RSV_HIER_EXAMPLES", "10"))
+CASES = "tests.hierarchy_cases"
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_two_nodes_of_two_match_the_flat_reference(cpu_pools, data):
+    """Any sizes (uneven, idle ranks, one owner, all zero), widths, dtypes, host or device sizes,
+    output given or not, contiguous or not, hop in the dtype or in fp32."""
+    device_sizes = data.draw(st.booleans())
+    cpu_pools[4].run(f"{CASES}:hier_case", sizes=data.draw(sizes(4)),
+                     rest=data.draw(st.sampled_from([(8,), (40,), (2, 24), (100,)])),
+                     dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                     seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
+                     spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                     with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0,
+                     hop_fp32=data.draw(st.integers(0, 3)) == 0)
+
+
+@pytest.mark.parametrize("case", [
+    dict(sizes=[0, 0, 0, 0]),
+    dict(sizes=[0, 0, 0, 0], device_sizes=True, spare_rows=2),
+    dict(sizes=[9, 0, 0, 0], rest=(64,)),  # one owner: its rail carries everything
+    dict(sizes=[0, 0, 0, 7], rest=(64,), device_sizes=True, spare_rows=1),
+    dict(sizes=[3, 1, 0, 5], rest=(24,), dtype="float32", hop_fp32=True),
+    dict(sizes=[2, 2, 2, 2], rest=(8,), repeat=3),  # back to back, fresh inputs each
+])
+def test_focused_cases(cpu_pools, case):
+    cpu_pools[4].run(f"{CASES}:hier_case", **case)
+
+
+def test_back_to_back_calls_mix_host_and_device_sizes_and_node_modes(cpu_pools):
+    """One workspace, calls in a row with fresh inputs: host and device sizes alternate, and the node
+    step takes flagged words, the plain push and the pull in turn (node limits 512 B / 4 KiB)."""
+    calls = [([0, 0, 0, 0], False, "ll"), ([3, 3, 3, 3], False, "push"), ([40, 3, 9, 0], False, "large"),
+             ([1, 2, 0, 1], True, None), ([0, 1, 0, 0], False, "push"), ([9, 0, 0, 30], True, None),
+             ([2, 3, 2, 3], False, "push")]
+    for i, (sz, dev, mode) in enumerate(calls):
+        if mode:
+            assert set(cpu_pools[4].run(f"{CASES}:node_modes", sizes=sz, hidden=64)) == {mode}, (sz, mode)
+        cpu_pools[4].run(f"{CASES}:hier_case", sizes=sz, rest=(64,), device_sizes=dev, spare_rows=1 if dev else 0,
+                         seed=i, mixed=True)
+
+
+@pytest.mark.parametrize("device_sizes", [False, True])
+def test_two_nodes_of_one_rank_the_trivial_node_step(cpu_pools, device_sizes):
+    cpu_pools[2].run(f"{CASES}:hier_case", sizes=[3, 0], rest=(8,), ranks_per_node=1, device_sizes=device_sizes,
+                     spare_rows=1 if device_sizes else 0)
+
+
+@pytest.mark.parametrize("kind", ["same_rail_swap_on_one_rank", "other_node_device_sizes", "other_node_dtype"])
+def test_ranks_that_disagree_all_get_an_error(cpu_pools, kind):
+    """Calls that differ while the hop's counts still match (a swap within a rail, other device
+    sizes on another node, another dtype on another node): every rank gets an error and NaN, no
+    rank waits past the timeout, and after reset() the next call is right. (Calls whose hop counts
+    differ between nodes get the backend's behaviour: gloo aborts the process, NCCL waits for its
+    watchdog; see kernels/hierarchy.py.)"""
+    results = cpu_pools[4].run(f"{CASES}:hier_disagree_case", kind=kind, timeout_s=3.0, seed=3)
+    for rank, (seconds, seen, nan) in enumerate(results):
+        assert seen, f"rank {rank}: no error for {kind}"
+        assert nan, f"rank {rank}: a result that is not NaN for {kind}"
+        assert seconds < 60, f"rank {rank}: waited {seconds:.0f} s"
+        assert any("did not add up" in s or "different calls" in s for s in seen), seen
+
+
+def test_a_failed_node_fails_every_rank_until_reset(cpu_pools):
+    results = cpu_pools[4].run(f"{CASES}:hier_fault_case", failed_node=0, seed=5)
+    for rank, seen in enumerate(results):
+        assert seen["call"] and seen["call_nan"], (rank, seen)
+        assert seen["sticky"] and seen["sticky_nan"] and "failed state" in seen["sticky"], (rank, seen)
+        if rank >= 2:  # the other node learns it from the check rows
+            assert "did not add up" in seen["call"], (rank, seen)
+
+
+BAD = {
+    "rows_mismatch": ("ValueError", "rows but sum(sizes)"),
+    "negative_size": ("ValueError", "negative"),
+    "dtype_float64": ("TypeError", "float64 is not supported"),
+    "output_rows": ("ValueError", "output has shape"),
+    "device_sizes_exceed_capacity": ("RuntimeError", "output's row capacity"),
+    "device_sizes_negative": ("RuntimeError", "negative"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, kind):
+    results = cpu_pools[4].run(f"{CASES}:hier_bad_input_case", kind=kind)
+    want_type, want_words = BAD[kind]
+    for rank, got in enumerate(results):
+        assert got is not None and got[0] == want_type and want_words in got[1], (rank, got)
+    cpu_pools[4].run(f"{CASES}:hier_case", sizes=[1, 0, 2, 1])  # the group still works afterwards
+
+
+def test_ranks_per_node_is_a_creation_keyword_in_the_fingerprint(cpu_pools):
+    for seen in cpu_pools[4].run(f"{CASES}:hier_keywords_case"):
+        again, disagree, invalid = seen
+        assert "ranks_per_node=1 differs" in again, seen
+        assert "ranks_per_node" in disagree and "rank 0 = 1" in disagree and "rank 3 = 2" in disagree, seen
+        assert "ranks_per_node=3 must be" in invalid, seen
+
+
+@pytest.mark.parametrize("hosts, keyword, want", [
+    (["a"] * 4, None, Topology(4, 1, "")),
+    (["a"] * 4, 2, Topology(2, 2, "")),
+    (["a", "a", "b", "b"], None, Topology(2, 2, "")),
+    (["a"] * 8 + ["b"] * 8, None, Topology(8, 2, "")),
+    (["a", "b", "a", "b"], None, "not contiguous"),
+    (["a", "a", "a", "b"], None, "different numbers"),
+    (["a"] * 16 + ["b"] * 16, None, "at most 8"),
+    (["a"] * 16, None, Topology(16, 1, "")),  # one host above 8 ranks: the call raises (api.MAX_WORLD)
+])
+def test_topology_from_host_names_and_the_override(hosts, keyword, want):
+    got = find_topology(hosts, keyword)
+    if isinstance(want, str):
+        assert isinstance(got, str) and want in got, got
+    else:
+        assert (got.ranks_per_node, got.nodes) == (want.ranks_per_node, want.nodes), got
+
+
+@pytest.mark.parametrize("keyword", [3, 0, 9, True, "2"])
+def test_invalid_ranks_per_node_raises(keyword):
+    with pytest.raises(ValueError, match="ranks_per_node"):
+        find_topology(["a"] * 4 if keyword != 9 else ["a"] * 18, keyword)
+
+
+def test_all_gatherv_on_a_multi_node_group_runs_the_flat_gather_with_one_warning(cpu_pools):
+    for warned in cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[2, 0, 3, 1], seed=2):
+        assert len(warned) <= 1 and all("multi-node groups run NCCL's all-gather" in w for w in warned), warned

@@ -1,0 +1,101 @@
+"""Multi-node reduce_scatterv (``kernels/hierarchy.py``) on GPUs of one host, against NCCL.
+
+On 4 GPUs: 2 "nodes" x 2 (``ranks_per_node=2``): the fused node step over NVLink, the hop on NCCL
+over NVLink too (it stands in for the network), hypothesis over sizes vs NCCL's flat
+reduce_scatter, CUDA-graph capture with device sizes, disagreement, a failed node, bad input.
+On 2 GPUs: 2 x 1 (``ranks_per_node=1``), a smoke test of the wiring only: the node step is a
+copy, so it measures nothing of the hierarchy. Skipped, with the reason, where GPUs are missing.
+
+    pytest -q tests/test_hierarchy_gpu.py
+    KERNELS_SYMM_MEM_BACKEND=nvshmem pytest -q tests/test_hierarchy_gpu.py     # on NVSHMEM
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.gpus import GPUS, NEEDS_TWO
+from tests.strategies import sizes
+
+pytestmark = NEEDS_TWO
+NEEDS_FOUR = pytest.mark.skipif(GPUS < 4, reason=f"2 nodes x 2 needs 4 GPUs; this machine has {GPUS}")
+EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
+CASES = "tests.hierarchy_cases"
+
+
+def _draw(data, world: int, max_rows: int) -> dict:
+    device_sizes = data.draw(st.booleans())
+    return dict(sizes=data.draw(sizes(world, max_rows)),
+                rest=data.draw(st.sampled_from([(8,), (40,), (4096,), (7168,), (2, 24)])),
+                dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
+                spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0,
+                hop_fp32=data.draw(st.integers(0, 3)) == 0)
+
+
+# ---- 2 GPUs: 2 nodes x 1 (wiring only)
+@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_smoke_two_nodes_of_one_gpu_match_nccl(gpu_pools, data):
+    """The wiring (rail order, check rows, NCCL hop, owner's copy); measures nothing of the hierarchy."""
+    gpu_pools[2].run(f"{CASES}:hier_case", ranks_per_node=1, **_draw(data, 2, 300))
+
+
+def test_smoke_two_nodes_of_one_gpu_graph_replays(gpu_pools):
+    gpu_pools[2].run(f"{CASES}:hier_graph_case", per_rank_capacity=64, hidden=7168, seed=2, ranks_per_node=1,
+                     size_sets=[[1, 1], [0, 0], [64, 0], [3, 17], [64, 64], [0, 5]])
+
+
+# ---- 4 GPUs: 2 nodes x 2
+@NEEDS_FOUR
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_two_nodes_of_two_match_nccl(gpu_pools, data):
+    gpu_pools[4].run(f"{CASES}:hier_case", **_draw(data, 4, 600))
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("hop_fp32", [False, True])
+@pytest.mark.parametrize("per_rank_capacity", [16, 1024])
+def test_cuda_graph_replays_with_new_device_sizes(gpu_pools, hop_fp32, per_rank_capacity):
+    c = per_rank_capacity
+    gpu_pools[4].run(f"{CASES}:hier_graph_case", per_rank_capacity=c, hidden=7168, seed=4, hop_fp32=hop_fp32,
+                     size_sets=[[1] * 4, [0] * 4, [c, 0, 0, 0], [(3 * r + 1) % (c + 1) for r in range(4)], [c] * 4,
+                                [0, 0, 0, 5]])
+
+
+@NEEDS_FOUR
+def test_many_back_to_back_calls_across_node_modes(gpu_pools):
+    for i in range(18):
+        sz = [(i * 7 + r * 3) % 9 * (1, 16, 90)[i % 3] for r in range(4)]
+        gpu_pools[4].run(f"{CASES}:hier_case", sizes=sz, rest=(7168,), seed=i, repeat=2, device_sizes=i % 4 == 3,
+                         spare_rows=1 if i % 4 == 3 else 0)
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("kind", ["same_rail_swap_on_one_rank", "other_node_device_sizes", "other_node_dtype"])
+def test_ranks_that_disagree_all_get_an_error(gpu_pools, kind):
+    results = gpu_pools[4].run(f"{CASES}:hier_disagree_case", kind=kind, timeout_s=3.0, seed=3)
+    for rank, (seconds, seen, nan) in enumerate(results):
+        assert seen and nan and seconds < 30, (rank, seconds, seen, nan)
+
+
+@NEEDS_FOUR
+def test_a_failed_node_fails_every_rank_until_reset(gpu_pools):
+    results = gpu_pools[4].run(f"{CASES}:hier_fault_case", failed_node=1, seed=5)
+    for rank, seen in enumerate(results):
+        assert seen["call"] and seen["call_nan"] and seen["sticky"] and seen["sticky_nan"], (rank, seen)
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("kind", ["rows_mismatch", "dtype_float64", "device_sizes_exceed_capacity",
+                                  "device_sizes_negative"])
+def test_bad_input_raises_on_every_rank(gpu_pools, kind):
+    results = gpu_pools[4].run(f"{CASES}:hier_bad_input_case", kind=kind)
+    assert all(r is not None for r in results) and len({r[0] for r in results}) == 1, results
+    gpu_pools[4].run(f"{CASES}:hier_case", sizes=[1, 0, 2, 1], rest=(64,))
