@@ -10,7 +10,8 @@ class V4Config:
     """The part of a DeepSeek V4 decoder layer this project touches: mHC around the MoE block.
 
     hidden: model width H; n_routed_experts / n_shared_experts / top_k: the MoE; moe_intermediate:
-    each expert's SwiGLU width, sharded across TP ranks; hc_mult: hyper-connection streams;
+    each expert's SwiGLU width, sharded across TP ranks; num_layers: decoder layers (each has one
+    MoE block: the per-decode-step figures multiply by it); hc_mult: hyper-connection streams;
     routed_scaling_factor: applied to the renormalised router weights; shard_chunk: granularity
     (intermediate channels) of the TP split, so any world size can shard any preset.
     """
@@ -21,6 +22,7 @@ class V4Config:
     n_shared_experts: int
     top_k: int
     moe_intermediate: int
+    num_layers: int = 2
     hc_mult: int = 4
     routed_scaling_factor: float = 1.5
     sinkhorn_iters: int = 20
@@ -35,8 +37,10 @@ class V4Config:
 
 
 PRESETS = {
-    "flash": V4Config("flash", hidden=4096, n_routed_experts=256, n_shared_experts=1, top_k=6, moe_intermediate=2048),
-    "pro": V4Config("pro", hidden=7168, n_routed_experts=384, n_shared_experts=1, top_k=6, moe_intermediate=3072),
+    "flash": V4Config("flash", hidden=4096, n_routed_experts=256, n_shared_experts=1, top_k=6, moe_intermediate=2048,
+                      num_layers=43),
+    "pro": V4Config("pro", hidden=7168, n_routed_experts=384, n_shared_experts=1, top_k=6, moe_intermediate=3072,
+                    num_layers=61),
     # test presets: same structure, small enough for Triton's interpreter on a CPU
     "tiny": V4Config("tiny", hidden=64, n_routed_experts=16, n_shared_experts=1, top_k=6, moe_intermediate=48,
                      shard_chunk=8),

@@ -5,10 +5,12 @@
 
 Starts the rank processes itself (one per GPU when there are enough GPUs, else CPU emulation over
 gloo), or runs under torchrun. Every rank runs hc_pre -> gather -> sharded MoE -> combine ->
-hc_post for its own tokens and compares with the unsharded block computed in a single process.
-Prints a per-rank table, on GPUs the combine's time (fused vs reference, CUDA-graph replay), and
-last the max relative error; exits 1 when that exceeds the dtype's tolerance, as the pre-fix
-``--combine scatter`` does.
+hc_post for its own tokens (``--combine``: fused, fused_combine, reference or scatter, see
+``post_path.py``) and compares with the unsharded block computed in a single process. Prints a
+per-rank table; on GPUs the per-layer time of the block's communication + epilogue (gather,
+combine, hc_post; the MoE excluded) for the fused, fused_combine and reference paths (CUDA-graph
+replay, max over ranks) and its total per decode step over the preset's layers; last the max
+relative error, exiting 1 when that exceeds the dtype's tolerance, as ``--combine scatter`` does.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
     from kernels import distributed_env
 
     from .config import preset
-    from .post_path import combine, moe_block, moe_output_buffer, reference_block
+    from .post_path import moe_block, reference_block
     from .weights import LayerWeights
 
     device = distributed_env.init(device_type)
@@ -72,13 +74,7 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
     dist.all_gather_object(rows, row)
     times = {}
     if device.type == "cuda":
-        from kernels.timing import time_call
-
-        partial = moe_output_buffer("fused", sum(sizes), cfg.hidden, torch.bfloat16, device)
-        partial.normal_()
-        local = torch.empty((n, cfg.hidden), dtype=torch.bfloat16, device=device)
-        for mode in ("fused", "reference"):
-            times[mode] = time_call(lambda: combine(partial, sizes, mode, local), device)
+        times = layer_times(cfg, weights, x[off:off + n], sizes, device)
     tol = TOLERANCE["bfloat16"]
     worst = max(max(r[2], r[3]) for r in rows)
     if rank == 0:
@@ -92,9 +88,15 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
             cells = ("-", "-") if tokens == 0 else (f"{ef:.2e}", f"{eo:.2e}")
             print(f"{r:>4} {tokens:>6} {cells[0]:>21} {cells[1]:>21}")
         if times:
-            print(f"combine time (CUDA-graph replay, max over ranks): fused {times['fused']:.1f} us, "
-                  f"reference (NCCL reduce_scatterv) {times['reference']:.1f} us, "
-                  f"speed-up {times['reference'] / times['fused']:.2f}x")
+            ref = times["reference"]["total"]
+            print(f"per layer, the block's communication + epilogue (CUDA-graph replay, max over ranks; us), and per "
+                  f"decode step over {cfg.num_layers} layers:")
+            print(f"{'path':>14} {'gather':>8} {'combine+hc_post':>16} {'total':>8} {'per step':>9} {'x reference':>11}")
+            for mode, t in times.items():
+                print(f"{mode:>14} {t['gather']:8.1f} {t['combine']:16.1f} {t['total']:8.1f} "
+                      f"{t['total'] * cfg.num_layers:9.0f} {ref / t['total']:11.2f}")
+            saved = (ref - times["fused"]["total"]) * cfg.num_layers
+            print(f"fused saves {saved:.0f} us per decode step against the reference path ({cfg.num_layers} layers)")
         verdict = "PASS" if worst <= tol else "FAIL"
         hint = "" if worst <= tol else " - the combine did not sum the TP partial outputs (the bug SGLang PR #27191 fixed)" \
             if args.combine == "scatter" else " - outputs differ from the unsharded computation"
@@ -102,6 +104,34 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return 0 if worst <= tol else 1
+
+
+def layer_times(cfg, weights, x_local, sizes, device) -> dict:
+    """{path: {"gather", "combine", "total"}} in us: the block's communication + epilogue of the
+    fused, fused_combine and reference paths on this rank's tokens, each part and the whole timed
+    under CUDA-graph replay (``kernels.timing.time_call``: median over replays, max over ranks)."""
+    import torch
+
+    import kernels
+    from kernels.timing import time_call
+
+    from .mhc import hc_pre
+    from .post_path import combine_post, communication, dp_gather, moe_output_buffer
+
+    y, post, comb = hc_pre(x_local, *weights.hc(), cfg.rms_eps, cfg.hc_eps, cfg.sinkhorn_iters)
+    # grown before the timed calls (a call that grows the workspace moves it, and the MoE's output
+    # would no longer lie in it)
+    kernels.workspace(None, device).reserve(max_input_bytes=sum(sizes) * cfg.hidden * 2,
+                                            arena_bytes=sum(sizes) * cfg.hidden * 2)
+    times = {}
+    for mode in ("fused", "fused_combine", "reference"):
+        partial = moe_output_buffer(mode, sum(sizes), cfg.hidden, torch.bfloat16, device)
+        partial.normal_()
+        times[mode] = dict(
+            gather=time_call(lambda: dp_gather(y, sizes, mode), device),
+            combine=time_call(lambda: combine_post(partial, sizes, x_local, post, comb, mode, want_f=False), device),
+            total=time_call(communication(mode, y, partial, x_local, post, comb, sizes), device))
+    return times
 
 
 def main(argv=None) -> int:

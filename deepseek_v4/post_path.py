@@ -4,11 +4,18 @@ Per rank: its own tokens' residual stream ``x_local`` [n_rank, hc, H]. Then
     hc_pre -> gather every rank's MoE input into one SUM_LEN buffer (rank 0's rows first)
     -> MoE on all global rows with this rank's TP shard (a partial sum)
     -> combine back to local rows -> hc_post with the layer's residual.
-The combine is what this project replaces:
-    fused      kernels.reduce_scatterv, the MoE writing straight into the symmetric workspace;
-    reference  torch.distributed.reduce_scatter with uneven chunks (NCCL's grouped reduce: the
-               upstream fix, SGLang PR #27191; gloo on CPU);
-    scatter    copy own rows without reduction: the bug that fix removed, kept to show it.
+The block's communication (gather, combine) and the epilogue (hc_post) run as ``mode`` says:
+    fused          ``kernels.all_gatherv``, then ``kernels.reduce_scatterv`` with hc_post fused into
+                   it (``kernels.epilogues.HcPost``: the fp32 sum goes straight into hc_post, one
+                   rounding; ``f`` is written only when asked for); the MoE writes its output
+                   straight into the symmetric workspace;
+    fused_combine  SGLang's all-reduce gather, the fused combine alone, then hc_post as one Triton
+                   kernel (the fused combine without the rest, for comparison);
+    reference      SGLang's NCCL path: all-reduce gather, NCCL's grouped-reduce combine
+                   (``torch.distributed.reduce_scatter`` with uneven chunks: the upstream fix, SGLang
+                   PR #27191; gloo on CPU), hc_post as one Triton kernel;
+    scatter        the reference path with the combine copying own rows without reduction: the bug
+                   that fix removed, kept to show it.
 """
 
 from __future__ import annotations
@@ -17,16 +24,20 @@ import torch
 import torch.distributed as dist
 
 import kernels
+from kernels.epilogues import HcPost
 
-from .mhc import hc_post, hc_pre
+from .mhc import hc_post_one_kernel, hc_pre
 from .moe import moe
 from .weights import LayerWeights, shard_chunks
 
-COMBINES = ("fused", "reference", "scatter")
+COMBINES = ("fused", "fused_combine", "reference", "scatter")
 
 
-def dp_gather(local: torch.Tensor, sizes: list[int], group=None) -> torch.Tensor:
-    """Every rank's rows in one [sum(sizes), ...] buffer, rank 0's first (SGLang's all-reduce gather)."""
+def dp_gather(local: torch.Tensor, sizes: list[int], mode: str = "reference", group=None) -> torch.Tensor:
+    """Every rank's rows in one [sum(sizes), ...] buffer, rank 0's first: ``kernels.all_gatherv`` in
+    ``fused`` mode, else SGLang's all-reduce gather (zero the buffer, copy own rows in, all-reduce)."""
+    if mode == "fused":
+        return kernels.all_gatherv(local, sizes=sizes, group=group)
     rank = dist.get_rank(group)
     out = torch.zeros((sum(sizes), *local.shape[1:]), dtype=local.dtype, device=local.device)
     off = sum(sizes[:rank])
@@ -36,40 +47,62 @@ def dp_gather(local: torch.Tensor, sizes: list[int], group=None) -> torch.Tensor
 
 
 def moe_output_buffer(mode: str, rows: int, hidden: int, dtype, device, group=None) -> torch.Tensor:
-    """Where the MoE writes its partial sums: inside the symmetric workspace for the fused combine."""
-    if mode == "fused":
+    """Where the MoE writes its partial sums: inside the symmetric workspace for the fused combines."""
+    if mode in ("fused", "fused_combine"):
         return kernels.workspace(group, device).empty(rows, hidden, dtype=dtype)
     return torch.empty((rows, hidden), dtype=dtype, device=device)
 
 
-def combine(partial: torch.Tensor, sizes: list[int], mode: str, out: torch.Tensor, group=None) -> torch.Tensor:
-    """This rank's rows of the sum over ranks of ``partial`` [sum(sizes), H], into ``out`` [n_rank, H]."""
+def combine_post(partial: torch.Tensor, sizes: list[int], x_local: torch.Tensor, post: torch.Tensor,
+                 comb: torch.Tensor, mode: str, want_f: bool = True, group=None):
+    """This rank's rows of the sum over ranks of ``partial`` [sum(sizes), H] (``f`` [n, H]), then
+    hc_post with the residual ``x_local`` [n, hc, H]. Returns (new residual [n, hc, H], f or None:
+    the fused mode writes ``f`` only when ``want_f``)."""
     rank = dist.get_rank(group)
+    n, H = sizes[rank], partial.shape[1]
+    f = torch.empty((n, H), dtype=partial.dtype, device=partial.device) if want_f or mode != "fused" else None
     if mode == "fused":
-        return kernels.reduce_scatterv(partial, out, sizes=sizes, group=group)
-    if mode == "reference":
-        dist.reduce_scatter(out, list(partial.split(sizes)), group=group)
-        return out
-    if mode == "scatter":
+        out = torch.empty_like(x_local)
+        kernels.reduce_scatterv(partial, sizes=sizes, group=group,
+                                epilogue=HcPost(x_local, post.contiguous(), comb.contiguous(), out, f_out=f))
+        return out, f
+    if mode == "fused_combine":
+        kernels.reduce_scatterv(partial, f, sizes=sizes, group=group)
+    elif mode == "reference":
+        dist.reduce_scatter(f, list(partial.split(sizes)), group=group)
+    elif mode == "scatter":
         off = sum(sizes[:rank])
-        return out.copy_(partial[off:off + sizes[rank]])
-    raise ValueError(f"unknown combine {mode!r}; choose one of {COMBINES}")
+        f.copy_(partial[off:off + n])
+    else:
+        raise ValueError(f"unknown combine {mode!r}; choose one of {COMBINES}")
+    return hc_post_one_kernel(f, x_local, post, comb), f
 
 
 def moe_block(x_local: torch.Tensor, sizes: list[int], weights: LayerWeights, mode: str, group=None):
     """One MoE block forward for this rank's tokens. Returns (new residual [n, hc, H], f [n, H])."""
+    if mode not in COMBINES:
+        raise ValueError(f"unknown combine {mode!r}; choose one of {COMBINES}")
     cfg = weights.cfg
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     y, post, comb = hc_pre(x_local, *weights.hc(), cfg.rms_eps, cfg.hc_eps, cfg.sinkhorn_iters)
-    y_global = dp_gather(y, sizes, group)
+    y_global = dp_gather(y, sizes, mode, group)
     partial = moe_output_buffer(mode, sum(sizes), cfg.hidden, y.dtype, y.device, group)
     moe(y_global, weights, shard_chunks(cfg, rank, world), out=partial)
-    f = combine(partial, sizes, mode, torch.empty_like(y), group)
-    return hc_post(f, x_local, post, comb), f
+    return combine_post(partial, sizes, x_local, post, comb, mode, group=group)
+
+
+def communication(mode: str, y: torch.Tensor, partial: torch.Tensor, x_local: torch.Tensor, post: torch.Tensor,
+                  comb: torch.Tensor, sizes: list[int], group=None):
+    """The block's communication and epilogue around the MoE, as one call to time: the gather of
+    ``y`` [n, H] and the combine of ``partial`` [sum(sizes), H] with hc_post (``f`` not written)."""
+    return (lambda: (dp_gather(y, sizes, mode, group),
+                     combine_post(partial, sizes, x_local, post, comb, mode, want_f=False, group=group)))
 
 
 def reference_block(x: torch.Tensor, weights: LayerWeights):
     """The same block for all tokens in one process with unsharded experts: (new residual, f)."""
+    from .mhc import hc_post
+
     cfg = weights.cfg
     y, post, comb = hc_pre(x, *weights.hc(), cfg.rms_eps, cfg.hc_eps, cfg.sinkhorn_iters)
     f = moe(y, weights, list(range(cfg.moe_intermediate // cfg.shard_chunk)))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
-#   scripts/gpu_checks.sh PHASE...   phases: env tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather demo tune
+#   scripts/gpu_checks.sh PHASE...   phases: env tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather layer demo tune
 #                                    hier (multi-node on one host: 2 x 1, 2 x 2 with 4 GPUs) nvshmem (the GPU tests on NVSHMEM) hierbench (2 x 2)
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
@@ -39,6 +39,7 @@ for phase in "$@"; do
             run ab-new-$p$i 200 torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out "$LOG/results/ab-new-$p$i"
           done
         done ;;
+    layer) run layer 300 torchrun --nproc-per-node $NG -m bench.layer --preset latency --out "$LOG/results" ;;
     gather) run gather 200 torchrun --nproc-per-node $NG -m bench.gather --preset ${GATHER_PRESET:-latency} --out "$LOG/results" ;;
     hier) run hier ${TESTS_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_hierarchy_gpu.py -p no:cacheprovider ;;
     nvshmem) run nvshmem ${TESTS_LIMIT:-480} env KERNELS_SYMM_MEM_BACKEND=nvshmem RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_hierarchy_gpu.py -k "${TESTS_K:-not fuzz_model}" -p no:cacheprovider ;;

@@ -1,5 +1,6 @@
-"""The V4 MoE block under DP attention + TP MoE, each combine mode against the unsharded block:
-fused and reference agree with it; the pre-fix scatter does not. CPU emulation always; the GPU
+"""The V4 MoE block under DP attention + TP MoE, each path against the unsharded block: fused
+(gather, combine and hc_post fused), fused_combine and reference agree with it; the pre-fix scatter
+does not. CPU emulation always; the GPU
 version (pro preset at decode-like counts) skips with a reason below 2 GPUs."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _check(results, combine):
         assert all(max(e) <= TOL for e in errs), errs
 
 
-@pytest.mark.parametrize("combine", ["fused", "reference", "scatter"])
+@pytest.mark.parametrize("combine", ["fused", "fused_combine", "reference", "scatter"])
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_block_matches_unsharded_computation_except_scatter(cpu_pools, combine, data):
@@ -48,7 +49,7 @@ GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 @pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs (NCCL reference, pro preset); this machine has {GPUS}")
-@pytest.mark.parametrize("combine", ["fused", "reference", "scatter"])
+@pytest.mark.parametrize("combine", ["fused", "fused_combine", "reference", "scatter"])
 def test_pro_block_on_gpus_at_decode_counts(gpu_pools, combine):
     world = min(GPUS, 4)
     tokens = [1, 8, 0, 32][:world]
