@@ -139,7 +139,7 @@ def nccl_reference_case(ctx, *, kind: str, sizes, hidden: int, seed: int, group=
     total, n = sum(sizes), sizes[ctx.rank]
     parts = partials(seed, ctx.world, total, (hidden,), dtype)
     mine = parts[ctx.rank].to(ctx.device)
-    ep, ref = epilogue_inputs(kind, seed * 31 + ctx.rank, n, hidden, 4, dtype, ctx.device, with_f=True)
+    ep, ref = epilogue_inputs(kind, seed * 31 + ctx.rank, n, hidden, 4, dtype, ctx.device, with_f=False)
     with api.overrides(MODES_OFF=frozenset(modes_off)):
         kernels.reduce_scatterv(mine, sizes=sizes, group=grp, epilogue=ep)
     if ctx.device.type == "cuda":
