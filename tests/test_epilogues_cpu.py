@@ -140,6 +140,13 @@ def test_a_bad_epilogue_raises_a_clear_error_before_any_communication(cpu_pools,
 
 
 @pytest.mark.parametrize("kind", ["hc_post", "rmsnorm"])
+def test_the_fused_call_matches_the_reference_collective_then_the_torch_epilogue(cpu_pools, kind):
+    """What SGLang runs: gloo's reduce_scatter (NCCL's on GPUs) in bf16, then mhc.hc_post or
+    residual + RMSNorm in torch."""
+    cpu_pools[2].run("tests.epilogue_cases:nccl_reference_case", kind=kind, sizes=[2, 3], hidden=40, seed=3)
+
+
+@pytest.mark.parametrize("kind", ["hc_post", "rmsnorm"])
 def test_unreachable_peers_fall_back_to_the_grouped_reduce_then_the_torch_epilogue(cpu_pools, kind):
     cpu_pools[3].run("tests.epilogue_cases:fallback_case", kind=kind, sizes=[2, 0, 3], seed=5)
 
