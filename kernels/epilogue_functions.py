@@ -91,6 +91,8 @@ def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.co
     ``ALIGN`` (elements) divides H and ``base``, and ``VEC_BYTES`` (``ALIGN`` elements' bytes) the
     address of every epilogue tensor (the host folds them into the kernel's alignment): the hints
     that let row accesses be vectors; pass 1 and 1 for none."""
+    # addresses arrive as int32 when small (0 for the empty tensors of a rank without rows)
+    ep0, ep1, ep2, ep3 = ep0.to(tl.int64), ep1.to(tl.int64), ep2.to(tl.int64), ep3.to(tl.int64)
     if WRITE_F:
         tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
     if EPILOGUE == HC_POST:
@@ -104,6 +106,7 @@ def poison_outputs(count, pid, num_programs, f_addr, ep2, ep3, DTYPE: tl.constex
                    EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr):
     """NaN over this program's share of every output the epilogue writes (``count``: this rank's
     elements of ``f``): what a failed call leaves, as the plain kernels leave NaN in ``f``."""
+    ep2, ep3 = ep2.to(tl.int64), ep3.to(tl.int64)  # int32 when small (see ``finish``)
     nan = tl.full([BLOCK], float("nan"), tl.float32).to(DTYPE)
     offs = tl.arange(0, BLOCK)
     n_out = count * HC if EPILOGUE == HC_POST else count

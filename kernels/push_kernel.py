@@ -117,7 +117,8 @@ def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, p
 def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_count, my_tiles, flag, call_slots,
                 digest, rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps,
                 W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
-                VEC_BYTES: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr):
+                VEC_BYTES: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr,
+                ALIGN: tl.constexpr):
     """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
     in its row of the block (loaded from the input), so the sum is one reduction over sources. The
@@ -151,14 +152,14 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
             # stored from this rank's row of the block (the sum broadcast back: no register shuffle)
             out = rows(out_addr, done // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES)
             tl.store(out, total + own * 0, mask=tl.where(out_ok & ((err & FAULTS) == 0), mine & live, False))
-        else:
-            w = tl.arange(0, WORDS)
-            ok = tl.where(out_ok & ((err & FAULTS) == 0), w < (my_count - done) // PER_WORD, False)
-            finish(tl.sum(lo, axis=0), done, w * PER_WORD, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                   EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)  # strided elements: no vector hint
+        else:  # the two halves of each word back in element order: one contiguous tile for the epilogue
+            x = tl.sum(lo, axis=0)
             if PER_WORD == 2:
-                finish(tl.sum(hi, axis=0), done, w * 2 + 1, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE,
-                       EPILOGUE, HC, WRITE_F, BLOCK, 1, 1)
+                x = tl.interleave(x, tl.sum(hi, axis=0))
+            offs = tl.arange(0, BLOCK)
+            ok = tl.where(out_ok & ((err & FAULTS) == 0), offs < my_count - done, False)
+            finish(x, done, offs, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
+                   ALIGN, ALIGN * (4 // PER_WORD))
     return err
 
 
@@ -283,7 +284,7 @@ def reduce_scatterv_push_kernel(
         err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
                           rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps, W, WP, DTYPE,
-                          BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, WRITE_F)
+                          BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, WRITE_F, ALIGN)
     else:
         err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
                            slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
@@ -335,7 +336,7 @@ def push_arguments(ws, inp, out, call, flagged: bool, protocol: tuple, epilogue=
     args += (lay.ll_slot_offset, lay.ll_slot_bytes) if flagged else (lay.slot_offset, lay.slot_bytes)
     args += (*protocol, *(epilogue.kernel_args() if epilogue is not None else NO_EPILOGUE_ARGS))
     align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr(),
-                         *(epilogue.vector_addresses() if epilogue is not None and not flagged else ()))
+                         *(epilogue.vector_addresses() if epilogue is not None else ()))
     # flagged: 32-bit data words move 8 bytes at a time (as many per thread as the 16-byte accesses
     # of 64-bit flagged words: the data and its words share one register layout, no shuffles)
     constexprs.update(FLAGGED=flagged, PER_WORD=max(1, 4 // elt), ALIGN=align,
