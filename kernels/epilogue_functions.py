@@ -102,50 +102,6 @@ def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.co
 
 
 @triton.jit
-def hc_post_inputs(base, mask, H, residual_addr, post_addr, comb_addr, DTYPE: tl.constexpr, HC: tl.constexpr,
-                   HCP: tl.constexpr, BLOCK: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """hc_post's inputs for a tile of BLOCK sums at elements ``base + arange(BLOCK)`` that lies in one
-    row (``mask``: the live ones): the residual streams' columns ``[HCP, BLOCK]`` (DTYPE), ``post``
-    ``[HCP]`` and ``comb`` ``[HCP (i), HCP (j)]`` (fp32); HCP, a power of two >= HC. Loaded before the
-    sums are awaited (the flagged-word receive), so their latency hides under the wait."""
-    residual_addr, post_addr, comb_addr = residual_addr.to(tl.int64), post_addr.to(tl.int64), comb_addr.to(tl.int64)
-    row = base // H
-    col0 = base - row * H
-    streams = tl.arange(0, HCP)
-    offs = tl.arange(0, BLOCK)
-    res_ptr = tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + row * (HC * H) + col0, VEC_BYTES)
-    res = tl.load(res_ptr + streams[:, None] * H + offs[None, :], mask=(streams < HC)[:, None] & mask[None, :],
-                  other=0.0)
-    post = tl.load(post_addr.to(tl.pointer_type(tl.float32)) + row * HC + streams, mask=streams < HC, other=0.0)
-    both = (streams < HC)[:, None] & (streams < HC)[None, :]
-    comb = tl.load(comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC) + streams[:, None] * HC
-                   + streams[None, :], mask=both, other=0.0)
-    return res, post, comb
-
-
-@triton.jit
-def hc_post_apply(x, res, post, comb, base, mask, H, out_addr, f_addr, DTYPE: tl.constexpr, HC: tl.constexpr,
-                  HCP: tl.constexpr, BLOCK: tl.constexpr, WRITE_F: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """hc_post of the fp32 sums ``x`` with the inputs ``hc_post_inputs`` loaded for the same tile:
-    ``out[row, j, cols] = post[j] * x + sum_i comb[i, j] * res[i]``, one rounding; ``WRITE_F``: ``x``
-    rounded at ``f_addr`` too."""
-    out_addr = out_addr.to(tl.int64)
-    row = base // H
-    col0 = base - row * H
-    streams = tl.arange(0, HCP)
-    offs = tl.arange(0, BLOCK)
-    if WRITE_F:
-        tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
-    resf = res.to(tl.float32)
-    out_ptr = out_addr.to(tl.pointer_type(DTYPE)) + row * (HC * H) + col0
-    for j in tl.static_range(HC):
-        p = tl.sum(tl.where(streams == j, post, 0.0), axis=0)
-        c = tl.sum(tl.where(streams[None, :] == j, comb, 0.0), axis=1)  # comb[:, j]
-        y = p * x + tl.sum(c[:, None] * resf, axis=0)
-        tl.store(tl.multiple_of(out_ptr + j * H, VEC_BYTES) + offs, y.to(DTYPE), mask=mask)
-
-
-@triton.jit
 def poison_outputs(count, pid, num_programs, f_addr, ep2, ep3, DTYPE: tl.constexpr, BLOCK: tl.constexpr,
                    EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr):
     """NaN over this program's share of every output the epilogue writes (``count``: this rank's

@@ -36,7 +36,7 @@ import triton.language as tl
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
                       call_digest, check_digests, digest_fault, end_call, header_words, peer_bases, poll_fault,
                       poison, post_digest, release, uniform_max, wait_words, word_ptr)
-from .epilogue_functions import finish, hc_post_apply, hc_post_inputs, poison_outputs
+from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
@@ -118,7 +118,7 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
                 digest, rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps,
                 W: tl.constexpr, WP: tl.constexpr, DTYPE: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
                 VEC_BYTES: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr,
-                ALIGN: tl.constexpr, ONE_ROW: tl.constexpr, HCP: tl.constexpr):
+                ALIGN: tl.constexpr):
     """FLAGGED: own partial plus every peer's words, summed in float32. Every peer's slot is polled by
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
     in its row of the block (loaded from the input), so the sum is one reduction over sources. The
@@ -138,9 +138,6 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
         own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
                       mask=mine & live, other=0)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
-        if ONE_ROW:  # hc_post's inputs of this tile (within one row), loaded before the wait hides their latency
-            res, post, comb = hc_post_inputs(done, tl.arange(0, BLOCK) < my_count - done, H, ep0, ep1, ep2, DTYPE, HC,
-                                             HCP, BLOCK, ALIGN * (4 // PER_WORD))
         first = go & (t == pid)
         data, calls, status = poll_flagged(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
                                     tl.where(first, peers1, False), deadline, err_ptr)
@@ -161,12 +158,8 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
                 x = tl.interleave(x, tl.sum(hi, axis=0))
             offs = tl.arange(0, BLOCK)
             ok = tl.where(out_ok & ((err & FAULTS) == 0), offs < my_count - done, False)
-            if ONE_ROW:
-                hc_post_apply(x, res, post, comb, done, ok, H, ep3, out_addr, DTYPE, HC, HCP, BLOCK, WRITE_F,
-                              ALIGN * (4 // PER_WORD))
-            else:
-                finish(x, done, offs, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
-                       ALIGN, ALIGN * (4 // PER_WORD))
+            finish(x, done, offs, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
+                   ALIGN, ALIGN * (4 // PER_WORD))
     return err
 
 
@@ -257,8 +250,6 @@ def reduce_scatterv_push_kernel(
     HC: tl.constexpr = 1,  # hc_post: streams
     ROWS: tl.constexpr = False,  # row tiles (tiles.tile; plain push only): one row per tile
     WRITE_F: tl.constexpr = True,  # with an epilogue: also store f (rounded) at out_addr
-    ONE_ROW: tl.constexpr = False,  # FLAGGED + hc_post, tiles within one row (H % BLOCK == 0): inputs prefetched
-    HCP: tl.constexpr = 1,  # a power of two >= HC (ONE_ROW)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -293,7 +284,7 @@ def reduce_scatterv_push_kernel(
         err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
                           rank, pid, num_programs, deadline, err_ptr, err, H, ep0, ep1, ep2, ep3, ep_eps, W, WP, DTYPE,
-                          BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, WRITE_F, ALIGN, ONE_ROW, HCP)
+                          BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, WRITE_F, ALIGN)
     else:
         err = _push_rounds(in_addr, out_addr, out_ok, bases, my_base, first, count, tiles, lanes, peers, my_tiles,
                            slot_off, slot_bytes, parity, epoch, PUSH_FLAGS, call_slots, digest, rank, pid,
@@ -313,7 +304,7 @@ def reduce_scatterv_push_kernel(
 
 # ----------------------------------------------------------------------------- launcher
 
-from .epilogues import HC_POST, NO_EPILOGUE_ARGS  # noqa: E402
+from .epilogues import NO_EPILOGUE_ARGS  # noqa: E402
 from .epilogues import constexprs as epilogue_constexprs  # noqa: E402
 from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
@@ -362,8 +353,5 @@ def launch(ws, inp, out, call, flagged: bool, config, multiprocessors: int, prot
     """Run one call with ``config`` (a KernelConfig); the caller made the slots large enough
     (``Workspace.reserve_slots``) for the plain variant."""
     args, constexprs, max_rows = push_arguments(ws, inp, out, call, flagged, protocol, epilogue)
-    if flagged and epilogue is not None and epilogue.code == HC_POST and call.hidden % config.block == 0:
-        # every tile lies in one row: hc_post's inputs are loaded before the wait (epilogue_functions)
-        constexprs.update(ONE_ROW=True, HCP=max(2, 1 << (epilogue.hc - 1).bit_length()))
     run(reduce_scatterv_push_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors,
         row_tiles=epilogue is not None and epilogue.row_tiles)
