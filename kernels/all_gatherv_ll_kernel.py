@@ -25,8 +25,8 @@ import triton.language as tl
 
 from .push_kernel import poll_flagged
 from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, await_digests, begin_call, call_digest, chaos,
-                      digest_fault, end_call, header_words, peer_bases, poison_range, post_digest, uniform_max,
-                      word_ptr)
+                      digest_fault, end_call, header_words, ll_flag, peer_bases, poison_range, post_digest,
+                      uniform_max, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
 
 FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
@@ -133,7 +133,7 @@ def all_gatherv_ll_kernel(
     live_peers = tl.where((err & FAULTS) == 0, peers, False)
     chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
     post_digest(bases, call_row, rank, digest, live_peers)
-    flag = ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+    flag = ll_flag(epoch)
     _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, slot_off,
           slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
     chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)

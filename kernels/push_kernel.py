@@ -33,9 +33,9 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, chaos,
-                      call_digest, check_digests, digest_fault, end_call, header_words, peer_bases, poll_fault,
-                      poison, post_digest, release, uniform_max, wait_words, word_ptr)
+from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, call_digest,
+                      chaos, check_digests, digest_fault, end_call, header_words, ll_flag, peer_bases, poison,
+                      poll_fault, post_digest, release, uniform_max, wait_words, word_ptr)
 from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
@@ -277,7 +277,7 @@ def reduce_scatterv_push_kernel(
     chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
     post_digest(bases, call_row, rank, digest, live_peers)
     if FLAGGED:
-        flag = ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+        flag = ll_flag(epoch)
         _ll_push(bases, in_addr, first, count, tiles, live_peers, slot_off, slot_bytes, parity, flag, rank, pid,
                  num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
         chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)

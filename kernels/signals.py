@@ -259,6 +259,13 @@ def wait_words(slots, live, target, deadline, err_ptr, ACQUIRE: tl.constexpr):
 
 
 @triton.jit
+def ll_flag(epoch):
+    """The flag of call ``epoch``'s flagged words (their high 32 bits): ``(E + 1) mod 2^31 | 2^31``,
+    never 0, so a consumed (zeroed) word never carries it. Both collectives' flagged words use it."""
+    return ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+
+
+@triton.jit
 def peer_bases(table, W: tl.constexpr, WP: tl.constexpr):
     """Base addresses of every rank's workspace, as a [WP] int64 vector (lanes >= W are 0)."""
     lanes = tl.arange(0, WP)

@@ -20,6 +20,16 @@ MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
 POISON = float("nan")
 
 
+def raised(call) -> tuple[str, str] | None:
+    """(exception type, message) of what ``call()`` raised, or None: bad-input cases return it so the
+    test (in the pytest process) can inspect what every rank saw."""
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - the test inspects what was raised
+        return type(e).__name__, str(e)
+    return None
+
+
 def partials(seed: int, world: int, rows: int, rest: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
     """Every rank's partial sums (CPU): random, never zero, magnitudes spread over a few octaves."""
     g = torch.Generator().manual_seed(seed)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 import kernels
-from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, tolerance
+from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
 
 _groups: dict = {}
 
@@ -171,11 +171,7 @@ def hier_bad_input_case(ctx, *, kind: str):
             x, torch.empty(2, 8, dtype=x.dtype, device=dev), sizes=torch.tensor([-1] + [1] * (W - 1), device=dev),
             group=group)),
     }[kind]
-    try:
-        call()
-    except Exception as e:  # noqa: BLE001 - the test inspects what was raised
-        return type(e).__name__, str(e)
-    return None
+    return raised(call)
 
 
 def _checked(ctx, group, call):

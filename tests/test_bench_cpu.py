@@ -31,26 +31,26 @@ def test_tune_entry_point_explains_itself():
     assert done.returncode == 0 and "triton.autotune" in done.stdout
 
 
+def _records(module: str, tmp_path) -> list[dict]:
+    """Run ``python -m <module> --preset tiny`` on 2 CPU-emulation ranks as a user would; its records."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", module, "--preset", "tiny",
+           "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (path,) = tmp_path.glob("*-tiny.jsonl")
+    return [json.loads(s) for s in path.read_text().splitlines()][1:]
+
+
 def test_gather_bench_runs_checks_every_implementation_and_writes_results(tmp_path):
     """``python -m bench.gather``: every implementation's result equals the first's (it raises
     otherwise) before it is timed; one record per implementation and case."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bench.gather", "--preset",
-           "tiny", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (path,) = tmp_path.glob("*-gather-tiny.jsonl")
-    recs = [json.loads(s) for s in path.read_text().splitlines()][1:]
+    recs = _records("bench.gather", tmp_path)
     assert len(recs) == 6 * 5 and {r["impl"] for r in recs} == {"fused", "fused_copy", "fused_pull",
                                                                  "nccl_allreduce", "nccl_allgatherv"}
 
 
 def test_layer_bench_runs_every_path_and_writes_results(tmp_path):
     """``python -m bench.layer``: the V4 block's communication + epilogue per layer, every path timed."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bench.layer", "--preset",
-           "tiny", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (path,) = tmp_path.glob("*-layer-tiny.jsonl")
-    recs = [json.loads(s) for s in path.read_text().splitlines()][1:]
+    recs = _records("bench.layer", tmp_path)
     assert len(recs) == 4 * 3 and {r["path"] for r in recs} == {"fused", "fused_combine", "reference"}
     assert all(r["gather"] > 0 and r["combine"] > 0 and r["total"] > 0 for r in recs)
