@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 TOLERANCE = {"bfloat16": 2e-2}
 
@@ -143,5 +144,12 @@ def main(argv=None) -> int:
     from kernels import distributed_env
 
     device_type = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= args.world_size else "cpu"
+    if device_type == "cpu":
+        from kernels._triton_mode import interpreter_problem
+
+        problem = interpreter_problem()
+        if problem:
+            print(f"python -m deepseek_v4: {problem}", file=sys.stderr)
+            return 2
     return distributed_env.spawn(run_rank, args.world_size, args, device_type)
 

@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
 _mode: str | None = None
 _KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.push_kernel",
                    "kernels.all_gatherv_kernel", "kernels.all_gatherv_ll_kernel", "kernels.launch_args",
                    "kernels.epilogue_functions", "kernels.hop_kernel", "deepseek_v4.hc_post_kernel")
+
+
+# Triton's interpreter runs these kernels from 3.7 on (checked with 3.7.1, 3.8.0 and 3.9.0); 3.6's stops
+# with "only 0-dimensional arrays can be converted to Python scalars"
+INTERPRETER_MIN = (3, 7)
+
+
+def interpreter_problem() -> str | None:
+    """Why this environment's Triton cannot run the kernels in its interpreter (CPU emulation), in
+    one line, or None. Reads the installed version without importing triton."""
+    try:
+        installed = version("triton")
+    except PackageNotFoundError:
+        return "CPU emulation runs Triton's interpreter: install triton (3.7 or later)"
+    if tuple(int(x) for x in re.findall(r"\d+", installed)[:2]) < INTERPRETER_MIN:
+        return (f"CPU emulation needs Triton >= 3.7 (its interpreter); this environment has Triton {installed}, "
+                f"which runs the kernels on GPUs only")
+    return None
 
 
 def kernel_module(device_type: str) -> ModuleType:
@@ -30,6 +50,9 @@ def kernel_module(device_type: str) -> ModuleType:
                 f"kernels were imported for {'the interpreter' if interpreting else 'the GPU'} before the first "
                 f"call with {device_type} tensors; import kernels.reduce_scatterv_kernel only through the API")
         if want == "interpret":
+            problem = interpreter_problem()
+            if problem:
+                raise RuntimeError(problem)
             _check_triton_imported_for_the_interpreter()
             os.environ["TRITON_INTERPRET"] = "1"
         _mode = want

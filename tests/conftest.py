@@ -9,7 +9,18 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kernels._triton_mode import interpreter_problem  # noqa: E402
 from tests.rank_pool import RankPool  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that run the kernels in Triton's interpreter (CPU rank pools, and the ``cpu_emulation``
+    marked ones that start CPU ranks themselves) skip, with the reason, where its version cannot."""
+    problem = interpreter_problem()
+    if problem:
+        for item in items:
+            if "cpu_pools" in item.fixturenames or item.get_closest_marker("cpu_emulation"):
+                item.add_marker(pytest.mark.skip(reason=problem))
 
 
 class Pools:

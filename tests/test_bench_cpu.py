@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.cpu_emulation
 def test_bench_entry_point_runs_and_writes_results(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "bench", "--preset", "tiny",
            "--out", str(tmp_path)]
@@ -41,6 +44,7 @@ def _records(module: str, tmp_path) -> list[dict]:
     return [json.loads(s) for s in path.read_text().splitlines()][1:]
 
 
+@pytest.mark.cpu_emulation
 def test_gather_bench_runs_checks_every_implementation_and_writes_results(tmp_path):
     """``python -m bench.gather``: every implementation's result equals the first's (it raises
     otherwise) before it is timed; one record per implementation and case."""
@@ -49,6 +53,7 @@ def test_gather_bench_runs_checks_every_implementation_and_writes_results(tmp_pa
                                                                  "nccl_allreduce", "nccl_allgatherv"}
 
 
+@pytest.mark.cpu_emulation
 def test_layer_bench_runs_every_path_and_writes_results(tmp_path):
     """``python -m bench.layer``: the V4 block's communication + epilogue per layer, every path timed."""
     recs = _records("bench.layer", tmp_path)

