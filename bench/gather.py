@@ -17,16 +17,15 @@ Rank 0 prints a table and writes JSON lines to ``<out>/<card>-W<world>-gather-<p
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import kernels
+from bench import records
 from bench.sweep import DTYPES, distribution
-from kernels import api, configs
+from kernels import api
 from kernels import distributed_env as dist_env
 from kernels._triton_mode import kernel_module
 from kernels.timing import time_call
@@ -93,12 +92,10 @@ def main(argv=None) -> None:
     preset = args.preset or ("latency" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-    path = Path(args.out) / f"{configs.gpu_slug(card.split(' (')[0])}-W{world}-gather-{preset}.jsonl"
+    stamp = records.now_stamp()
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(kind="meta", date=stamp, card=card, world=world, preset=preset,
-                                        torch=torch.__version__)) + "\n")
+        path = records.start(args.out, card, world, f"gather-{preset}", date=stamp, preset=preset,
+                             torch=torch.__version__)
         print(f"# all_gatherv, {card} x{world}, {stamp}; us per call (CUDA-graph replay, max over ranks)")
         print(f"{'dist':>9} {'rows':>5} | " + " ".join(f"{n:>15}" for n in names) + " | x allreduce x allgatherv")
     rows_list, hiddens, dists = PRESETS[preset]
@@ -124,11 +121,9 @@ def main(argv=None) -> None:
                     ratio = lambda ref: f"{results[ref] / f:11.2f}" if f and ref in results else f"{'-':>11}"  # noqa: E731
                     print(f"{dist_name:>9} {rows:>5} | " + " ".join(f"{results[n]:15.2f}" for n in names)
                           + f" | {ratio('nccl_allreduce')} {ratio('nccl_allgatherv')}", flush=True)
-                    with open(path, "a") as fh:
-                        for name, us in results.items():
-                            fh.write(json.dumps(dict(date=stamp, card=card, world=world, hidden=hidden,
-                                                     dtype="bfloat16", distribution=dist_name, rows_per_rank=rows,
-                                                     sizes=sizes, impl=name, median_us=round(us, 2))) + "\n")
+                    records.append(path, (dict(date=stamp, card=card, world=world, hidden=hidden, dtype="bfloat16",
+                                               distribution=dist_name, rows_per_rank=rows, sizes=sizes, impl=name,
+                                               median_us=round(us, 2)) for name, us in results.items()))
     if rank == 0:
         print(f"# wrote {path}")
     dist.barrier()

@@ -11,15 +11,13 @@ Rank 0 prints a table and writes JSON lines to ``<out>/<card>-W<world>-layer-<pr
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from bench import records
 from bench.sweep import distribution
-from kernels import configs
 from kernels import distributed_env as dist_env
 from kernels._triton_mode import kernel_module
 
@@ -27,7 +25,6 @@ PRESETS = {  # (rows per rank, model preset, distributions)
     "tiny": ([1, 3], "tiny", ["even", "uneven"]),
     "latency": ([1, 2, 4, 8, 16, 32], "pro", ["even", "uneven", "idle_rank"]),
 }
-
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.layer", description=__doc__,
@@ -46,12 +43,10 @@ def main(argv=None) -> None:
     weights = LayerWeights(cfg, 0, device)
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-    path = Path(args.out) / f"{configs.gpu_slug(card.split(' (')[0])}-W{world}-layer-{name}.jsonl"
+    stamp = records.now_stamp()
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(kind="meta", date=stamp, card=card, world=world, preset=name, model=cfg.name,
-                                        layers=cfg.num_layers, torch=torch.__version__)) + "\n")
+        path = records.start(args.out, card, world, f"layer-{name}", date=stamp, preset=name, model=cfg.name,
+                             layers=cfg.num_layers, torch=torch.__version__)
         print(f"# V4-{cfg.name} MoE block, communication + epilogue per layer, {card} x{world}, {stamp}; us "
               f"(CUDA-graph replay, max over ranks); per step = x {cfg.num_layers} layers")
         print(f"{'dist':>9} {'rows':>5} | {'fused':>7} {'(gather':>8} {'comb+hc)':>9} {'fused_comb':>10} "
@@ -67,17 +62,13 @@ def main(argv=None) -> None:
                 print(f"{dist_name:>9} {rows:>5} | {f['total']:7.1f} {f['gather']:8.1f} {f['combine']:9.1f} "
                       f"{fc:10.1f} {ref:9.1f} | {ref / f['total']:6.2f} {(ref - f['total']) * cfg.num_layers:10.0f}",
                       flush=True)
-                with open(path, "a") as fh:
-                    for mode, parts in t.items():
-                        fh.write(json.dumps(dict(date=stamp, card=card, world=world, model=cfg.name,
-                                                 distribution=dist_name, rows_per_rank=rows, sizes=sizes, path=mode,
-                                                 layers=cfg.num_layers, **{k: round(v, 2) for k, v in parts.items()}))
-                                 + "\n")
+                records.append(path, (dict(date=stamp, card=card, world=world, model=cfg.name, distribution=dist_name,
+                                           rows_per_rank=rows, sizes=sizes, path=mode, layers=cfg.num_layers,
+                                           **{k: round(v, 2) for k, v in parts.items()}) for mode, parts in t.items()))
     if rank == 0:
         print(f"# wrote {path}")
     dist.barrier()
     dist.destroy_process_group()
-
 
 if __name__ == "__main__":
     main()

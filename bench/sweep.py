@@ -11,18 +11,16 @@ Rank 0 prints a table and writes JSON lines (one per measurement) and a PNG plot
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 import kernels
-from bench import impls
+from bench import impls, records
 from kernels import distributed_env as dist_env
 from kernels.timing import time_call
-from kernels import api, configs
+from kernels import api
 from kernels._triton_mode import kernel_module
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -126,23 +124,18 @@ def main(argv=None) -> None:
     preset = args.preset or ("full" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    stamp = records.now_stamp()
     ceiling, ceiling_cfg, write_ceiling = 0.0, {}, 0.0
     if device.type == "cuda" and world > 1:
         from bench.peer_bandwidth import measure
 
         ceiling, ceiling_cfg = measure(device)
         write_ceiling = measure(device, write=True)[0]
-    out_dir = Path(args.out)
-    slug = configs.gpu_slug(card.split(" (")[0])
-    path = out_dir / f"{slug}-W{world}-{preset}.jsonl"
     if rank == 0:  # written as the sweep goes, so a run cut short keeps what it measured
-        out_dir.mkdir(parents=True, exist_ok=True)
-        meta = dict(kind="meta", date=stamp, card=card, world=world, preset=preset, peer_ceiling_gbps=ceiling,
-                    ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1),
-                    torch=torch.__version__, triton=_triton_version(),
-                    nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
-        path.write_text(json.dumps(meta) + "\n")
+        path = records.start(args.out, card, world, preset, date=stamp, preset=preset, peer_ceiling_gbps=ceiling,
+                             ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1),
+                             torch=torch.__version__, triton=_triton_version(),
+                             nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}, "
               f"peer-write ceiling {write_ceiling:.0f} GB/s")
         print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} "
@@ -157,8 +150,7 @@ def main(argv=None) -> None:
                                         card, stamp)
                         if rank == 0:
                             print(_table_line(recs), flush=True)
-                            with open(path, "a") as f:
-                                f.writelines(json.dumps(r) + "\n" for r in recs)
+                            records.append(path, recs)
     if rank == 0:
         print(f"# wrote {path}")
         if not args.no_plot:
