@@ -4,8 +4,8 @@ median over replays, max over ranks).
     torchrun --nproc-per-node 2 -m bench.gather --preset latency   # GPUs
     torchrun --nproc-per-node 2 -m bench.gather --preset tiny      # CPU emulation (numbers meaningless)
 
-fused           kernels.all_gatherv, rows in the symmetric workspace (flagged words at decode sizes)
-fused_copy      kernels.all_gatherv on an ordinary tensor
+fused           rsv.all_gatherv, rows in the symmetric workspace (flagged words at decode sizes)
+fused_copy      rsv.all_gatherv on an ordinary tensor
 fused_pull      "fused" with flagged words off (the pull kernel)
 nccl_allreduce  SGLang's default gather: zero a [sum(sizes), H] buffer, copy own rows in, all-reduce
 nccl_allgatherv torch.distributed.all_gather with uneven outputs = NCCL grouped broadcast, one per
@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import kernels
+import reduce_scatterv as rsv
 from bench import records
 from bench.sweep import DTYPES, distribution
-from kernels import api
-from kernels import distributed_env as dist_env
-from kernels._triton_mode import kernel_module
-from kernels.timing import time_call
+from reduce_scatterv import api
+from reduce_scatterv import distributed_env as dist_env
+from reduce_scatterv._triton_mode import kernel_module
+from reduce_scatterv.timing import time_call
 
 IMPLS = ("fused", "fused_copy", "fused_pull", "nccl_allreduce", "nccl_allgatherv")
 PRESETS = {
@@ -45,12 +45,12 @@ def build(impl: str, mine: torch.Tensor, sizes: list[int], rank: int):
     if impl.startswith("fused"):
         inp = mine
         if impl != "fused_copy":  # Workspace.empty is collective: the same shape on every rank, then sliced
-            ws = kernels.workspace()
+            ws = rsv.workspace()
             # grow first (a call that grows the workspace moves it, and the tensor would be copied in)
             ws.reserve(max_input_bytes=max(sizes) * H * mine.element_size())
             inp = ws.empty(max(sizes), H, dtype=mine.dtype, region=1)[: sizes[rank]]
             inp.copy_(mine)
-        call = lambda: kernels.all_gatherv(inp, out, sizes=sizes)  # noqa: E731
+        call = lambda: rsv.all_gatherv(inp, out, sizes=sizes)  # noqa: E731
         if impl == "fused_pull":
             def pull():
                 with api.overrides(MODES_OFF=frozenset({"ll"})):

@@ -1,8 +1,8 @@
 """The implementations the benchmark compares, each built once per case as a zero-argument call.
 
-fused            kernels.reduce_scatterv, input produced inside the symmetric workspace (the
+fused            rsv.reduce_scatterv, input produced inside the symmetric workspace (the
                  DeepSeek post-path's way: the MoE writes there, nothing is copied)
-fused_copy       kernels.reduce_scatterv on an ordinary tensor (copied into the workspace)
+fused_copy       rsv.reduce_scatterv on an ordinary tensor (copied into the workspace)
 fused_direct     "fused" with relaying off (every owner pulls all its rows itself): the
                  A/B that shows what the relay path is worth on skewed sizes (3+ ranks only)
 fused_push       "fused" with flagged words off: the plain push where "fused" sends flagged words
@@ -11,7 +11,7 @@ nccl_rsv         torch.distributed.reduce_scatter with uneven chunks = NCCL grou
                  (SGLang's reduce_scatterv, the upstream fix)
 nccl_padded      pad every rank's chunk to max(sizes), reduce_scatter_tensor, (padding copies included)
 allreduce_slice  all_reduce of the whole buffer in place, then copy this rank's rows out
-hier2            kernels.reduce_scatterv on a group split into 2 "nodes" of world/2 ranks
+hier2            rsv.reduce_scatterv on a group split into 2 "nodes" of world/2 ranks
                  (``ranks_per_node``): the fused node step, then NCCL's reduce-scatter over each rail
                  (kernels/hierarchy.py). On one host NVLink stands in for the network, so this measures
                  the hierarchy's overheads (rail-order copy, check rows, a second step), not a network.
@@ -26,8 +26,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import api
+import reduce_scatterv as rsv
+from reduce_scatterv import api
 
 IMPLS = ("fused", "fused_copy", "fused_direct", "fused_push", "fused_pull", "nccl_rsv", "nccl_padded",
          "allreduce_slice")
@@ -46,7 +46,7 @@ def hier_group(world: int, **keywords):
     key = tuple(sorted(keywords.items()))
     if key not in _hier_groups:
         group = dist.new_group(list(range(world)))
-        kernels.workspace(group, ranks_per_node=world // 2, **keywords)
+        rsv.workspace(group, ranks_per_node=world // 2, **keywords)
         _hier_groups[key] = group
     return _hier_groups[key]
 
@@ -66,7 +66,7 @@ def applies(impl: str, sizes: list[int], hidden: int, mode: str) -> bool:
 
 
 def planned_under(settings: dict, call: Callable[[], object]) -> Callable[[], object]:
-    """``call`` run under ``kernels.api.overrides(**settings)``."""
+    """``call`` run under ``rsv.api.overrides(**settings)``."""
     def wrapped():
         with api.overrides(**settings):
             return call()
@@ -80,13 +80,13 @@ def build(impl: str, partial: torch.Tensor, sizes: list[int], rank: int) -> tupl
     out = torch.empty((n, H), dtype=partial.dtype, device=partial.device)
     if impl in HIER_IMPLS:
         group = hier_group(len(sizes), **HIER_IMPLS[impl])
-        return (lambda: kernels.reduce_scatterv(partial, out, sizes=sizes, group=group)), out
+        return (lambda: rsv.reduce_scatterv(partial, out, sizes=sizes, group=group)), out
     if impl.startswith("fused"):
         inp = partial
         if impl != "fused_copy":
-            inp = kernels.workspace().empty(*partial.shape, dtype=partial.dtype)
+            inp = rsv.workspace().empty(*partial.shape, dtype=partial.dtype)
             inp.copy_(partial)
-        call = lambda: kernels.reduce_scatterv(inp, out, sizes=sizes)  # noqa: E731
+        call = lambda: rsv.reduce_scatterv(inp, out, sizes=sizes)  # noqa: E731
         return (planned_under(API_SETTINGS[impl], call) if impl in API_SETTINGS else call), out
     if impl == "nccl_rsv":
         chunks = list(partial.split(sizes))

@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from bench import records
 from bench.sweep import distribution
-from kernels import distributed_env as dist_env
-from kernels._triton_mode import kernel_module
+from reduce_scatterv import distributed_env as dist_env
+from reduce_scatterv._triton_mode import kernel_module
 
 PRESETS = {  # (rows per rank, model preset, distributions)
     "tiny": ([1, 3], "tiny", ["even", "uneven"]),

@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 import torch
 
-import kernels
-from kernels.timing import time_call
+import reduce_scatterv as rsv
+from reduce_scatterv.timing import time_call
 
 
 @triton.jit
@@ -59,7 +59,7 @@ def measure(device: torch.device, nbytes: int = 256 << 20, write: bool = False) 
     """Best peer rate in GB/s per GPU (max over ranks of time) and the launch shape that gave it:
     inbound reads of ``nbytes`` from every peer, or (``write``) outbound writes of ``nbytes`` into
     every peer."""
-    ws = kernels.workspace(device=device)
+    ws = rsv.workspace(device=device)
     n = nbytes // 2
     ws.reserve(max_input_bytes=nbytes * (ws.world_size if write else 1))
     sms = torch.cuda.get_device_properties(device).multi_processor_count

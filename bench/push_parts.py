@@ -7,10 +7,10 @@ import os
 import sys
 
 sys.path.insert(0, os.getcwd())
-from kernels import distributed_env as dist_env  # noqa: E402
+from reduce_scatterv import distributed_env as dist_env  # noqa: E402
 
 device = dist_env.init()
-from kernels._triton_mode import kernel_module  # noqa: E402
+from reduce_scatterv._triton_mode import kernel_module  # noqa: E402
 
 kernel_module(device.type)
 import torch  # noqa: E402
@@ -18,8 +18,8 @@ import torch.distributed as dist  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from kernels import signals  # noqa: E402
-from kernels.signals import ERR_TIMEOUT, now, _behind  # noqa: E402,F401
+from reduce_scatterv import signals  # noqa: E402
+from reduce_scatterv.signals import ERR_TIMEOUT, now, _behind  # noqa: E402,F401
 
 VARIANT = os.environ.get("VARIANT", "base")
 
@@ -54,22 +54,22 @@ if VARIANT == "no_err_poll":
 elif VARIANT == "no_fault_poll":
     signals.fault_status = fault_status_never
 elif VARIANT == "no_uniform":
-    from kernels import push_kernel
+    from reduce_scatterv import push_kernel
     push_kernel.wait_words = wait_words_plain
 
-import kernels  # noqa: E402
-from kernels.timing import time_call  # noqa: E402
+import reduce_scatterv as rsv  # noqa: E402
+from reduce_scatterv.timing import time_call  # noqa: E402
 
 rank, world = dist.get_rank(), dist.get_world_size()
 res = {}
 for rows in (32, 128, 256, 512):
     sizes = [rows] * world
-    inp = kernels.workspace().empty(sum(sizes), 7168, dtype=torch.bfloat16)
+    inp = rsv.workspace().empty(sum(sizes), 7168, dtype=torch.bfloat16)
     inp.copy_(torch.randn(inp.shape, device=device))
     out = torch.empty((rows, 7168), dtype=torch.bfloat16, device=device)
     ref = torch.empty_like(out, dtype=torch.float32)
-    with kernels.api.overrides(MODES_OFF=frozenset({"ll"})):
-        call = lambda: kernels.reduce_scatterv(inp, out, sizes=sizes)  # noqa: E731
+    with rsv.api.overrides(MODES_OFF=frozenset({"ll"})):
+        call = lambda: rsv.reduce_scatterv(inp, out, sizes=sizes)  # noqa: E731
         call()
         dist.reduce_scatter(ref, list(inp.float().split(sizes)))
         assert (out.float() - ref).abs().max() < 0.1, "wrong sum"

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from kernels import configs
+from reduce_scatterv import configs
 
 
 def now_stamp() -> str:

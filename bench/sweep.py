@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-import kernels
+import reduce_scatterv as rsv
 from bench import impls, records
-from kernels import distributed_env as dist_env
-from kernels.timing import time_call
-from kernels import api
-from kernels._triton_mode import kernel_module
+from reduce_scatterv import distributed_env as dist_env
+from reduce_scatterv.timing import time_call
+from reduce_scatterv import api
+from reduce_scatterv._triton_mode import kernel_module
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 ALL_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
@@ -54,7 +54,7 @@ def distribution(name: str, rows: int, world: int) -> list[int]:
 def _fused_choice(partial: torch.Tensor, sizes: list[int]) -> dict:
     """The mode and config the API picks for this call (recorded with each measurement), and
     whether it relays a heavy owner's rows (decided as the kernel decides, from the tile counts)."""
-    ws = kernels.workspace(device=partial.device)
+    ws = rsv.workspace(device=partial.device)
     call = api.check_call(partial, None, sizes, ws.world_size, ws.rank)
     plan = api.plan_call(ws, call, partial)
     relayed = 0

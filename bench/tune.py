@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 import triton
 
-import kernels
-from kernels import api, configs
-from kernels import distributed_env as dist_env
-from kernels.validation import check_call
+import reduce_scatterv as rsv
+from reduce_scatterv import api, configs
+from reduce_scatterv import distributed_env as dist_env
+from reduce_scatterv.validation import check_call
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
@@ -67,7 +67,7 @@ def search_space(mode: str, world: int) -> list[triton.Config]:
 def collective_bench(fn, quantiles=None, calls: int = 10, replays: int = 5, **_):
     """Milliseconds per call, the same number of calls on every rank, max over ranks (so every rank
     ranks the configs identically)."""
-    from kernels.timing import time_call
+    from reduce_scatterv.timing import time_call
 
     ms = time_call(fn, torch.device("cuda", torch.cuda.current_device()), calls_per_graph=calls,
                    replays=replays) / 1e3
@@ -78,7 +78,7 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     """Tune one representative call; returns (table key, KernelConfig, best ms)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = [rows] * world
-    ws = kernels.workspace(device=device)
+    ws = rsv.workspace(device=device)
     inp = ws.empty(sum(sizes), hidden, dtype=dtype)
     inp.normal_()
     out = torch.empty((rows, hidden), dtype=dtype, device=device)

@@ -55,7 +55,7 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
     import torch
     import torch.distributed as dist
 
-    from kernels import distributed_env
+    from reduce_scatterv import distributed_env
 
     from .config import preset
     from .post_path import moe_block, reference_block
@@ -110,11 +110,11 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
 def layer_times(cfg, weights, x_local, sizes, device) -> dict:
     """{path: {"gather", "combine", "total"}} in us: the block's communication + epilogue of the
     fused, fused_combine and reference paths on this rank's tokens, each part and the whole timed
-    under CUDA-graph replay (``kernels.timing.time_call``: median over replays, max over ranks)."""
+    under CUDA-graph replay (``rsv.timing.time_call``: median over replays, max over ranks)."""
     import torch
 
-    import kernels
-    from kernels.timing import time_call
+    import reduce_scatterv as rsv
+    from reduce_scatterv.timing import time_call
 
     from .mhc import hc_pre
     from .post_path import combine_post, communication, dp_gather, moe_output_buffer
@@ -122,7 +122,7 @@ def layer_times(cfg, weights, x_local, sizes, device) -> dict:
     y, post, comb = hc_pre(x_local, *weights.hc(), cfg.rms_eps, cfg.hc_eps, cfg.sinkhorn_iters)
     # grown before the timed calls (a call that grows the workspace moves it, and the MoE's output
     # would no longer lie in it)
-    kernels.workspace(None, device).reserve(max_input_bytes=sum(sizes) * cfg.hidden * 2,
+    rsv.workspace(None, device).reserve(max_input_bytes=sum(sizes) * cfg.hidden * 2,
                                             arena_bytes=sum(sizes) * cfg.hidden * 2)
     times = {}
     for mode in ("fused", "fused_combine", "reference"):
@@ -141,11 +141,11 @@ def main(argv=None) -> int:
         return run_rank(args, None)
     import torch
 
-    from kernels import distributed_env
+    from reduce_scatterv import distributed_env
 
     device_type = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= args.world_size else "cpu"
     if device_type == "cpu":
-        from kernels._triton_mode import interpreter_problem
+        from reduce_scatterv._triton_mode import interpreter_problem
 
         problem = interpreter_problem()
         if problem:

@@ -1,5 +1,5 @@
 """mHC's hc_post as one Triton kernel: what SGLang runs after its combine (the ``reference`` path),
-so that the fused epilogue (``kernels.epilogues.HcPost``) is compared with a one-kernel hc_post,
+so that the fused epilogue (``rsv.epilogues.HcPost``) is compared with a one-kernel hc_post,
 not with several torch kernels.
 
     out[t, j, :] = post[t, j] * f[t, :] + sum_i comb[t, i, j] * residual[t, i, :]

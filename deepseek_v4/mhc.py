@@ -47,7 +47,7 @@ def hc_post_one_kernel(f: torch.Tensor, residual: torch.Tensor, post: torch.Tens
                        out: torch.Tensor | None = None) -> torch.Tensor:
     """``hc_post`` in one Triton launch (fp32, one rounding): compiled for CUDA tensors, Triton's
     interpreter for CPU tensors (the process's mode is fixed by ``kernels`` on first use)."""
-    from kernels._triton_mode import kernel_module
+    from reduce_scatterv._triton_mode import kernel_module
 
     kernel_module(f.device.type)  # fixes TRITON_INTERPRET before the kernel module is imported
     from .hc_post_kernel import launch

@@ -5,8 +5,8 @@ Per rank: its own tokens' residual stream ``x_local`` [n_rank, hc, H]. Then
     -> MoE on all global rows with this rank's TP shard (a partial sum)
     -> combine back to local rows -> hc_post with the layer's residual.
 The block's communication (gather, combine) and the epilogue (hc_post) run as ``mode`` says:
-    fused          ``kernels.all_gatherv``, then ``kernels.reduce_scatterv`` with hc_post fused into
-                   it (``kernels.epilogues.HcPost``: the fp32 sum goes straight into hc_post, one
+    fused          ``rsv.all_gatherv``, then ``rsv.reduce_scatterv`` with hc_post fused into
+                   it (``rsv.epilogues.HcPost``: the fp32 sum goes straight into hc_post, one
                    rounding; ``f`` is written only when asked for); the MoE writes its output
                    straight into the symmetric workspace;
     fused_combine  SGLang's all-reduce gather, the fused combine alone, then hc_post as one Triton
@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels.epilogues import HcPost
+import reduce_scatterv as rsv
+from reduce_scatterv.epilogues import HcPost
 
 from .mhc import hc_post_one_kernel, hc_pre
 from .moe import moe
@@ -34,10 +34,10 @@ COMBINES = ("fused", "fused_combine", "reference", "scatter")
 
 
 def dp_gather(local: torch.Tensor, sizes: list[int], mode: str = "reference", group=None) -> torch.Tensor:
-    """Every rank's rows in one [sum(sizes), ...] buffer, rank 0's first: ``kernels.all_gatherv`` in
+    """Every rank's rows in one [sum(sizes), ...] buffer, rank 0's first: ``rsv.all_gatherv`` in
     ``fused`` mode, else SGLang's all-reduce gather (zero the buffer, copy own rows in, all-reduce)."""
     if mode == "fused":
-        return kernels.all_gatherv(local, sizes=sizes, group=group)
+        return rsv.all_gatherv(local, sizes=sizes, group=group)
     rank = dist.get_rank(group)
     out = torch.zeros((sum(sizes), *local.shape[1:]), dtype=local.dtype, device=local.device)
     off = sum(sizes[:rank])
@@ -49,7 +49,7 @@ def dp_gather(local: torch.Tensor, sizes: list[int], mode: str = "reference", gr
 def moe_output_buffer(mode: str, rows: int, hidden: int, dtype, device, group=None) -> torch.Tensor:
     """Where the MoE writes its partial sums: inside the symmetric workspace for the fused combines."""
     if mode in ("fused", "fused_combine"):
-        return kernels.workspace(group, device).empty(rows, hidden, dtype=dtype)
+        return rsv.workspace(group, device).empty(rows, hidden, dtype=dtype)
     return torch.empty((rows, hidden), dtype=dtype, device=device)
 
 
@@ -63,11 +63,11 @@ def combine_post(partial: torch.Tensor, sizes: list[int], x_local: torch.Tensor,
     f = torch.empty((n, H), dtype=partial.dtype, device=partial.device) if want_f or mode != "fused" else None
     if mode == "fused":
         out = torch.empty_like(x_local)
-        kernels.reduce_scatterv(partial, sizes=sizes, group=group,
+        rsv.reduce_scatterv(partial, sizes=sizes, group=group,
                                 epilogue=HcPost(x_local, post.contiguous(), comb.contiguous(), out, f_out=f))
         return out, f
     if mode == "fused_combine":
-        kernels.reduce_scatterv(partial, f, sizes=sizes, group=group)
+        rsv.reduce_scatterv(partial, f, sizes=sizes, group=group)
     elif mode == "reference":
         dist.reduce_scatter(f, list(partial.split(sizes)), group=group)
     elif mode == "scatter":

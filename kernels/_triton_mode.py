@@ -15,9 +15,10 @@ from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 
 _mode: str | None = None
-_KERNEL_MODULES = ("kernels.signals", "kernels.tiles", "kernels.reduce_scatterv_kernel", "kernels.push_kernel",
-                   "kernels.all_gatherv_kernel", "kernels.all_gatherv_ll_kernel", "kernels.launch_args",
-                   "kernels.epilogue_functions", "kernels.hop_kernel", "deepseek_v4.hc_post_kernel")
+_PACKAGE = __name__.rpartition(".")[0]  # reduce_scatterv installed; kernels from a checkout's root
+_KERNEL_MODULES = tuple(f"{_PACKAGE}.{m}" for m in (
+    "signals", "tiles", "reduce_scatterv_kernel", "push_kernel", "all_gatherv_kernel", "all_gatherv_ll_kernel",
+    "launch_args", "epilogue_functions", "hop_kernel")) + ("deepseek_v4.hc_post_kernel",)
 
 
 # Triton's interpreter runs these kernels from 3.7 on (checked with 3.7.1, 3.8.0 and 3.9.0); 3.6's stops
@@ -48,7 +49,7 @@ def kernel_module(device_type: str) -> ModuleType:
         if already and interpreting != (want == "interpret"):
             raise RuntimeError(
                 f"kernels were imported for {'the interpreter' if interpreting else 'the GPU'} before the first "
-                f"call with {device_type} tensors; import kernels.reduce_scatterv_kernel only through the API")
+                f"call with {device_type} tensors; import the kernel modules only through the API")
         if want == "interpret":
             problem = interpreter_problem()
             if problem:
@@ -60,7 +61,7 @@ def kernel_module(device_type: str) -> ModuleType:
         raise RuntimeError(
             f"this process already runs the kernels in {_mode} mode; {device_type} tensors need "
             f"{want} mode: use one process per device type (CPU emulation runs one process per rank)")
-    return importlib.import_module("kernels.kernel_set")
+    return importlib.import_module(f"{_PACKAGE}.kernel_set")
 
 
 def _check_triton_imported_for_the_interpreter() -> None:

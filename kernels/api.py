@@ -226,7 +226,7 @@ def reduce_scatterv(
     Args:
         input_: this rank's partial sums, ``[sum(sizes), *rest]`` (SUM_LEN layout: rank 0's rows
             first), bfloat16, float16 or float32, contiguous or not. Never modified. If it lies in
-            the group's workspace (``kernels.workspace(group).empty(...)``) it is read in place.
+            the group's workspace (``reduce_scatterv.workspace(group).empty(...)``) it is read in place.
         output: optional ``[sizes[rank], *rest]`` tensor of the same dtype and device; the result is
             written into it and it is returned.
         sizes: rows each rank receives: a list/tuple of ints (checked on the host), or an int32/int64
@@ -234,7 +234,7 @@ def reduce_scatterv(
             ``output`` are capacities of at least ``sum(sizes)`` and ``sizes[rank]`` rows, rows past
             the counts are left untouched, and ``output`` is required), or None for an even split.
         group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
-        epilogue: optional ``kernels.epilogues.HcPost`` or ``ResidualRMSNorm``: the float32 sum
+        epilogue: optional ``reduce_scatterv.epilogues.HcPost`` or ``ResidualRMSNorm``: the float32 sum
             ``f`` of each tile goes straight into it, before the one rounding (``f`` is written only
             to the epilogue's ``f_out``, if set). Then ``output`` must be None, ``input_`` has rows
             of ``H`` elements (``[rows, H]``), the epilogue's tensors are per local row (``sizes[rank]``
@@ -251,7 +251,7 @@ def reduce_scatterv(
     (``Workspace.reserve``). Faults the kernel sees (a peer that does not make the call within the
     workspace's ``timeout_s``, ranks whose calls differ, device sizes that are negative or exceed a
     capacity) are flagged, not raised, on CUDA: the rows concerned are NaN, and
-    ``kernels.workspace(group).check()`` raises them on every rank (``KERNELS_CHECK=1``: after every
+    ``reduce_scatterv.workspace(group).check()`` raises them on every rank (``KERNELS_CHECK=1``: after every
     call). A timeout or a disagreement puts the whole group in the failed state (every later call
     returns NaN, ``check()`` raises) until ``Workspace.reset()``.
     """
@@ -331,7 +331,7 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
         return output
     if world > MAX_WORLD:
         raise ValueError(f"{op}: a group of {world} ranks must split into nodes of at most {MAX_WORLD} ranks (ranks of a "
-                         f"host contiguous, as many on every host, or kernels.workspace(group, ranks_per_node=G)); "
+                         f"host contiguous, as many on every host, or reduce_scatterv.workspace(group, ranks_per_node=G)); "
                          f"this group: {ws.topology_note}")
     if not ws.p2p:
         return fallback(input_, output, call, group)

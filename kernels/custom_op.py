@@ -1,6 +1,6 @@
 """``torch.ops.rsv.reduce_scatterv``: the fused call as a torch custom op.
 
-``kernels.reduce_scatterv`` is Python that launches Triton; ``torch.compile`` would trace into it
+``reduce_scatterv.reduce_scatterv`` is Python that launches Triton; ``torch.compile`` would trace into it
 (and break the graph at its host logic). The op hides it behind a schema::
 
     rsv::reduce_scatterv(Tensor input, Tensor(a!) output, SymInt[]? sizes, Tensor? sizes_dev,
@@ -14,8 +14,8 @@
 
 Its fake implementation does nothing (the output already has its shape), so the op traces under
 ``torch.compile(fullgraph=True)`` as one opaque node, and inside CUDA-graph capture it runs the
-real launch (size the workspace first: ``kernels.workspace(group).reserve(...)``).
-:func:`reduce_scatterv` below is the same call as ``kernels.reduce_scatterv``, through the op.
+real launch (size the workspace first: ``reduce_scatterv.workspace(group).reserve(...)``).
+:func:`reduce_scatterv` below is the same call as ``reduce_scatterv.reduce_scatterv``, through the op.
 """
 
 from __future__ import annotations
@@ -27,15 +27,19 @@ import torch.distributed as dist
 from torch.distributed.distributed_c10d import _resolve_process_group
 
 from . import api
+from ._import_name import INSTALLED_NAME
 
-OP_NAME = "rsv::reduce_scatterv"
+# One registration per copy of the code: the installed package owns rsv::; a checkout imported as
+# `kernels` beside an install from elsewhere is a second copy and registers under its own namespace
+NAMESPACE = "rsv" if __name__.rpartition(".")[0] == INSTALLED_NAME else "rsv_" + __name__.rpartition(".")[0]
+OP_NAME = f"{NAMESPACE}::reduce_scatterv"
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=("output",))
 def _reduce_scatterv_op(input: torch.Tensor, output: torch.Tensor, sizes: list[int] | None,
                         sizes_dev: torch.Tensor | None, group_name: str) -> None:
     if sizes is not None and sizes_dev is not None:
-        raise ValueError("rsv::reduce_scatterv: pass sizes (host) or sizes_dev (device), not both")
+        raise ValueError(f"{OP_NAME}: pass sizes (host) or sizes_dev (device), not both")
     api.reduce_scatterv(input, output, sizes_dev if sizes_dev is not None else sizes,
                         _resolve_process_group(group_name))
 
@@ -51,7 +55,7 @@ def reduce_scatterv(
     sizes: Sequence[int] | torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
-    """``kernels.reduce_scatterv`` through ``torch.ops.rsv.reduce_scatterv``: same arguments, same
+    """``reduce_scatterv.reduce_scatterv`` through ``torch.ops.rsv.reduce_scatterv``: same arguments, same
     result, traceable by ``torch.compile(fullgraph=True)`` without a graph break.
 
     Args:
@@ -72,6 +76,6 @@ def reduce_scatterv(
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         rows = host_sizes[rank] if host_sizes is not None else input_.shape[0] // world
         output = input_.new_empty((rows, *input_.shape[1:]))
-    torch.ops.rsv.reduce_scatterv(input_, output, host_sizes, sizes if isinstance(sizes, torch.Tensor) else None,
-                                  group.group_name)
+    getattr(torch.ops, NAMESPACE).reduce_scatterv(input_, output, host_sizes,
+                                                  sizes if isinstance(sizes, torch.Tensor) else None, group.group_name)
     return output

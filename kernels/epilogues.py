@@ -1,7 +1,7 @@
 """Epilogues fused into ``reduce_scatterv``: what happens to the fp32 sum of a tile before its one
 rounding, instead of storing ``f`` and reading it back in another kernel.
 
-    out = kernels.reduce_scatterv(partial, sizes=sizes, epilogue=HcPost(residual, post, comb, out))
+    out = reduce_scatterv.reduce_scatterv(partial, sizes=sizes, epilogue=HcPost(residual, post, comb, out))
 
 An epilogue is a host dataclass (this file: its tensors, checked on the host, and what the kernels
 take: a code, four addresses, a scalar, constexprs) and a device function (``epilogue_functions``,

@@ -10,7 +10,7 @@ Global rank ``q = n * G + g`` is local rank ``g`` of node ``n``; the *rail* of `
    staging copy the flat kernel makes for an input that does not lie in its workspace; the flat
    kernel's zero-copy path (``ws.empty``) has no counterpart here, since the producer writes SUM_LEN
    order. (A producer that wrote rail order directly would save it; not offered yet.)
-2. **Node step** (NVLink, the fused kernels). ``kernels.reduce_scatterv`` over the node's G ranks
+2. **Node step** (NVLink, the fused kernels). ``reduce_scatterv.reduce_scatterv`` over the node's G ranks
    with node sizes ``t[h] = sum_m (s[m*G + h] + R)``: local rank g ends with the node's partial
    sums of every row of its rail, each rank's block followed by its check rows. Bytes per GPU: the
    flat kernel's for a G-rank group of ``sum(s) + W*R`` rows.
@@ -103,7 +103,7 @@ def find_topology(hosts: list[str], ranks_per_node: int | None, max_node: int = 
     if ranks_per_node is not None:
         g = ranks_per_node
         if isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= max_node or world % g:
-            raise ValueError(f"kernels.workspace: ranks_per_node={g!r} must be an int in [1, {max_node}] that "
+            raise ValueError(f"reduce_scatterv.workspace: ranks_per_node={g!r} must be an int in [1, {max_node}] that "
                              f"divides the group's {world} ranks")
         return Topology(g, world // g, f"ranks_per_node={g} (keyword): {world // g} nodes of {g}")
     blocks: list[tuple[str, int]] = []  # (host, ranks) in rank order

@@ -3,7 +3,7 @@
 Every knob is a way for ranks to disagree, so there are few, and what a rank's choices depend on is
 compared across ranks: the protocol's when a workspace is created (``Workspace`` fingerprint), the
 engine plugins' when a plugin first meets an engine's process group (``plugins.common``). Tests and A/B runs
-override through arguments (``kernels.workspace(..., timeout_s=...)``, ``api.overrides``), never
+override through arguments (``reduce_scatterv.workspace(..., timeout_s=...)``, ``api.overrides``), never
 through ``os.environ``.
 
 KERNELS_TIMEOUT_S  default 60. Seconds any wait of a call may last before the call gives up, poisons

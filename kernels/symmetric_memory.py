@@ -20,7 +20,7 @@ def use_backend(backend: str, device: torch.device) -> None:
         return
     if want == "NVSHMEM":
         if not (hasattr(symm_mem, "set_backend") and symm_mem.is_nvshmem_available()):
-            raise RuntimeError("kernels.workspace(backend='nvshmem'): this PyTorch build has no NVSHMEM backend of "
+            raise RuntimeError("reduce_scatterv.workspace(backend='nvshmem'): this PyTorch build has no NVSHMEM backend of "
                                "symmetric memory, or NVSHMEM is not installed (pip install -e '.[nvshmem]': "
                                "nvidia-nvshmem-cu12, or nvidia-nvshmem-cu13 for CUDA 13 builds of torch)")
     elif have is None:
@@ -28,7 +28,7 @@ def use_backend(backend: str, device: torch.device) -> None:
     try:
         symm_mem.set_backend(want)
     except Exception as e:  # noqa: BLE001 - PyTorch refuses once a symmetric tensor exists
-        raise RuntimeError(f"kernels.workspace(backend={backend!r}): this process's symmetric memory already uses "
+        raise RuntimeError(f"reduce_scatterv.workspace(backend={backend!r}): this process's symmetric memory already uses "
                            f"the {have} backend, which PyTorch cannot change after the first allocation; create every "
                            f"workspace of a process with the same backend ({e})") from None
 

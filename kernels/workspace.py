@@ -94,19 +94,19 @@ class Workspace:
         self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else int(push_bytes)
         self.timeout_s = float(settings.timeout_s() if timeout_s is None else timeout_s)
         if ll_bytes < 0 or self.push_max_bytes < 0:
-            raise ValueError(f"kernels.workspace: ll_bytes and push_bytes must be >= 0, got {ll_bytes}, "
+            raise ValueError(f"reduce_scatterv.workspace: ll_bytes and push_bytes must be >= 0, got {ll_bytes}, "
                              f"{self.push_max_bytes}")
         if not self.timeout_s > 0:
-            raise ValueError(f"kernels.workspace: timeout_s must be > 0, got {self.timeout_s}")
+            raise ValueError(f"reduce_scatterv.workspace: timeout_s must be > 0, got {self.timeout_s}")
         if not isinstance(start_epoch, int) or not 0 <= start_epoch < 1 << 64:
-            raise ValueError(f"kernels.workspace: start_epoch must be an int in [0, 2**64), got {start_epoch!r}")
+            raise ValueError(f"reduce_scatterv.workspace: start_epoch must be an int in [0, 2**64), got {start_epoch!r}")
         self.start_epoch = start_epoch
         self.ranks_per_node = ranks_per_node
         self.hop_fp32 = bool(hop_fp32)
         if backend is not None and str(backend).lower() not in settings.SYMM_MEM_BACKENDS:
-            raise ValueError(f"kernels.workspace: backend={backend!r}: use one of {settings.SYMM_MEM_BACKENDS}")
+            raise ValueError(f"reduce_scatterv.workspace: backend={backend!r}: use one of {settings.SYMM_MEM_BACKENDS}")
         if backend is not None and str(backend).lower() != "cuda" and device.type == "cpu":
-            raise ValueError(f"kernels.workspace: backend={backend!r} is for GPUs; CPU emulation uses shared memory")
+            raise ValueError(f"reduce_scatterv.workspace: backend={backend!r} is for GPUs; CPU emulation uses shared memory")
         self.backend = "cpu" if device.type == "cpu" else str(backend or settings.symm_mem_backend()).lower()
         self.layout = L.Layout(self.world_size, ll_bytes, 0, 0, 0)
         self._retired: list = []
@@ -149,7 +149,7 @@ class Workspace:
         if not topo.multi_node:
             return
         if self.world_size > H.MAX_CHECK_WORLD:
-            raise ValueError(f"kernels.workspace: multi-node groups of at most {H.MAX_CHECK_WORLD} ranks (the hop's "
+            raise ValueError(f"reduce_scatterv.workspace: multi-node groups of at most {H.MAX_CHECK_WORLD} ranks (the hop's "
                              f"check rows count ranks exactly in bf16), got {self.world_size}")
         node_keywords = dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
                              start_epoch=self.start_epoch, backend=None if self.backend == "cpu" else self.backend)
@@ -192,7 +192,7 @@ class Workspace:
         keys = sorted({k for f in everyone for k in f})
         differ = [k for k in keys if len({repr(f.get(k)) for f in everyone}) > 1]
         if differ:
-            raise ValueError("kernels.workspace: the ranks of this group disagree on settings the protocol depends "
+            raise ValueError("reduce_scatterv.workspace: the ranks of this group disagree on settings the protocol depends "
                              "on: " + "; ".join(f"{k}: " + ", ".join(f"rank {r} = {f.get(k)!r}"
                                                                      for r, f in enumerate(everyone)) for k in differ))
 
@@ -212,11 +212,11 @@ class Workspace:
             raise RuntimeError(f"reduce_scatterv: this rank had to grow the workspace to {total_bytes} bytes and "
                                f"not every rank did so within {self.timeout_s:g} s: the ranks made different calls "
                                f"(sizes, rows, width or dtype differ between ranks); every rank gets an error, "
-                               f"then call kernels.workspace(group).reset() on every rank ({e})") from None
+                               f"then call reduce_scatterv.workspace(group).reset() on every rank ({e})") from None
         if len(set(sizes)) > 1:
             self._flag_disagreement()
             raise RuntimeError(f"reduce_scatterv: the ranks grew the workspace to different sizes {sizes}: they made "
-                               "different calls; call kernels.workspace(group).reset() on every rank")
+                               "different calls; call reduce_scatterv.workspace(group).reset() on every rank")
 
     def _flag_disagreement(self) -> None:
         if self.buffer is not None:
@@ -236,7 +236,7 @@ class Workspace:
         if _capturing(self.device):
             raise RuntimeError(
                 f"reduce_scatterv: the symmetric workspace must grow to {layout.total_bytes} bytes, which cannot "
-                "happen during CUDA-graph capture; call kernels.workspace(group).reserve(max_input_bytes=..., "
+                "happen during CUDA-graph capture; call reduce_scatterv.workspace(group).reserve(max_input_bytes=..., "
                 "arena_bytes=...) before capturing (or run the call once eagerly first)")
         if self.device.type == "cpu":
             from .shared_memory import allocate
@@ -465,7 +465,7 @@ class Workspace:
             msg += f" (reported by rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
         if bits & L.STICKY:
             msg += ("; the group is in the failed state: every call returns NaN until "
-                    "kernels.workspace(group).reset() is called on every rank")
+                    "reduce_scatterv.workspace(group).reset() is called on every rank")
         raise RuntimeError(f"reduce_scatterv (rank {self.rank}): {msg}")
 
 
@@ -559,7 +559,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
         if k == "backend" and device.type == "cpu" and v == "cuda":
             continue
         if v != have:
-            raise ValueError(f"kernels.workspace: {k}={v!r} differs from this group's workspace, created with "
+            raise ValueError(f"reduce_scatterv.workspace: {k}={v!r} differs from this group's workspace, created with "
                              f"{k}={have!r}; a workspace's keywords are fixed at creation (release(group) first)")
     return ws
 

@@ -5,13 +5,17 @@
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
 # ab: AB_PRESETS (default latency) with AB_IMPLS, AB_ROUNDS times (default 2), on an earlier commit's kernels, put in ab/base/kernels by
-#   hand (git archive COMMIT kernels | tar x -C ab/base), and on this tree, alternating twice.
+#   hand (git archive COMMIT kernels | tar x -C ab/base), and on this tree, alternating twice; the base runs this tree's bench
+#   unless ab/base has its own, with ab/base/kernels as reduce_scatterv.
 # Restores/saves the Triton cache ($OUT/triton-cache.tgz <-> .gpu-cache/) so later calls skip compiles.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOG=/tmp/gpu-run; rm -rf $LOG; mkdir -p $LOG/results
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export TRITON_CACHE_DIR=/tmp/triton-cache
+# nothing is installed on the lent machine: the folder kernels/ imports as reduce_scatterv through a link
+mkdir -p /tmp/rsv-path /tmp/rsv-base && ln -sfn "$PWD/kernels" /tmp/rsv-path/reduce_scatterv
+export PYTHONPATH="/tmp/rsv-path:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p $TRITON_CACHE_DIR
 [ -f .gpu-cache/triton-cache.tar.xz ] && tar xJf .gpu-cache/triton-cache.tar.xz -C $TRITON_CACHE_DIR 2>/dev/null
 NG=$(nvidia-smi -L | wc -l)
@@ -32,10 +36,11 @@ for phase in "$@"; do
     epilogues) run epilogues ${TESTS_LIMIT:-480} python3 -m pytest -q -x tests/test_epilogues_gpu.py -k "${TESTS_K:-not fuzz}" -p no:cacheprovider ;;
     fuzzmax) run fuzzmax ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py -k "fuzz and [$NG]" -p no:cacheprovider ;;
     fuzz) run fuzz ${FUZZ_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-100} python3 -m pytest -q -x tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py -k fuzz -p no:cacheprovider ;;
-    ab) rm -rf ab/base/bench && cp -r bench ab/base/
+    ab) [ -d ab/base/bench ] || cp -r bench ab/base/  # an older tree may bring its own (git archive COMMIT kernels bench)
+        ln -sfn "$PWD/ab/base/kernels" /tmp/rsv-base/reduce_scatterv
         for i in $(seq 1 ${AB_ROUNDS:-2}); do
           for p in ${AB_PRESETS:-latency}; do
-            run ab-base-$p$i 200 bash -c "cd ab/base && torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out $LOG/results/ab-base-$p$i"
+            run ab-base-$p$i 200 bash -c "cd ab/base && PYTHONPATH=/tmp/rsv-base:. torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out $LOG/results/ab-base-$p$i"
             run ab-new-$p$i 200 torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out "$LOG/results/ab-new-$p$i"
           done
         done ;;

@@ -27,7 +27,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from kernels import push_kernel, reduce_scatterv_kernel  # noqa: E402
+from reduce_scatterv import push_kernel, reduce_scatterv_kernel  # noqa: E402
 
 PULL, PUSH = reduce_scatterv_kernel.reduce_scatterv_kernel, push_kernel.reduce_scatterv_push_kernel
 INT32 = ["rank", "in_cap", "out_cap", "H", "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "relay_min_tiles",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import api
+import reduce_scatterv as rsv
+from reduce_scatterv import api
 from tests.cases import DTYPES, POISON, partials, raised
 
 
@@ -44,7 +44,7 @@ def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_ou
         want = torch.cat(rows)
         cap_in, cap_out = (max(sizes + [0]) + spare_rows, sum(sizes) + spare_rows) if device_sizes else (sizes[r], None)
         if resident:  # Workspace.empty is collective: every rank asks for the same shape, then slices
-            inp = kernels.workspace(grp, dev).empty(max(sizes + [0]) + spare_rows, *rest, dtype=dtype_t)[:cap_in]
+            inp = rsv.workspace(grp, dev).empty(max(sizes + [0]) + spare_rows, *rest, dtype=dtype_t)[:cap_in]
         else:
             inp = torch.empty((cap_in, *rest), dtype=dtype_t, device=dev)
         inp.fill_(POISON)
@@ -54,10 +54,10 @@ def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_ou
             out = torch.full((cap_out if device_sizes else sum(sizes), *rest), POISON, dtype=dtype_t, device=dev)
         arg = torch.tensor(sizes, dtype=torch.int32, device=dev) if device_sizes else list(sizes)
         with api.overrides(CHAOS_SEED=chaos_seed * 1000 + k if chaos_seed else 0):
-            got = kernels.all_gatherv(inp, out, sizes=arg, group=grp)
+            got = rsv.all_gatherv(inp, out, sizes=arg, group=grp)
         if dev.type == "cuda":
             torch.cuda.synchronize()
-            kernels.workspace(grp, dev).check()
+            rsv.workspace(grp, dev).check()
         n = sum(sizes)
         if not torch.equal(got[:n].cpu(), want):
             bad = (got[:n].cpu() != want).nonzero()[:5].tolist()
@@ -82,7 +82,7 @@ def mixed_case(ctx, *, calls: int, seed: int) -> None:
             gather_case(ctx, sizes=sizes, rest=(16,), dtype="bfloat16", seed=seed + i, group="mixed")
             continue
         parts = partials(seed + i, W, sum(sizes), (16,), torch.bfloat16)
-        out = kernels.reduce_scatterv(parts[r].to(dev), sizes=sizes, group=grp)
+        out = rsv.reduce_scatterv(parts[r].to(dev), sizes=sizes, group=grp)
         truth, abs_sum = exact_sum(parts, sum(sizes[:r]), sizes[r])
         assert_close(f"reduce_scatterv call {i} {sizes}", out.cpu(), truth, tolerance(torch.bfloat16, truth, abs_sum, W))
 
@@ -91,7 +91,7 @@ def gather_disagree_case(ctx, *, timeout_s: float) -> list:
     """Rank 1 passes other sizes with the same total: every rank must get an error (the digests
     differ), never a silent result. Returns what each rank saw."""
     group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
-    ws = kernels.workspace(group, ctx.device, timeout_s=timeout_s)
+    ws = rsv.workspace(group, ctx.device, timeout_s=timeout_s)
     sizes = [2, 3] + [1] * (ctx.world - 2)
     if ctx.rank == 1:
         sizes = [3, 2] + [1] * (ctx.world - 2)
@@ -99,14 +99,14 @@ def gather_disagree_case(ctx, *, timeout_s: float) -> list:
     try:
         x = torch.ones((sizes[ctx.rank], 8), dtype=torch.bfloat16, device=ctx.device)
         try:
-            kernels.all_gatherv(x, sizes=sizes, group=group)
+            rsv.all_gatherv(x, sizes=sizes, group=group)
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize()
             ws.check()
         except RuntimeError as e:
             seen.append(str(e))
     finally:
-        kernels.release(group)
+        rsv.release(group)
         dist.destroy_process_group(group)
     return seen
 
@@ -116,9 +116,9 @@ def bad_gather_input_case(ctx, *, kind: str):
     W, dev = ctx.world, ctx.device
     x = torch.ones((2, 8), dtype=torch.bfloat16, device=dev)
     call = {
-        "rows_vs_sizes": lambda: kernels.all_gatherv(x, sizes=[3] * W),
-        "negative": lambda: kernels.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2)),
-        "output_rows": lambda: kernels.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
+        "rows_vs_sizes": lambda: rsv.all_gatherv(x, sizes=[3] * W),
+        "negative": lambda: rsv.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2)),
+        "output_rows": lambda: rsv.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
                                                    sizes=[2] * W),
     }[kind]
     return raised(call)
@@ -128,16 +128,16 @@ def gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: li
     """CUDA: one all_gatherv call with device sizes captured in a graph, replayed with new sizes and
     rows written into the captured buffers; each replay equals the concatenation."""
     W, r, dev = ctx.world, ctx.rank, ctx.device
-    ws = kernels.workspace(ctx.groups["world"], dev)
+    ws = rsv.workspace(ctx.groups["world"], dev)
     ws.reserve(max_input_bytes=per_rank_capacity * hidden * 2, arena_bytes=per_rank_capacity * hidden * 2)
     inp = ws.empty(per_rank_capacity, hidden, dtype=torch.bfloat16)
     out = torch.empty((W * per_rank_capacity, hidden), dtype=torch.bfloat16, device=dev)
     sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
-    kernels.all_gatherv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
+    rsv.all_gatherv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        kernels.all_gatherv(inp, out, sizes=sizes_dev)
+        rsv.all_gatherv(inp, out, sizes=sizes_dev)
     for i, sizes in enumerate(size_sets):
         rows = _rows(seed + i, W, sizes, (hidden,), torch.bfloat16)
         inp[: sizes[r]].copy_(rows[r].to(dev))

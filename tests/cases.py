@@ -2,7 +2,7 @@
 
 Each function takes the rank's context and plain keyword arguments drawn by the parent, builds
 every rank's partial sums from the same seed (so each rank can also form the float64 truth),
-runs ``kernels.reduce_scatterv``, and checks it against the reference collective (gloo or NCCL,
+runs ``rsv.reduce_scatterv``, and checks it against the reference collective (gloo or NCCL,
 on float32 copies) and against the float64 sum, elementwise, within one rounding of the dtype.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import api
+import reduce_scatterv as rsv
+from reduce_scatterv import api
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10, torch.float32: 23}
@@ -99,7 +99,7 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
     dtype_t = DTYPES[dtype]
     rest = tuple(rest)
     grp = ctx.groups[group]
-    ws = kernels.workspace(grp, ctx.device)
+    ws = rsv.workspace(grp, ctx.device)
     total, n = sum(sizes), sizes[ctx.rank]
     off = sum(sizes[: ctx.rank])
     worst = 0.0
@@ -116,7 +116,7 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
         if device_sizes:
             sizes_arg = torch.tensor(sizes, dtype=torch.int32 if int32_sizes else torch.int64, device=ctx.device)
         with api.overrides(CHAOS_SEED=chaos_seed * 1000 + i if chaos_seed else 0):
-            result = kernels.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
+            result = rsv.reduce_scatterv(inp, out, sizes=sizes_arg, group=grp)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             ws.check()
@@ -148,34 +148,34 @@ def bad_input_case(ctx, *, kind: str):
     x = torch.randn(2 * W, H, device=dev).to(torch.bfloat16)
     sizes = [2] * W
     args = {
-        "rows_mismatch": lambda: kernels.reduce_scatterv(x, sizes=[2] * (W - 1) + [3]),
-        "negative_size": lambda: kernels.reduce_scatterv(x, sizes=[-1, 2 * W + 1] + [0] * (W - 2)),
-        "too_many_sizes": lambda: kernels.reduce_scatterv(x, sizes=sizes + [0]),
-        "too_few_sizes": lambda: kernels.reduce_scatterv(x[:2 * (W - 1)] if W > 1 else x[:0], sizes=[2] * (W - 1)),
-        "float_sizes": lambda: kernels.reduce_scatterv(x, sizes=[2.0] * W),
-        "dtype_float64": lambda: kernels.reduce_scatterv(x.double(), sizes=sizes),
-        "dtype_int32": lambda: kernels.reduce_scatterv(x.to(torch.int32), sizes=sizes),
-        "output_rows": lambda: kernels.reduce_scatterv(x, torch.empty(3, H, dtype=x.dtype, device=dev), sizes=sizes),
-        "output_width": lambda: kernels.reduce_scatterv(x, torch.empty(2, H + 1, dtype=x.dtype, device=dev), sizes=sizes),
-        "output_dtype": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, device=dev), sizes=sizes),
-        "output_device": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device="meta"), sizes=sizes),
-        "sizes_tensor_dtype": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+        "rows_mismatch": lambda: rsv.reduce_scatterv(x, sizes=[2] * (W - 1) + [3]),
+        "negative_size": lambda: rsv.reduce_scatterv(x, sizes=[-1, 2 * W + 1] + [0] * (W - 2)),
+        "too_many_sizes": lambda: rsv.reduce_scatterv(x, sizes=sizes + [0]),
+        "too_few_sizes": lambda: rsv.reduce_scatterv(x[:2 * (W - 1)] if W > 1 else x[:0], sizes=[2] * (W - 1)),
+        "float_sizes": lambda: rsv.reduce_scatterv(x, sizes=[2.0] * W),
+        "dtype_float64": lambda: rsv.reduce_scatterv(x.double(), sizes=sizes),
+        "dtype_int32": lambda: rsv.reduce_scatterv(x.to(torch.int32), sizes=sizes),
+        "output_rows": lambda: rsv.reduce_scatterv(x, torch.empty(3, H, dtype=x.dtype, device=dev), sizes=sizes),
+        "output_width": lambda: rsv.reduce_scatterv(x, torch.empty(2, H + 1, dtype=x.dtype, device=dev), sizes=sizes),
+        "output_dtype": lambda: rsv.reduce_scatterv(x, torch.empty(2, H, device=dev), sizes=sizes),
+        "output_device": lambda: rsv.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device="meta"), sizes=sizes),
+        "sizes_tensor_dtype": lambda: rsv.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
                                                               sizes=torch.full((W,), 2.0, device=dev)),
-        "sizes_tensor_length": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+        "sizes_tensor_length": lambda: rsv.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
                                                                sizes=torch.full((W + 1,), 2, device=dev)),
-        "sizes_tensor_device": lambda: kernels.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
+        "sizes_tensor_device": lambda: rsv.reduce_scatterv(x, torch.empty(2, H, dtype=x.dtype, device=dev),
                                                                sizes=torch.full((W,), 2, device="meta")),
-        "device_sizes_no_output": lambda: kernels.reduce_scatterv(x, sizes=torch.full((W,), 2, device=dev)),
-        "uneven_default_split": lambda: kernels.reduce_scatterv(x[: 2 * W - 1]),
-        "zero_dim": lambda: kernels.reduce_scatterv(torch.tensor(1.0, device=dev)),
-        "not_a_tensor": lambda: kernels.reduce_scatterv([1.0, 2.0], sizes=sizes),
+        "device_sizes_no_output": lambda: rsv.reduce_scatterv(x, sizes=torch.full((W,), 2, device=dev)),
+        "uneven_default_split": lambda: rsv.reduce_scatterv(x[: 2 * W - 1]),
+        "zero_dim": lambda: rsv.reduce_scatterv(torch.tensor(1.0, device=dev)),
+        "not_a_tensor": lambda: rsv.reduce_scatterv([1.0, 2.0], sizes=sizes),
         # caught on the device: flagged by the kernel, raised by Workspace.check (automatic on CPU)
-        "device_sizes_exceed_input": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+        "device_sizes_exceed_input": lambda: _flagged(ctx, lambda: rsv.reduce_scatterv(
             x, torch.empty(2 * W, H, dtype=x.dtype, device=dev), sizes=torch.full((W,), 3, device=dev))),
-        "device_sizes_negative": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+        "device_sizes_negative": lambda: _flagged(ctx, lambda: rsv.reduce_scatterv(
             x, torch.empty(2 * W, H, dtype=x.dtype, device=dev),
             sizes=torch.tensor([-1] + [1] * (W - 1), device=dev))),
-        "device_size_exceeds_output": lambda: _flagged(ctx, lambda: kernels.reduce_scatterv(
+        "device_size_exceeds_output": lambda: _flagged(ctx, lambda: rsv.reduce_scatterv(
             x, torch.empty(1, H, dtype=x.dtype, device=dev), sizes=torch.full((W,), 2, device=dev))),
     }[kind]
     try:
@@ -196,7 +196,7 @@ def short_output_case(ctx, *, sizes: list, short_rank: int, group: str = "world"
     out = buf[: n - 1] if ctx.rank == short_rank else buf
     got = None
     try:
-        _flagged(ctx, lambda: kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out,
+        _flagged(ctx, lambda: rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), out,
                                                       sizes=torch.tensor(sizes, device=ctx.device), group=grp),
                  group)
     except RuntimeError as e:
@@ -215,7 +215,7 @@ def short_output_case(ctx, *, sizes: list, short_rank: int, group: str = "world"
 def _flagged(ctx, call, group: str = "world"):
     out = call()
     if ctx.device.type == "cuda":
-        kernels.workspace(ctx.groups[group], ctx.device).check()
+        rsv.workspace(ctx.groups[group], ctx.device).check()
     return out
 
 
@@ -224,7 +224,7 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
     inputs written into the captured buffers: each replay must match NCCL and the float64 sum."""
     dtype_t = DTYPES[dtype]
     W, dev = ctx.world, ctx.device
-    ws = kernels.workspace(device=dev)
+    ws = rsv.workspace(device=dev)
     capacity = W * per_rank_capacity
     ws.reserve(max_input_bytes=capacity * hidden * 4, arena_bytes=capacity * hidden * 4)
     inp = ws.empty(capacity, hidden, dtype=dtype_t) if resident else torch.empty(capacity, hidden, dtype=dtype_t,
@@ -232,11 +232,11 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
     inp.normal_()
     out = torch.empty(per_rank_capacity, hidden, dtype=dtype_t, device=dev)
     sizes_dev = torch.full((W,), 1, dtype=torch.int32, device=dev)
-    kernels.reduce_scatterv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
+    rsv.reduce_scatterv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        kernels.reduce_scatterv(inp, out, sizes=sizes_dev)
+        rsv.reduce_scatterv(inp, out, sizes=sizes_dev)
     return replay_with_new_sizes(ctx, graph, ws, inp, out, sizes_dev, size_sets, seed, against_nccl=True)
 
 
@@ -279,7 +279,7 @@ def fallback_case(ctx, *, sizes: list[int], seed: int):
     still give the right sums, through the reference collective's grouped reduce."""
     import warnings
 
-    from kernels.workspace import Workspace
+    from reduce_scatterv.workspace import Workspace
 
     reachable = Workspace._reachable
     Workspace._reachable = lambda self: False
@@ -289,8 +289,8 @@ def fallback_case(ctx, *, sizes: list[int], seed: int):
             warnings.simplefilter("always")
             parts = partials(seed, ctx.world, sum(sizes), (16,), torch.bfloat16)
             off, n = sum(sizes[: ctx.rank]), sizes[ctx.rank]
-            got = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
-            got2 = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+            got = rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+            got2 = rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group)
     finally:
         Workspace._reachable = reachable
     truth, abs_sum = exact_sum(parts, off, n)
@@ -303,7 +303,7 @@ def fallback_case(ctx, *, sizes: list[int], seed: int):
 def plan_case(ctx, *, size_sets: list, hidden: int, group: str = "world"):
     """The mode (and whether it relays) the planner picks for each host-size set, bf16 rows of
     ``hidden``; nothing is launched."""
-    ws = kernels.workspace(ctx.groups[group], ctx.device)
+    ws = rsv.workspace(ctx.groups[group], ctx.device)
     picked = []
     for sizes in size_sets:
         x = torch.empty(sum(sizes), hidden, dtype=torch.bfloat16, device=ctx.device)
@@ -317,6 +317,6 @@ def backend_case(ctx) -> str | None:
     exists (``KERNELS_SYMM_MEM_BACKEND`` chooses it)."""
     import torch.distributed._symmetric_memory as symm_mem
 
-    ws = kernels.workspace(ctx.groups["world"], ctx.device)
+    ws = rsv.workspace(ctx.groups["world"], ctx.device)
     got = symm_mem.get_backend(ctx.device) if hasattr(symm_mem, "get_backend") else None
     return ws.backend, None if got is None else str(got)

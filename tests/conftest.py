@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kernels._triton_mode import interpreter_problem  # noqa: E402
+from reduce_scatterv._triton_mode import interpreter_problem  # noqa: E402
 from tests.rank_pool import RankPool  # noqa: E402
 
 

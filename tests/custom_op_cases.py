@@ -1,4 +1,4 @@
-"""Cases for ``torch.ops.rsv.reduce_scatterv`` (``kernels.custom_op``) that run on every rank of a
+"""Cases for ``torch.ops.rsv.reduce_scatterv`` (``rsv.custom_op``) that run on every rank of a
 RankPool: eager, ``torch.library.opcheck``, ``torch.compile(fullgraph=True)`` and, on GPUs,
 CUDA-graph capture. Each rank checks its rows against the float64 sum (``tests.cases``)."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import custom_op
+import reduce_scatterv as rsv
+from reduce_scatterv import custom_op
 from tests.cases import DTYPES, POISON, assert_close, exact_sum, partials, replay_with_new_sizes, tolerance
 
 
@@ -68,7 +68,7 @@ def fake_case(ctx, *, sizes, rest=(8,)):
     the workspace's epoch does not move."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    ws = kernels.workspace(ctx.groups["world"], ctx.device)
+    ws = rsv.workspace(ctx.groups["world"], ctx.device)
     epoch = ws.epoch
     with FakeTensorMode():
         inp = torch.empty(sum(sizes), *rest, device=ctx.device)
@@ -118,7 +118,7 @@ def graph_case(ctx, *, per_rank_capacity: int, hidden: int, dtype: str, size_set
     dtype_t = DTYPES[dtype]
     W, dev = ctx.world, ctx.device
     group = ctx.groups["world"]
-    ws = kernels.workspace(group, dev)
+    ws = rsv.workspace(group, dev)
     capacity = W * per_rank_capacity
     ws.reserve(max_input_bytes=capacity * hidden * dtype_t.itemsize)
     inp = torch.zeros(capacity, hidden, dtype=dtype_t, device=dev)

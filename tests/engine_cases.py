@@ -16,9 +16,9 @@ import threading
 
 import torch
 
-import kernels
-from kernels.workspace import _workspaces
-from kernels.plugins import common
+import reduce_scatterv as rsv
+from reduce_scatterv.workspace import _workspaces
+from reduce_scatterv.plugins import common
 from tests.cases import DTYPES, POISON, assert_close, exact_sum, partials, tolerance
 
 _state: dict = {}
@@ -113,7 +113,7 @@ def _check(ctx, result, parts, out, n, off, dtype) -> float:
 
 
 def _epochs(groups) -> list[int]:
-    return [kernels.workspace(g, "cpu").epoch if _has_workspace(g) else None for g in groups]
+    return [rsv.workspace(g, "cpu").epoch if _has_workspace(g) else None for g in groups]
 
 
 def _call(ctx, call, groups, parts, out, n, off, dtype) -> dict:
@@ -148,7 +148,7 @@ def sglang_graph_capture(ctx) -> dict:
     from types import SimpleNamespace
 
     coordinator = _state["coordinator"]
-    ws = kernels.workspace(coordinator.device_group, "cpu")
+    ws = rsv.workspace(coordinator.device_group, "cpu")
     before = ws.layout.total_bytes
     # SGLang's graph_capture needs CUDA streams; the hook runs before it (the CUDA part then fails)
     try:

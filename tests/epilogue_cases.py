@@ -2,7 +2,7 @@
 
 Each builds every rank's partial sums from one seed (so each rank can form the float64 sum ``f`` of
 its rows), this rank's epilogue inputs from a seed of its own, poisons every output (NaN), calls
-``kernels.reduce_scatterv(..., epilogue=...)`` and checks every output against the float64
+``rsv.reduce_scatterv(..., epilogue=...)`` and checks every output against the float64
 epilogue of the unrounded sum, within one rounding of the output (plus float32 accumulation).
 """
 
@@ -13,9 +13,9 @@ import time
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import api
-from kernels.epilogues import HcPost, ResidualRMSNorm
+import reduce_scatterv as rsv
+from reduce_scatterv import api
+from reduce_scatterv.epilogues import HcPost, ResidualRMSNorm
 from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
 
 F32_EPS = 2.0 ** -23
@@ -97,7 +97,7 @@ def epilogue_case(ctx, *, kind: str, sizes, hidden=16, hc=4, dtype="bfloat16", s
     this rank. Returns the modes the planner picked (to show which protocol ran)."""
     dtype_t = DTYPES[dtype]
     grp = ctx.groups[group]
-    ws = kernels.workspace(grp, ctx.device)
+    ws = rsv.workspace(grp, ctx.device)
     total, n, off = sum(sizes), sizes[ctx.rank], sum(sizes[: ctx.rank])
     cap_in = total + (spare_rows if device_sizes else 0)
     cap_out = n + (spare_rows if device_sizes else 0)
@@ -118,7 +118,7 @@ def epilogue_case(ctx, *, kind: str, sizes, hidden=16, hc=4, dtype="bfloat16", s
             if ctx.world > 1:
                 call = api.check_call(inp, None, sizes_arg, ctx.world, ctx.rank, capacity_rows=cap_out)
                 modes.append(api.plan_call(ws, call, inp, ep).mode)
-            result = kernels.reduce_scatterv(inp, sizes=sizes_arg, group=grp, epilogue=ep)
+            result = rsv.reduce_scatterv(inp, sizes=sizes_arg, group=grp, epilogue=ep)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
             ws.check()
@@ -141,10 +141,10 @@ def nccl_reference_case(ctx, *, kind: str, sizes, hidden: int, seed: int, group=
     mine = parts[ctx.rank].to(ctx.device)
     ep, ref = epilogue_inputs(kind, seed * 31 + ctx.rank, n, hidden, 4, dtype, ctx.device, with_f=False)
     with api.overrides(MODES_OFF=frozenset(modes_off)):
-        kernels.reduce_scatterv(mine, sizes=sizes, group=grp, epilogue=ep)
+        rsv.reduce_scatterv(mine, sizes=sizes, group=grp, epilogue=ep)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-        kernels.workspace(grp, ctx.device).check()
+        rsv.workspace(grp, ctx.device).check()
     f = torch.empty(n, hidden, dtype=dtype, device=ctx.device)
     dist.reduce_scatter(f, list(mine.split(sizes)), group=grp)
     abs_sum = exact_sum(parts, sum(sizes[: ctx.rank]), n)[1]
@@ -169,17 +169,17 @@ def graph_case(ctx, *, kind: str, capacity: int, hidden: int, size_sets: list, s
     replay; every replay checked against the float64 epilogue, rows past the count untouched."""
     W, dev, dtype = ctx.world, ctx.device, torch.bfloat16
     grp = ctx.groups[group]
-    ws = kernels.workspace(grp, dev)
+    ws = rsv.workspace(grp, dev)
     ws.reserve(max_input_bytes=2 * W * capacity * hidden * 4, arena_bytes=W * capacity * hidden * 2)
     inp = ws.empty(W * capacity, hidden, dtype=dtype)
     sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
     ep, _ = epilogue_inputs(kind, seed, capacity, hidden, 4, dtype, dev, with_f=True)
     with api.overrides(MODES_OFF=frozenset(modes_off)):
-        kernels.reduce_scatterv(inp, sizes=sizes_dev, group=grp, epilogue=ep)  # compile outside the graph
+        rsv.reduce_scatterv(inp, sizes=sizes_dev, group=grp, epilogue=ep)  # compile outside the graph
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            kernels.reduce_scatterv(inp, sizes=sizes_dev, group=grp, epilogue=ep)
+            rsv.reduce_scatterv(inp, sizes=sizes_dev, group=grp, epilogue=ep)
     worst = 0.0
     for i, sizes in enumerate(size_sets):
         total, n, off = sum(sizes), sizes[ctx.rank], sum(sizes[: ctx.rank])
@@ -224,7 +224,7 @@ def fault_case(ctx, *, kind: str, absent_rank: int, sizes, modes_off=(), timeout
             t0 = time.perf_counter()
             try:
                 with api.overrides(MODES_OFF=frozenset(modes_off)):
-                    kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group, epilogue=ep)
+                    rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group, epilogue=ep)
                 if ctx.device.type == "cuda":
                     torch.cuda.synchronize()
                     ws.check()
@@ -257,24 +257,24 @@ def bad_epilogue_case(ctx, *, kind: str):
         return type(ep)(**{**{k: getattr(ep, k) for k in ep.__dataclass_fields__}, **kw})
 
     call = {
-        "output_given": lambda: kernels.reduce_scatterv(x, torch.empty(2, Hd, dtype=x.dtype, device=dev), sizes=sizes,
+        "output_given": lambda: rsv.reduce_scatterv(x, torch.empty(2, Hd, dtype=x.dtype, device=dev), sizes=sizes,
                                                         epilogue=hc),
-        "not_an_epilogue": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue="hc_post"),
-        "residual_width": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+        "not_an_epilogue": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue="hc_post"),
+        "residual_width": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(
             hc, residual=torch.zeros(2, 4, Hd + 1, dtype=x.dtype, device=dev))),
-        "residual_rows": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+        "residual_rows": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(
             hc, residual=torch.zeros(3, 4, Hd, dtype=x.dtype, device=dev))),
-        "post_dtype": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, post=hc.post.double())),
-        "comb_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, comb=hc.comb[:, :, :3])),
-        "out_dtype": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, out=hc.out.float())),
-        "out_noncontiguous": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+        "post_dtype": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, post=hc.post.double())),
+        "comb_shape": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, comb=hc.comb[:, :, :3])),
+        "out_dtype": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(hc, out=hc.out.float())),
+        "out_noncontiguous": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(
             hc, out=torch.empty(2, 4, 2 * Hd, dtype=x.dtype, device=dev)[..., ::2])),
-        "rows_not_flat": lambda: kernels.reduce_scatterv(x.view(2 * W, 2, Hd // 2), sizes=sizes, epilogue=hc),
-        "weight_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, weight=rn.weight[:-1])),
-        "eps_negative": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, eps=-1.0)),
-        "residual_out_shape": lambda: kernels.reduce_scatterv(x, sizes=sizes, epilogue=replace(
+        "rows_not_flat": lambda: rsv.reduce_scatterv(x.view(2 * W, 2, Hd // 2), sizes=sizes, epilogue=hc),
+        "weight_shape": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, weight=rn.weight[:-1])),
+        "eps_negative": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(rn, eps=-1.0)),
+        "residual_out_shape": lambda: rsv.reduce_scatterv(x, sizes=sizes, epilogue=replace(
             rn, residual_out=rn.residual_out[:1])),
-        "capacities_differ": lambda: kernels.reduce_scatterv(
+        "capacities_differ": lambda: rsv.reduce_scatterv(
             x, sizes=torch.full((W,), 2, device=dev), epilogue=replace(
                 rn, residual_out=torch.empty(3, Hd, dtype=x.dtype, device=dev))),
     }[kind]
@@ -306,7 +306,7 @@ def fallback_case(ctx, *, kind: str, sizes: list, seed: int):
     collective's grouped reduce, then the epilogue in torch; right within the chain's roundings."""
     import warnings
 
-    from kernels.workspace import Workspace
+    from reduce_scatterv.workspace import Workspace
 
     reachable = Workspace._reachable
     Workspace._reachable = lambda self: False
@@ -318,7 +318,7 @@ def fallback_case(ctx, *, kind: str, sizes: list, seed: int):
             parts = partials(seed, ctx.world, sum(sizes), (hidden,), dtype)
             n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])
             ep, ref = epilogue_inputs(kind, seed + ctx.rank, n, hidden, 4, dtype, ctx.device, with_f=True)
-            got = kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group, epilogue=ep)
+            got = rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes, group=group, epilogue=ep)
     finally:
         Workspace._reachable = reachable
     assert got is ep.out

@@ -11,7 +11,7 @@ import time
 import torch
 import torch.distributed as dist
 
-import kernels
+import reduce_scatterv as rsv
 from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
 
 _groups: dict = {}
@@ -24,7 +24,7 @@ def hier_group(ctx, ranks_per_node: int = 2, **keywords):
     if key not in _groups:
         backend = "nccl" if ctx.device.type == "cuda" else "gloo"
         group = dist.new_group(list(range(ctx.world)), backend=backend)
-        ws = kernels.workspace(group, ctx.device, ranks_per_node=ranks_per_node, **keywords)
+        ws = rsv.workspace(group, ctx.device, ranks_per_node=ranks_per_node, **keywords)
         assert ws.hierarchy is not None, "the workspace did not split the group into nodes"
         _groups[key] = group
     return _groups[key]
@@ -38,11 +38,11 @@ def hier_tolerance(dtype, truth, abs_sum, world: int, nodes: int, hop_fp32: bool
 
 def node_modes(ctx, *, sizes, hidden):
     """The mode the node step of a call with host ``sizes`` takes in the ``mixed`` group."""
-    from kernels import api
-    from kernels.validation import check_call
+    from reduce_scatterv import api
+    from reduce_scatterv.validation import check_call
 
     group = hier_group(ctx, 2, ll_bytes=512, push_bytes=4096)
-    h = kernels.workspace(group, ctx.device).hierarchy
+    h = rsv.workspace(group, ctx.device).hierarchy
     _, r = h.check_rows(hidden, False)
     node_sizes = [sum(sizes[m * h.G + g] + r for m in range(h.N)) for g in range(h.G)]
     x = torch.empty(sum(node_sizes), hidden, dtype=torch.bfloat16)
@@ -59,7 +59,7 @@ def hier_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, device_sizes=
     if mixed:
         keywords.update(ll_bytes=512, push_bytes=4096)
     group = hier_group(ctx, ranks_per_node, **keywords)
-    ws = kernels.workspace(group, ctx.device)
+    ws = rsv.workspace(group, ctx.device)
     nodes = ctx.world // ranks_per_node
     dtype_t = DTYPES[dtype]
     rest = tuple(rest)
@@ -79,7 +79,7 @@ def hier_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, device_sizes=
         out = torch.full((cap_out, *rest), POISON, dtype=dtype_t, device=ctx.device) if (with_output or device_sizes) \
             else None
         arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
-        result = kernels.reduce_scatterv(inp, out, sizes=arg, group=group)
+        result = rsv.reduce_scatterv(inp, out, sizes=arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
         ws.check()
@@ -105,7 +105,7 @@ def hier_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: int = 0)
     W, r = ctx.world, ctx.rank
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     group = dist.new_group(list(range(W)), backend=backend)
-    ws = kernels.workspace(group, ctx.device, ranks_per_node=2, timeout_s=timeout_s)
+    ws = rsv.workspace(group, ctx.device, ranks_per_node=2, timeout_s=timeout_s)
     sizes, dev_sizes = [2, 3, 1, 1], False
     if kind == "same_rail_swap_on_one_rank" and r == 1:  # ranks 0 and 2 share rail 0: counts unchanged
         sizes = [1, 3, 2, 1]
@@ -126,7 +126,7 @@ def hier_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: int = 0)
         out = torch.full((cap if dev_sizes else sizes[r], 16), POISON, dtype=dtype, device=ctx.device)
         arg = torch.tensor(sizes, dtype=torch.int64, device=ctx.device) if dev_sizes else sizes
         try:
-            kernels.reduce_scatterv(parts[r].to(ctx.device), out, sizes=arg, group=group)
+            rsv.reduce_scatterv(parts[r].to(ctx.device), out, sizes=arg, group=group)
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize()
             ws.check()
@@ -142,14 +142,14 @@ def hier_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: int = 0)
         ws.reset()
         good = [2, 3, 1, 1]
         parts = partials(seed + 1, W, sum(good), (16,), torch.bfloat16)
-        got = kernels.reduce_scatterv(parts[r].to(ctx.device), sizes=good, group=group)
+        got = rsv.reduce_scatterv(parts[r].to(ctx.device), sizes=good, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
         ws.check()
         truth, abs_sum = exact_sum(parts, sum(good[:r]), good[r])
         assert_close("call after reset", got, truth, hier_tolerance(torch.bfloat16, truth, abs_sum, W, 2, False))
     finally:
-        kernels.release(group)
+        rsv.release(group)
         dist.destroy_process_group(group)
     return seconds, seen, nan
 
@@ -160,14 +160,14 @@ def hier_bad_input_case(ctx, *, kind: str):
     W, dev = ctx.world, ctx.device
     x = torch.randn(2 * W, 8, device=dev).to(torch.bfloat16)
     call = {
-        "rows_mismatch": lambda: kernels.reduce_scatterv(x, sizes=[2] * (W - 1) + [3], group=group),
-        "negative_size": lambda: kernels.reduce_scatterv(x, sizes=[-1, 2 * W + 1] + [0] * (W - 2), group=group),
-        "dtype_float64": lambda: kernels.reduce_scatterv(x.double(), sizes=[2] * W, group=group),
-        "output_rows": lambda: kernels.reduce_scatterv(x, torch.empty(3, 8, dtype=x.dtype, device=dev), sizes=[2] * W,
+        "rows_mismatch": lambda: rsv.reduce_scatterv(x, sizes=[2] * (W - 1) + [3], group=group),
+        "negative_size": lambda: rsv.reduce_scatterv(x, sizes=[-1, 2 * W + 1] + [0] * (W - 2), group=group),
+        "dtype_float64": lambda: rsv.reduce_scatterv(x.double(), sizes=[2] * W, group=group),
+        "output_rows": lambda: rsv.reduce_scatterv(x, torch.empty(3, 8, dtype=x.dtype, device=dev), sizes=[2] * W,
                                                        group=group),
-        "device_sizes_exceed_capacity": lambda: _checked(ctx, group, lambda: kernels.reduce_scatterv(
+        "device_sizes_exceed_capacity": lambda: _checked(ctx, group, lambda: rsv.reduce_scatterv(
             x, torch.empty(2, 8, dtype=x.dtype, device=dev), sizes=torch.full((W,), 3, device=dev), group=group)),
-        "device_sizes_negative": lambda: _checked(ctx, group, lambda: kernels.reduce_scatterv(
+        "device_sizes_negative": lambda: _checked(ctx, group, lambda: rsv.reduce_scatterv(
             x, torch.empty(2, 8, dtype=x.dtype, device=dev), sizes=torch.tensor([-1] + [1] * (W - 1), device=dev),
             group=group)),
     }[kind]
@@ -178,7 +178,7 @@ def _checked(ctx, group, call):
     out = call()
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
-    kernels.workspace(group, ctx.device).check()
+    rsv.workspace(group, ctx.device).check()
     return out
 
 
@@ -188,25 +188,25 @@ def hier_keywords_case(ctx):
     group = hier_group(ctx)
     seen = []
     try:
-        kernels.workspace(group, ctx.device, ranks_per_node=1)
+        rsv.workspace(group, ctx.device, ranks_per_node=1)
     except ValueError as e:
         seen.append(str(e))
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     fresh = dist.new_group(list(range(ctx.world)), backend=backend)
     try:
-        kernels.workspace(fresh, ctx.device, ranks_per_node=2 if ctx.rank else 1)
+        rsv.workspace(fresh, ctx.device, ranks_per_node=2 if ctx.rank else 1)
     except ValueError as e:
         seen.append(str(e))
     finally:
-        kernels.release(fresh)
+        rsv.release(fresh)
         dist.destroy_process_group(fresh)
     bad = dist.new_group(list(range(ctx.world)), backend=backend)
     try:
-        kernels.workspace(bad, ctx.device, ranks_per_node=3)
+        rsv.workspace(bad, ctx.device, ranks_per_node=3)
     except ValueError as e:
         seen.append(str(e))
     finally:
-        kernels.release(bad)
+        rsv.release(bad)
         dist.destroy_process_group(bad)
     return seen
 
@@ -217,7 +217,7 @@ def hier_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list
     inputs: each replay against NCCL's flat reduce_scatter and the float64 sum; rows past
     sizes[rank] untouched."""
     group = hier_group(ctx, ranks_per_node, **({"hop_fp32": True} if hop_fp32 else {}))
-    ws = kernels.workspace(group, ctx.device)
+    ws = rsv.workspace(group, ctx.device)
     W, rank, dev = ctx.world, ctx.rank, ctx.device
     nodes = W // ws.hierarchy.G
     capacity = W * per_rank_capacity
@@ -225,11 +225,11 @@ def hier_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list
     inp = torch.zeros(capacity, hidden, dtype=torch.bfloat16, device=dev)
     out = torch.empty(per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
     sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
-    kernels.reduce_scatterv(inp, out, sizes=sizes_dev, group=group)  # warm up outside the graph
+    rsv.reduce_scatterv(inp, out, sizes=sizes_dev, group=group)  # warm up outside the graph
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        kernels.reduce_scatterv(inp, out, sizes=sizes_dev, group=group)
+        rsv.reduce_scatterv(inp, out, sizes=sizes_dev, group=group)
     for i, sizes in enumerate(size_sets):
         total, n, off = sum(sizes), sizes[rank], sum(sizes[:rank])
         parts = partials(seed * 100 + i, W, total, (hidden,), torch.bfloat16)
@@ -257,12 +257,12 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
     """The node step of one node fails (its workspaces put in the failed state, as a timeout there
     leaves them): every rank, on every node, gets NaN and an error from ``check()``, the next call
     too; after ``reset()`` on every rank the next calls are right."""
-    from kernels import layout as L
+    from reduce_scatterv import layout as L
 
     W, r = ctx.world, ctx.rank
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     group = dist.new_group(list(range(W)), backend=backend)
-    ws = kernels.workspace(group, ctx.device, ranks_per_node=2, timeout_s=5.0)
+    ws = rsv.workspace(group, ctx.device, ranks_per_node=2, timeout_s=5.0)
     seen = {}
     try:
         sizes = [2, 1, 0, 3]
@@ -273,7 +273,7 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
             parts = partials(seed, W, sum(sizes), (16,), torch.bfloat16)
             out = torch.full((sizes[r], 16), POISON, dtype=torch.bfloat16, device=ctx.device)
             try:
-                kernels.reduce_scatterv(parts[r].to(ctx.device), out, sizes=sizes, group=group)
+                rsv.reduce_scatterv(parts[r].to(ctx.device), out, sizes=sizes, group=group)
                 if ctx.device.type == "cuda":
                     torch.cuda.synchronize()
                 ws.check()
@@ -284,7 +284,7 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
         ws.reset()
         for i in range(3):
             parts = partials(seed + 1 + i, W, sum(sizes), (16,), torch.bfloat16)
-            got = kernels.reduce_scatterv(parts[r].to(ctx.device), sizes=sizes, group=group)
+            got = rsv.reduce_scatterv(parts[r].to(ctx.device), sizes=sizes, group=group)
             if ctx.device.type == "cuda":
                 torch.cuda.synchronize()
             ws.check()
@@ -292,7 +292,7 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
             assert_close(f"call {i} after reset", got, truth, hier_tolerance(torch.bfloat16, truth, abs_sum, W, 2,
                                                                              False))
     finally:
-        kernels.release(group)
+        rsv.release(group)
         dist.destroy_process_group(group)
     return seen
 
@@ -307,7 +307,7 @@ def hier_gather_case(ctx, *, sizes: list, seed: int = 0):
     rows = [parts[r][: sizes[r]] for r in range(ctx.world)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = kernels.all_gatherv(rows[ctx.rank].to(ctx.device), sizes=sizes, group=group)
+        got = rsv.all_gatherv(rows[ctx.rank].to(ctx.device), sizes=sizes, group=group)
     if not torch.equal(got.cpu(), torch.cat(rows)):
         raise AssertionError("all_gatherv on a multi-node group: not the concatenation")
     return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]

@@ -10,8 +10,8 @@ import time
 import torch
 import torch.distributed as dist
 
-import kernels
-from kernels import api
+import reduce_scatterv as rsv
+from reduce_scatterv import api
 from tests.cases import POISON, assert_close, exact_sum, partials, tolerance
 from tests.epilogue_cases import epilogue_inputs
 
@@ -26,11 +26,11 @@ H = 16
 def _group(ctx, **keywords):
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     group = dist.new_group(list(range(ctx.world)), backend=backend)
-    return group, kernels.workspace(group, ctx.device, **{**LIMITS, **keywords})
+    return group, rsv.workspace(group, ctx.device, **{**LIMITS, **keywords})
 
 
 def _close(ctx, group):
-    kernels.release(group)
+    rsv.release(group)
     dist.destroy_process_group(group)
 
 
@@ -64,16 +64,16 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
     try:
         sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
         if gather:
-            kernels.all_gatherv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+            rsv.all_gatherv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         elif epilogue:
             ep, _ = epilogue_inputs("hc_post", seed, n, width, 4, dtype, ctx.device, with_f=False)
             out = ep.out
-            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes_arg, group=group, epilogue=ep)
+            rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), sizes=sizes_arg, group=group, epilogue=ep)
         else:
-            kernels.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+            rsv.reduce_scatterv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
-            kernels.workspace(group, ctx.device).check()
+            rsv.workspace(group, ctx.device).check()
     except RuntimeError as e:
         if not faults:
             raise
@@ -133,14 +133,14 @@ def stale_flag_case(ctx, *, seed: int):
             flag = (((e + 3) & 0x7FFFFFFF) | 0x80000000) if new_encoding else (e + 3) & 0xFFFFFFFF  # call e+2's
             words = torch.full((sum(sizes), H // 2), flag, dtype=torch.int64)
             crafted = (words & 0xFFFFFFFF).to(torch.int32).view(torch.bfloat16).reshape(sum(sizes), H)
-            kernels.reduce_scatterv(crafted.to(ctx.device), None, sizes=sizes, group=group)  # call e: push
+            rsv.reduce_scatterv(crafted.to(ctx.device), None, sizes=sizes, group=group)  # call e: push
             out, truth, abs_sum = _call(ctx, group, [1] * ctx.world, seed)  # e + 1: flagged, other parity
             _check_right(ctx, "flagged call after crafted push data", out, truth, abs_sum)
             for late in range(ctx.world):  # e + 2: flagged, the parity the push wrote; one rank late
                 out, truth, abs_sum = _call(ctx, group, [1] * ctx.world, seed + 1 + late, late=late)
                 _check_right(ctx, f"flagged call two calls after crafted push data, rank {late} late", out, truth,
                              abs_sum)
-                kernels.reduce_scatterv(crafted.to(ctx.device), None, sizes=sizes, group=group)  # push again
+                rsv.reduce_scatterv(crafted.to(ctx.device), None, sizes=sizes, group=group)  # push again
             e = ws.epoch
         ws.check()
     finally:
@@ -266,11 +266,11 @@ def fingerprint_case(ctx, *, setting: str):
     group = dist.new_group(list(range(ctx.world)), backend=backend)
     value = {"ll_bytes": 64 * (1 + ctx.rank), "timeout_s": 5.0 + ctx.rank, "start_epoch": ctx.rank}[setting]
     try:
-        kernels.workspace(group, ctx.device, **{setting: value})
+        rsv.workspace(group, ctx.device, **{setting: value})
     except ValueError as e:
         return str(e)
     finally:
-        kernels.release(group)
+        rsv.release(group)
         dist.destroy_process_group(group)
     return None
 
@@ -280,10 +280,10 @@ def keywords_case(ctx):
     group, ws = _group(ctx, start_epoch=2**32 - 1, timeout_s=30)
     try:
         assert ws.epoch == 2**32 - 1
-        assert kernels.workspace(group, ctx.device, start_epoch=2**32 - 1) is ws  # same value: fine
+        assert rsv.workspace(group, ctx.device, start_epoch=2**32 - 1) is ws  # same value: fine
         for kw, value in (("start_epoch", 0), ("timeout_s", 31), ("ll_bytes", 0), ("push_bytes", 1)):
             try:
-                kernels.workspace(group, ctx.device, **{kw: value})
+                rsv.workspace(group, ctx.device, **{kw: value})
             except ValueError as e:
                 assert kw in str(e), e
             else:
@@ -327,14 +327,14 @@ def _graph_burst(ctx, group, ws, replays, rng, seed):
     late = int(torch.randint(0, W, (1,), generator=rng))
     for m, (inp, out, sz) in bufs.items():  # warm up (compile) outside the graph
         sz.fill_(1)
-        kernels.reduce_scatterv(inp, out, sizes=sz, group=group)
+        rsv.reduce_scatterv(inp, out, sizes=sz, group=group)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for m, (inp, out, sz) in bufs.items():
             if ctx.rank == late:
                 torch.cuda._sleep(2_000_000)
-            kernels.reduce_scatterv(inp, out, sizes=sz, group=group)
+            rsv.reduce_scatterv(inp, out, sizes=sz, group=group)
     for rep in range(replays):
         want = {}
         for m, (inp, out, sz) in bufs.items():
@@ -373,7 +373,7 @@ def two_streams_case(ctx, *, calls: int, seed: int):
                 out = torch.full((sizes[ctx.rank], H), POISON, dtype=torch.bfloat16, device=ctx.device)
                 if late == ctx.rank:
                     torch.cuda._sleep(1_000_000)
-                kernels.reduce_scatterv(inp, out, sizes=sizes, group=group)
+                rsv.reduce_scatterv(inp, out, sizes=sizes, group=group)
             pending.append((i, out, exact_sum(parts, sum(sizes[: ctx.rank]), sizes[ctx.rank])))
         torch.cuda.synchronize()
         for i, out, (truth, abs_sum) in pending:

@@ -62,13 +62,13 @@ def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, e
     else:
         device = torch.device("cpu")
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    import kernels
+    import reduce_scatterv as rsv
 
     backend = "nccl" if device_type == "cuda" else "gloo"
     groups = {"world": dist.group.WORLD}
     for name, limits in GROUP_LIMITS.items():
         groups[name] = dist.new_group(list(range(world)), backend=backend)
-        kernels.workspace(groups[name], device, **limits)
+        rsv.workspace(groups[name], device, **limits)
     ctx = RankContext(rank, world, device, groups)
     outbox.put(("ready", None))
     while True:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kernels import configs
-from kernels.layout import PMAX, Layout, header_words, word_offsets
+from reduce_scatterv import configs
+from reduce_scatterv.layout import PMAX, Layout, header_words, word_offsets
 
 
 def test_layout_regions_are_aligned_and_disjoint():
@@ -52,7 +52,7 @@ def test_a_fresh_header_satisfies_no_wait_of_its_first_call(epoch):
     """The header a workspace starts from (creation, reset) holds what call ``epoch - 1`` would have
     left: every barrier word is one behind ``epoch + 1`` and every PUSH / RELAY word behind round 0
     of ``epoch``, compared as the kernels compare (wrap-safe, in int64)."""
-    from kernels.layout import ROUND_BITS, initial_header
+    from reduce_scatterv.layout import ROUND_BITS, initial_header
 
     def behind(seen, target):  # (seen - target) < 0 in two's complement, as signals._behind
         d = (seen - target) & ((1 << 64) - 1)
@@ -116,7 +116,7 @@ def test_size_bucket(nbytes, bucket):
 
 
 def test_push_limits_default_by_world_size():
-    from kernels.workspace import default_ll_bytes, default_push_bytes
+    from reduce_scatterv.workspace import default_ll_bytes, default_push_bytes
 
     # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+
     assert (default_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 8 << 20)
@@ -126,7 +126,7 @@ def test_push_limits_default_by_world_size():
 
 def test_the_host_call_tag_is_deterministic_order_sensitive_and_int64():
     """The host's part of a call digest: deterministic, order-sensitive, within int64."""
-    from kernels.api import call_tag
+    from reduce_scatterv.api import call_tag
 
     assert call_tag(1, 2, 3) != call_tag(1, 3, 2) and call_tag(1, 2, 3) == call_tag(1, 2, 3)
     assert all(-(1 << 63) <= call_tag(m, 7168, 1, r) < 1 << 63 for m in (1, 2, 3) for r in (0, 1, 2**40))

@@ -48,7 +48,7 @@ def test_relayed_tiles_reach_the_owners_epilogue_unrounded(cpu_pools, kind):
     others, who hand over fp32 sums; input staged and in the workspace; device sizes too."""
     from types import SimpleNamespace
 
-    from kernels.api import RELAY_MAX_COST_PCT, relayed_tiles
+    from reduce_scatterv.api import RELAY_MAX_COST_PCT, relayed_tiles
 
     sizes = [20, 0, 1]
     tile = 24 if kind == "rmsnorm" else 64  # row tiles / the CPU's flat BLOCK

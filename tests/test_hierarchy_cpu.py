@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.hierarchy import Topology, find_topology
+from reduce_scatterv.hierarchy import Topology, find_topology
 from tests.strategies import sizes
 
 EXAMPLES = int(os.environ.get("RSV_HIER_EXAMPLES", "10"))

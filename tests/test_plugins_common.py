@@ -9,10 +9,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import settings
-from kernels.layout import Layout
-from kernels.plugins import common
-from kernels.workspace import default_ll_bytes, default_push_bytes
+from reduce_scatterv import settings
+from reduce_scatterv.layout import Layout
+from reduce_scatterv.plugins import common
+from reduce_scatterv.workspace import default_ll_bytes, default_push_bytes
 
 
 @pytest.mark.parametrize("world", range(2, 9))

@@ -11,7 +11,7 @@
   (an engine mode, dim, dtype, device, input bytes over the reservation); never a rank-local one
   such as the output, so every rank makes the same choice. A refused call runs the engine's own
   method, with its reason logged once (:func:`log_once`).
-- :func:`run` makes the call: ``kernels.reduce_scatterv`` on the caller's current stream, through
+- :func:`run` makes the call: ``reduce_scatterv.reduce_scatterv`` on the caller's current stream, through
   the custom op while ``torch.compile`` traces.
 """
 
