@@ -7,8 +7,10 @@ Per rank: its own tokens' residual stream ``x_local`` [n_rank, hc, H]. Then
 The block's communication (gather, combine) and the epilogue (hc_post) run as ``mode`` says:
     fused          ``rsv.all_gatherv``, then ``rsv.reduce_scatterv`` with hc_post fused into
                    it (``rsv.epilogues.HcPost``: the fp32 sum goes straight into hc_post, one
-                   rounding; ``f`` is written only when asked for); the MoE writes its output
-                   straight into the symmetric workspace;
+                   rounding; ``f`` is written only when asked for) while no rank has more than
+                   ``FUSED_HC_POST_MAX_ROWS`` rows, above that the fused combine and then hc_post
+                   as one Triton kernel; the MoE writes its output straight into the symmetric
+                   workspace;
     fused_combine  SGLang's all-reduce gather, the fused combine alone, then hc_post as one Triton
                    kernel (the fused combine without the rest, for comparison);
     reference      SGLang's NCCL path: all-reduce gather, NCCL's grouped-reduce combine
@@ -31,6 +33,12 @@ from .moe import moe
 from .weights import LayerWeights, shard_chunks
 
 COMBINES = ("fused", "fused_combine", "reference", "scatter")
+# The fused hc_post runs the epilogue inside each program's receive loop, after its waits: measured on
+# 2x H200 (bench/NOTES.md, combine + hc_post, us) it wins while the largest rank has at most 8 rows
+# (even 8: 5.12 vs 5.67 for the fused combine + one-kernel hc_post; [8, 0]: 4.05 vs 4.26) and loses
+# from 12 ([4, 12]: 6.76 vs 5.76; even 16: 7.44 vs 6.47; even 32: 11.16 vs 8.33). A rank-agreed choice:
+# every rank sees the same sizes.
+FUSED_HC_POST_MAX_ROWS = 8
 
 
 def dp_gather(local: torch.Tensor, sizes: list[int], mode: str = "reference", group=None) -> torch.Tensor:
@@ -60,13 +68,14 @@ def combine_post(partial: torch.Tensor, sizes: list[int], x_local: torch.Tensor,
     the fused mode writes ``f`` only when ``want_f``)."""
     rank = dist.get_rank(group)
     n, H = sizes[rank], partial.shape[1]
-    f = torch.empty((n, H), dtype=partial.dtype, device=partial.device) if want_f or mode != "fused" else None
-    if mode == "fused":
+    fuse_post = mode == "fused" and max(sizes) <= FUSED_HC_POST_MAX_ROWS
+    f = torch.empty((n, H), dtype=partial.dtype, device=partial.device) if want_f or not fuse_post else None
+    if fuse_post:
         out = torch.empty_like(x_local)
         rsv.reduce_scatterv(partial, sizes=sizes, group=group,
-                                epilogue=HcPost(x_local, post.contiguous(), comb.contiguous(), out, f_out=f))
+                            epilogue=HcPost(x_local, post.contiguous(), comb.contiguous(), out, f_out=f))
         return out, f
-    if mode == "fused_combine":
+    if mode in ("fused", "fused_combine"):
         rsv.reduce_scatterv(partial, f, sizes=sizes, group=group)
     elif mode == "reference":
         dist.reduce_scatter(f, list(partial.split(sizes)), group=group)

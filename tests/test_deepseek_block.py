@@ -33,6 +33,14 @@ def test_block_matches_unsharded_computation_except_scatter(cpu_pools, combine, 
     _check(cpu_pools[world].run(CASE, tokens=tokens, combine=combine, seed=data.draw(st.integers(0, 99))), combine)
 
 
+def test_fused_block_above_the_fused_hc_post_limit_matches_too(cpu_pools):
+    """Past ``FUSED_HC_POST_MAX_ROWS`` rows on some rank the fused path runs the fused combine and
+    then the one-kernel hc_post (faster there, measured): still the unsharded block's result."""
+    from deepseek_v4.post_path import FUSED_HC_POST_MAX_ROWS
+
+    _check(cpu_pools[2].run(CASE, tokens=[FUSED_HC_POST_MAX_ROWS + 1, 2], combine="fused", seed=7), "fused")
+
+
 @pytest.mark.cpu_emulation
 def test_demo_command_passes_fused_and_fails_scatter():
     """The README's command, as a user runs it."""
