@@ -102,3 +102,17 @@ def test_an_invalid_cap_is_compared_not_raised_alone(monkeypatch):
     the all-gather): the value is compared, and the mismatch raises on every rank."""
     monkeypatch.setenv("KERNELS_ENGINE_WORKSPACE_MB", "lots")
     assert str(common.plugin_settings({})[common.CAP]).startswith("invalid")
+
+
+def _kinds(refusals):
+    return [r[0].split()[0] if r else None for r in refusals]
+
+
+def test_the_plugin_path_in_cpu_emulation_serves_the_engines_call_shapes(cpu_pools):
+    """``plugins/common.py`` as the engines drive it (meet, reserve, calls with SGLang's decode sizes,
+    vLLM's ``sizes=None``, an uneven prefill list), against the fp64 sum and gloo; the GPU version
+    adds a side stream and a captured graph (``tests/test_plugins_gpu.py``)."""
+    for said in cpu_pools[2].run("tests.plugin_path_cases:plugin_path_case", hidden=64, decode_rows=(1, 3),
+                                 prefill=(5, 0), seed=4):
+        assert said["max_input_bytes"] == common.max_input_bytes(2, 64 << 20)
+        assert _kinds(said["refusals"]) == ["dtype", "size", "dim"], said["refusals"]
