@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from . import configs, epilogues
+from .words import FLOAT_CODES, FLOAT_DTYPES, as_words
 from ._triton_mode import kernel_module
 from .validation import Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
@@ -32,7 +33,7 @@ MODES_OFF: frozenset = frozenset()
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
 MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6}
-DTYPE_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
+DTYPE_CODES = FLOAT_CODES
 
 
 @contextlib.contextmanager
@@ -429,8 +430,10 @@ def all_gatherv(
     guarantees (timeouts, disagreement checks, graph safety); the copy is exact (no arithmetic).
 
     Args:
-        input_: this rank's rows, ``[sizes[rank], *rest]``, bfloat16, float16 or float32. If it lies
-            in the group's workspace it is read in place (``Workspace.empty`` is collective: allocate
+        input_: this rank's rows, ``[sizes[rank], *rest]``, of any dtype whose rows are a whole
+            number of 2 bytes (bfloat16, float16 and float32 as elements; int64 token ids, int32,
+            uint8, float64... as 4- or 2-byte words of the same bits, ``words.py``). If it lies in
+            the group's workspace it is read in place (``Workspace.empty`` is collective: allocate
             the largest rank's rows on every rank and slice).
         output: optional ``[sum(sizes), *rest]`` tensor of the same dtype and device.
         sizes: rows of each rank: a list/tuple of ints, an int32/int64 tensor of ``world_size``
@@ -442,11 +445,20 @@ def all_gatherv(
     Returns:
         ``[sum(sizes), *rest]``: rank 0's rows, then rank 1's, ...
     """
-    return _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_, output,
-                       sizes, group)
+    if not isinstance(input_, torch.Tensor) or input_.dim() == 0 or input_.dtype in FLOAT_DTYPES:
+        return _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_,
+                           output, sizes, group)
+    w = as_words("all_gatherv", input_, output)  # an exact copy: other dtypes travel as words (words.py)
+
+    def launch(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
+        _launch_all_gatherv(ws, call, inp, out, dtype_code=w.code)
+
+    return w.restore(_collective("all_gatherv", check_gather_call, launch, _nccl_gather_fallback, w.input_, w.output,
+                                 sizes, group))
 
 
-def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
+def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,
+                        dtype_code: int | None = None) -> None:
     """Flagged words (``all_gatherv_ll_kernel``) while every source's rows fit ``ll_bytes``, else the
     pull kernel (``all_gatherv_kernel``); chosen from rank-agreed facts, as ``plan_call``."""
     elt = inp.element_size()
@@ -457,7 +469,7 @@ def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch
     # the sizes against them), so they are in the tag
     facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
     mode = "gather_ll" if flagged else "gather"
-    tag = call_tag(MODE_CODES[mode], world, call.hidden, DTYPE_CODES[inp.dtype], *facts)
+    tag = call_tag(MODE_CODES[mode], world, call.hidden, dtype_code or DTYPE_CODES[inp.dtype], *facts)
     protocol = (ws.timeout_arg, tag, CHAOS_SEED)
     if flagged:
         config = pick_config(inp.device, "ll", world, inp.dtype, call)

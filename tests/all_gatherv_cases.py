@@ -4,6 +4,8 @@ all-gather of the same rows (gloo or NCCL, over rows padded to the largest rank'
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 
@@ -69,6 +71,51 @@ def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_ou
             raise AssertionError(f"all_gatherv {sizes} call {k}: differs from the reference collective's gather")
 
 
+BIT_DTYPES = {"int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "uint8": torch.uint8,
+              "bool": torch.bool, "float64": torch.float64, "float8_e4m3fn": torch.float8_e4m3fn}
+
+
+def _random_bits(seed: int, rank: int, rows: int, rest: tuple, dtype: torch.dtype) -> torch.Tensor:
+    """Rows of uniformly random bytes (every bit pattern: NaN and signalling-NaN words of the float
+    words that carry them included), as ``dtype``; bool rows get 0/1 bytes, its only valid values."""
+    g = torch.Generator().manual_seed(seed * 1000 + rank)
+    nbytes = rows * math.prod(rest) * dtype.itemsize
+    high = 2 if dtype == torch.bool else 256
+    return torch.randint(0, high, (nbytes,), generator=g, dtype=torch.uint8).view(dtype).view(rows, *rest)
+
+
+def gather_bits_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_output: bool = True,
+                     device_sizes: bool = False, spare_rows: int = 0, group: str = "world", strided_output=False):
+    """all_gatherv of a dtype the kernels do not compute in (int64 token ids, uint8, float64...): the
+    rows travel as words of the same bits and come back bit for bit, in the caller's dtype."""
+    dtype_t = BIT_DTYPES[dtype]
+    grp, W, r, dev = ctx.groups[group], ctx.world, ctx.rank, ctx.device
+    rows = [_random_bits(seed, q, sizes[q], rest, dtype_t) for q in range(W)]
+    want = torch.cat(rows)
+    cap_in, cap_out = (max(sizes + [0]) + spare_rows, sum(sizes) + spare_rows) if device_sizes else (sizes[r], sum(sizes))
+    inp = torch.zeros((cap_in, *rest), dtype=dtype_t, device=dev)
+    inp[: sizes[r]].copy_(rows[r])
+    out = None
+    if with_output or device_sizes:
+        poison = _random_bits(seed + 1, 99, cap_out * (2 if strided_output else 1), rest, dtype_t).to(dev)
+        out = poison[::2] if strided_output else poison
+        before = out.clone()
+    arg = torch.tensor(sizes, dtype=torch.int32, device=dev) if device_sizes else list(sizes)
+    got = rsv.all_gatherv(inp, out, sizes=arg, group=grp)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    rsv.workspace(grp, dev).check()
+    n = sum(sizes)
+    if got.dtype != dtype_t or tuple(got.shape[1:]) != tuple(rest):
+        raise AssertionError(f"all_gatherv of {dtype}: result {got.dtype} {tuple(got.shape)}")
+    if out is not None and got.data_ptr() != out.data_ptr():
+        raise AssertionError("all_gatherv: the result is not the output passed in")
+    if not torch.equal(got[:n].cpu().view(torch.uint8), want.view(torch.uint8)):
+        raise AssertionError(f"all_gatherv of {dtype} {sizes}: not the concatenation, bit for bit")
+    if device_sizes and not torch.equal(got[n:].cpu().view(torch.uint8), before[n:].cpu().view(torch.uint8)):
+        raise AssertionError(f"all_gatherv of {dtype} {sizes}: rows past sum(sizes) were written")
+
+
 def mixed_case(ctx, *, calls: int, seed: int) -> None:
     """Calls of all_gatherv and reduce_scatterv (every mode) back to back on one workspace, each
     checked: the two collectives share the epochs and the CALL words without confusing them."""
@@ -87,17 +134,22 @@ def mixed_case(ctx, *, calls: int, seed: int) -> None:
         assert_close(f"reduce_scatterv call {i} {sizes}", out.cpu(), truth, tolerance(torch.bfloat16, truth, abs_sum, W))
 
 
-def gather_disagree_case(ctx, *, timeout_s: float) -> list:
-    """Rank 1 passes other sizes with the same total: every rank must get an error (the digests
-    differ), never a silent result. Returns what each rank saw."""
+def gather_disagree_case(ctx, *, timeout_s: float, kind: str = "sizes") -> list:
+    """Rank 1 passes other sizes with the same total (``kind="sizes"``), or rows of another dtype
+    with the same bytes (``"dtype"``: int64 against float64, both copied as the same words): every
+    rank must get an error (the digests differ), never a silent result. Returns what each rank saw."""
     group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
     ws = rsv.workspace(group, ctx.device, timeout_s=timeout_s)
     sizes = [2, 3] + [1] * (ctx.world - 2)
+    dtype = torch.bfloat16 if kind == "sizes" else torch.int64
     if ctx.rank == 1:
-        sizes = [3, 2] + [1] * (ctx.world - 2)
+        if kind == "sizes":
+            sizes = [3, 2] + [1] * (ctx.world - 2)
+        else:
+            dtype = torch.float64
     seen = []
     try:
-        x = torch.ones((sizes[ctx.rank], 8), dtype=torch.bfloat16, device=ctx.device)
+        x = torch.ones((sizes[ctx.rank], 8), dtype=dtype, device=ctx.device)
         try:
             rsv.all_gatherv(x, sizes=sizes, group=group)
             if ctx.device.type == "cuda":
@@ -120,6 +172,12 @@ def bad_gather_input_case(ctx, *, kind: str):
         "negative": lambda: rsv.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2)),
         "output_rows": lambda: rsv.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
                                                    sizes=[2] * W),
+        # rows of a dtype copied as words: an odd byte count, an output of another dtype or row shape
+        "odd_row_bytes": lambda: rsv.all_gatherv(torch.ones((2, 3), dtype=torch.uint8, device=dev), sizes=[2] * W),
+        "output_dtype": lambda: rsv.all_gatherv(x.long(), torch.empty((2 * W, 8), dtype=torch.int32, device=dev),
+                                                    sizes=[2] * W),
+        "output_row_shape": lambda: rsv.all_gatherv(x.long(), torch.empty((2 * W, 2, 4), dtype=torch.int64,
+                                                                          device=dev), sizes=[2] * W),
     }[kind]
     return raised(call)
 

@@ -31,16 +31,37 @@ def test_every_rank_gets_every_ranks_rows_in_order(cpu_pools, world, data):
                          group=data.draw(st.sampled_from(["world", "large"])))
 
 
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_rows_of_other_dtypes_come_back_bit_for_bit(cpu_pools, data):
+    """int64 token ids, int32, int16, uint8, bool, float64, float8: copied as words of the same bits
+    (random bytes: every NaN pattern of the words included), returned in the caller's dtype, through
+    the flagged words and the pull, into a given, a strided or a new output, host or device sizes."""
+    from tests.all_gatherv_cases import BIT_DTYPES
+
+    dtype = data.draw(st.sampled_from(sorted(BIT_DTYPES)))
+    shapes = [(2,), (8,), (40,), (2, 24), (6, 3)] + ([(3,)] if BIT_DTYPES[dtype].itemsize >= 2 else [])
+    device_sizes = data.draw(st.booleans())
+    with_output = device_sizes or data.draw(st.booleans())
+    cpu_pools[2].run(f"{CASES}:gather_bits_case", sizes=data.draw(sizes(2)), rest=data.draw(st.sampled_from(shapes)),
+                     dtype=dtype, seed=data.draw(st.integers(0, 2**20)), with_output=with_output,
+                     device_sizes=device_sizes, spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                     group=data.draw(st.sampled_from(["world", "large"])),
+                     strided_output=with_output and not device_sizes and data.draw(st.booleans()))
+
+
 def test_gathers_and_reduce_scatters_back_to_back_share_one_workspace(cpu_pools):
     cpu_pools[2].run(f"{CASES}:mixed_case", calls=12, seed=3)
 
 
-def test_ranks_that_pass_different_sizes_all_get_an_error(cpu_pools):
-    results = cpu_pools[2].run(f"{CASES}:gather_disagree_case", timeout_s=3.0)
+@pytest.mark.parametrize("kind", ["sizes", "dtype"])
+def test_ranks_that_pass_different_sizes_or_dtypes_all_get_an_error(cpu_pools, kind):
+    results = cpu_pools[2].run(f"{CASES}:gather_disagree_case", timeout_s=3.0, kind=kind)
     assert all(seen and "different calls" in seen[0] for seen in results), results
 
 
-@pytest.mark.parametrize("kind", ["rows_vs_sizes", "negative", "output_rows"])
+@pytest.mark.parametrize("kind", ["rows_vs_sizes", "negative", "output_rows", "odd_row_bytes", "output_dtype",
+                                  "output_row_shape"])
 def test_bad_input_raises_before_any_communication(cpu_pools, kind):
     results = cpu_pools[2].run("tests.all_gatherv_cases:bad_gather_input_case", kind=kind)
     assert all(r is not None and r[0] in ("ValueError", "TypeError") for r in results), results

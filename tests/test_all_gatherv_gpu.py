@@ -43,6 +43,17 @@ def test_gathers_and_reduce_scatters_back_to_back_share_one_workspace(gpu_pools)
     gpu_pools[2].run(f"{CASES}:mixed_case", calls=24, seed=3)
 
 
-def test_ranks_that_pass_different_sizes_all_get_an_error(gpu_pools):
-    results = gpu_pools[2].run(f"{CASES}:gather_disagree_case", timeout_s=3.0)
+@pytest.mark.parametrize("kind", ["sizes", "dtype"])
+def test_ranks_that_pass_different_sizes_or_dtypes_all_get_an_error(gpu_pools, kind):
+    results = gpu_pools[2].run(f"{CASES}:gather_disagree_case", timeout_s=3.0, kind=kind)
     assert all(seen and "different calls" in seen[0] for seen in results), results
+
+
+@pytest.mark.parametrize("dtype,rest", [("int64", (1,)), ("int64", (7,)), ("uint8", (7168,)), ("float64", (4096,)),
+                                        ("int16", (3,)), ("bool", (2, 24)), ("float8_e4m3fn", (7168,))], ids=str)
+@pytest.mark.parametrize("sizes,device_sizes", [([3, 0], False), ([1, 1], False), ([40, 300], False),
+                                                ([5, 2], True)], ids=str)
+def test_rows_of_other_dtypes_come_back_bit_for_bit(gpu_pools, dtype, rest, sizes, device_sizes):
+    """Token ids and other dtypes as words of the same bits, flagged words and pull (300 rows)."""
+    gpu_pools[2].run(f"{CASES}:gather_bits_case", sizes=sizes, rest=rest, dtype=dtype, seed=len(rest),
+                     device_sizes=device_sizes, spare_rows=2 if device_sizes else 0)
