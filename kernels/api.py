@@ -32,7 +32,7 @@ MODES_OFF: frozenset = frozenset()
 # Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
-MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6}
+MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6, "hierarchy_gather": 7}
 DTYPE_CODES = FLOAT_CODES
 
 
@@ -291,7 +291,7 @@ def _with_epilogue(input_, output, sizes, group, epilogue) -> torch.Tensor:
 
 
 def _collective(op: str, check, launch, fallback, input_, output, sizes, group, epilogue=None,
-                raise_flags: bool = True) -> torch.Tensor:
+                raise_flags: bool = True, dtype_code: int | None = None) -> torch.Tensor:
     """What both collectives do around their kernels: validate (``check``: ``validation.check_call``
     or ``check_gather_call``), allocate the output, serve calls that need no kernel, hand groups
     whose ranks cannot reach each other's memory to ``fallback`` (NCCL), make the tensors the
@@ -316,11 +316,9 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
 
     ws = workspace(group, input_.device)
     if ws.hierarchy is not None:
-        if op != "reduce_scatterv":  # the hierarchical gather is not built: NCCL over the whole group
-            _warn_once(group, f"{op}: multi-node groups run NCCL's all-gather over the whole group (the fused "
-                              "gather serves one node)")
-            return fallback(input_, output, call, group)
-        if epilogue is None:
+        if op == "all_gatherv":
+            _all_gatherv_hierarchy(ws, call, input_, output, dtype_code)
+        elif epilogue is None:
             _reduce_scatterv_hierarchy(ws, call, input_, output)
         else:  # the hierarchy's sum (rounded once more than on one node), then the epilogue in torch
             f = torch.empty((call.out_rows, *call.rest), dtype=input_.dtype, device=input_.device)
@@ -368,6 +366,27 @@ def node_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group) -> None:
                 raise_flags=False)
 
 
+def node_gather_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group) -> None:
+    """A multi-node gather's node step (``Hierarchy.all_gatherv``): ``all_gatherv`` over the node's group
+    with host ``sizes``, its flags left in the node workspace (as ``node_step``)."""
+    _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, x, out, sizes, group,
+                raise_flags=False)
+
+
+def _all_gatherv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor,
+                           dtype_code: int | None = None) -> None:
+    h = ws.hierarchy
+    facts = (call.sizes if call.sizes is not None else (-1, call.rows, call.out_rows))
+    tag = call_tag(MODE_CODES["hierarchy_gather"], ws.world_size, h.G, call.hidden,
+                   dtype_code or DTYPE_CODES[input_.dtype], *facts)
+    out = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype, device=output.device)
+    if out is not output and call.sizes is None:  # rows past sum(sizes) stay as they were
+        out.copy_(output)
+    h.all_gatherv(input_, out, call, tag)
+    if out is not output:
+        output.copy_(out)
+
+
 def _reduce_scatterv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor) -> None:
     h = ws.hierarchy
     facts = (call.sizes if call.sizes is not None else (-1, call.out_rows))
@@ -377,15 +396,6 @@ def _reduce_scatterv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, 
     h.reduce_scatterv(input_, out, call, tag)
     if out is not output:
         output.copy_(out)
-
-
-_warned: set = set()
-
-
-def _warn_once(group, message: str) -> None:
-    if (group.group_name, message) not in _warned:
-        _warned.add((group.group_name, message))
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 def _launch_reduce_scatterv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor, epilogue=None) -> None:
@@ -444,6 +454,10 @@ def all_gatherv(
 
     Returns:
         ``[sum(sizes), *rest]``: rank 0's rows, then rank 1's, ...
+
+    On a group of several nodes it runs the hierarchy of ``kernels/hierarchy.py`` (a rail all-gather
+    on NCCL, then the node's fused gather, every rank block verified by its check rows): the same
+    arguments and result; between nodes, NCCL's failure semantics for calls whose NCCL counts differ.
     """
     if not isinstance(input_, torch.Tensor) or input_.dim() == 0 or input_.dtype in FLOAT_DTYPES:
         return _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_,
@@ -454,7 +468,7 @@ def all_gatherv(
         _launch_all_gatherv(ws, call, inp, out, dtype_code=w.code)
 
     return w.restore(_collective("all_gatherv", check_gather_call, launch, _nccl_gather_fallback, w.input_, w.output,
-                                 sizes, group))
+                                 sizes, group, dtype_code=w.code))
 
 
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,

@@ -1,4 +1,5 @@
-"""Beyond one node: ``reduce_scatterv`` over N nodes x G GPUs, fused inside each node, NCCL between.
+"""Beyond one node: ``reduce_scatterv`` and ``all_gatherv`` over N nodes x G GPUs, fused inside each node,
+NCCL between.
 
 Global rank ``q = n * G + g`` is local rank ``g`` of node ``n``; the *rail* of ``g`` is the N ranks
 ``m * G + g`` (one per node). A call with sizes ``s[0..W)`` runs in three steps:
@@ -58,9 +59,42 @@ the owner's rows (NaN) and sets ``ERR_HOP``, sticky like the kernels' faults: ev
 NaN and ``check()`` raises until ``reset()``. Every owner receives the same sums of check bits, so
 every rank sees a mismatch.
 
-``all_gatherv`` on a multi-node group runs NCCL's padded all-gather over the whole group (the flat
-fallback, with one warning): the hierarchical gather (rail all-gather on NCCL, then the node's
-fused gather) is not built.
+**all_gatherv** (``Hierarchy.all_gatherv``): every rank's rows, in rank order, on every rank, in
+the other order of steps: the network first, so that each row crosses it once per node pair.
+
+1. **Rail hop** (NCCL; gloo in CPU emulation). Rank ``m*G + g`` makes its *block*: its rows, padded
+   to ``P_g`` rows, then ``R`` check rows (the digest bits of the call, with device sizes 32 bits of
+   every size, then a fault element: 1 if its node workspace is in the failed state, else 0). An
+   all-gather over rail g (``dist.all_gather_into_tensor``: NCCL and gloo want equal counts) gives
+   every rank of the rail the N blocks of its rail, straight into the node workspace's arena. With
+   host sizes ``P_g`` is the rail's largest count (even sizes pay only the ``R`` rows; one owner
+   per rail pays up to N x its rows on the network and in the node step); with device sizes
+   every block is ``P`` rows, the input's capacity (the same on every rank), whatever the sizes.
+2. **Node step** (NVLink, the fused ``all_gatherv`` over the node, ``node_ws``): local rank g
+   brings its rail's ``N * (P_g + R)`` rows (read in place); afterwards every rank holds every
+   rank's block, rail by rail. Bytes per GPU: the flat gather's for a G-rank group of
+   ``sum_g N * (P_g + R)`` rows.
+3. **Check and copy** (``hop_kernel``: two launches). Every block's check rows are compared with
+   this rank's own (exactly, NaN fails); then the rows go to the output in rank order, exactly,
+   or NaN everywhere when any block failed, which also sets ``ERR_HOP`` (sticky). Rows past
+   ``sum(sizes)`` are not written. Costs one read and one write of the gathered rows in HBM
+   besides the node step (the rank order interleaves the rails, which the node step cannot write).
+
+What holds where. Inside a node, every guarantee of the fused gather (timeouts, digests, the
+sticky failed state, ``reset``). The hop is NCCL's: a rank of another node that never calls, or
+calls whose NCCL counts differ between nodes (a rail's largest host size, or the input capacity
+with device sizes), get NCCL's behaviour (its watchdog; gloo aborts the process). The check rows
+catch the rest: a rank of another node that made another call with the same counts (sizes that
+differ but keep every rail's largest, another dtype of the same width, other device sizes or
+output capacity: the digest and size bits), and a node that was in the failed state when the call
+began (its fault element). Every rank compares every block, so every rank sees a mismatch. A node
+step that fails *during* a call poisons its own node's outputs and leaves its workspace failed;
+the other nodes' outputs of that call are right (every row they return reached them over the hop
+and their own node step), and their next call fails through the fault element, as do all until
+``reset()``. With host sizes the plan (the block rows, the node sizes, where every block lies) is
+built once per sizes tuple and cached on the device, with device sizes once per capacity; one
+first met inside a graph capture raises, as for ``reduce_scatterv``. Launches per call: the block
+(2, with device sizes 4), the fault element (1), NCCL (1), the node step (1), check and copy (2).
 """
 
 from __future__ import annotations
@@ -170,11 +204,13 @@ class Hierarchy:
         k = DIGEST_BITS + (SIZE_BITS * self.W if device_sizes else 0)
         return k, -(-(k + 1) // hidden)
 
-    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device):
+    def _check_values(self, tag: int, k: int, r: int, hidden: int, dtype, device, scale: int | None = None):
         """(the ``[R, H]`` check rows of a call with host sizes: its digest bits, the fault element 0,
         zeros; what their sum over W agreeing healthy ranks is, fp32), cached per call. With device
-        sizes the rows are the prologue kernel's template (it adds the size bits)."""
-        key = (tag, k, r, hidden, dtype, device)
+        sizes the rows are the prologue kernel's template (it adds the size bits). The gather
+        compares blocks instead of summing them: ``scale=1``."""
+        scale = self.W if scale is None else scale
+        key = (tag, k, r, hidden, dtype, device, scale)
         if key in self._check_cache:
             self._check_cache.move_to_end(key)
             return self._check_cache[key]
@@ -182,7 +218,7 @@ class Hierarchy:
         shifts = torch.arange(DIGEST_BITS, device=device, dtype=torch.int64)
         t = torch.full((), tag, dtype=torch.int64, device=device)
         vals[:DIGEST_BITS] = ((t >> shifts) & 1).to(dtype)
-        got = (vals.view(r, hidden), vals.float() * self.W)
+        got = (vals.view(r, hidden), vals.float() * scale)
         self._check_cache[key] = got
         if len(self._check_cache) > 256:
             self._check_cache.popitem(last=False)
@@ -231,15 +267,38 @@ class Hierarchy:
 
         return self._cached(("sizes", sizes, r, hidden, k), build)
 
-    def _node_step(self, x: torch.Tensor, node_out: torch.Tensor, node_sizes: list) -> Exception | None:
-        """The fused reduce_scatterv over the node, flags left for ``check()``. An exception on the host
-        (e.g. ranks of this node grew the workspace differently) is returned, not raised, so that this
-        rank still takes part in the rail hop (its peers on other nodes would wait there) with its
-        fault element set; the caller raises it after the hop."""
-        from .api import node_step
+    def _gather_plan(self, key: tuple, caps: list, counts: list, r: int, hidden: int, k: int, device) -> tuple:
+        """The gather's layout (module docstring), cached per key: (rows of this rank's block before its
+        check rows, node sizes, a device ``int64 [3, W]`` table: row 0 where rank q's rows start in
+        the node output, row 1 where its check rows start, row 2 its count (host sizes; zeros with
+        device sizes), the fault element's place in this rank's block (elements, ``[1]``)).
+        ``caps[h]``: the rows of every block of rail h (the rail's largest count, or the capacity)."""
+        def build():
+            G, N = self.G, self.N
+            node_sizes = [N * (caps[h] + r) for h in range(G)]
+            src, chk = [], []
+            for q in range(self.W):
+                m, h = divmod(q, G)
+                at = sum(node_sizes[:h]) + m * (caps[h] + r)
+                src.append(at)
+                chk.append(at + caps[h])
+            p = caps[self.local]
+            return (p, node_sizes, torch.tensor([src, chk, counts], dtype=torch.int64, device=device),
+                    torch.tensor([p * hidden + k], dtype=torch.int64, device=device))
+
+        return self._cached(key, build)
+
+    def _node_step(self, x: torch.Tensor, node_out: torch.Tensor, node_sizes: list,
+                   gather: bool = False) -> Exception | None:
+        """The fused reduce_scatterv (``gather``: all_gatherv) over the node, flags left for ``check()``.
+        An exception on the host (e.g. ranks of this node grew the workspace differently) is
+        returned, not raised, so that this rank still takes part in the rail hop (its peers on
+        other nodes would wait there) with its fault element set (the gather: its own check fails,
+        which sets ERR_HOP, so its next call's fault element is set); the caller raises it after."""
+        from .api import node_gather_step, node_step
 
         try:
-            node_step(x, node_out, node_sizes, self.node_group)
+            (node_gather_step if gather else node_step)(x, node_out, node_sizes, self.node_group)
         except Exception as e:  # noqa: BLE001 - re-raised by the caller after the hop
             node_out.fill_(float("nan"))
             return e
@@ -299,6 +358,58 @@ class Hierarchy:
                             programs, L.ERR_HOP)
         if error is not None:
             raise error
+
+    def all_gatherv(self, input_: torch.Tensor, output: torch.Tensor, call, tag: int) -> None:
+        """The hierarchical gather of the module docstring for one validated call (``output``
+        contiguous); ``tag``: the call's host digest."""
+        from ._triton_mode import kernel_module
+
+        kern = kernel_module(input_.device.type)
+        hidden, dev, dtype, W = call.hidden, input_.device, input_.dtype, self.W
+        device_sizes = call.sizes is None
+        k, r = self.check_rows(hidden, device_sizes)
+        vals, expect = self._check_values(tag, k, r, hidden, dtype, dev, scale=1)
+        ws = self.node_ws
+        programs = 2 if dev.type == "cpu" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
+        if not device_sizes:  # every block of rail h: the rail's largest count
+            sizes = call.sizes
+            caps = [max(sizes[m * self.G + h] for m in range(self.N)) for h in range(self.G)]
+            p, node_sizes, table, fault_at = self._gather_plan(("gather sizes", sizes, r, hidden), caps, list(sizes), r,
+                                                               hidden, k, dev)
+            counts, in_cap, out_cap = table[2], max(sizes), sum(sizes)
+        else:  # every block: the input capacity (the same on every rank: in the tag), sizes read on the device
+            in_cap, out_cap = call.rows, call.out_rows
+            p, node_sizes, table, fault_at = self._gather_plan(("gather capacity", (in_cap, r, hidden)),
+                                                               [in_cap] * self.G, [0] * W, r, hidden, k, dev)
+            counts = call.sizes_dev
+        # 1. this rank's block: its rows (device sizes: the whole capacity), its check rows, the fault element
+        send = torch.empty(p + r, hidden, dtype=dtype, device=dev)
+        send[: call.rows].copy_(input_.reshape(call.rows, hidden))
+        send[p:].copy_(vals)
+        if device_sizes:  # the sizes' bits after the digest's, then this rank's expectation of every block
+            bits = (call.sizes_dev.to(torch.int64).view(W, 1) >> self._size_shifts(dev)) & 1
+            send.view(-1)[p * hidden + DIGEST_BITS: p * hidden + k].copy_(bits.view(-1))
+            expect = send[p:].view(-1).float()
+        full = ws.empty(max(node_sizes), hidden, dtype=dtype)  # the node step reads it in place
+        recv = full[: node_sizes[self.local]]
+        err = ws._err_word()  # after empty(): growth moves the workspace
+        kern.hop_fault(err, send, fault_at, False, L.STICKY)
+        dist.all_gather_into_tensor(recv, send, group=self.rail_group)
+        # 2. the node step: local rank g brings its rail's N blocks
+        node_out = torch.empty(sum(node_sizes), hidden, dtype=dtype, device=dev)
+        error = self._node_step(recv, node_out, node_sizes, gather=True)
+        err = ws._err_word()  # the node step may have grown the workspace
+        # 3. every block's check rows against this rank's, then the rows in rank order (or NaN)
+        verdict = torch.empty(W, dtype=torch.int32, device=dev)
+        kern.hop_gather_check(node_out, table, expect, verdict, err, counts, in_cap, out_cap, hidden, W, L.ERR_HOP,
+                              L.ERR_BAD_SIZES)
+        kern.hop_gather_copy(node_out, table, verdict, output, counts, in_cap, out_cap, hidden, W, programs)
+        if error is not None:
+            raise error
+
+    def _size_shifts(self, device) -> torch.Tensor:
+        return self._cached(("size shifts", (SIZE_BITS,)), lambda: torch.arange(SIZE_BITS, dtype=torch.int64,
+                                                                                device=device))
 
 
 # torch 2.13 renamed reduce_scatter_tensor (same signature) and warns on the old name

@@ -19,6 +19,19 @@ the owner's rows to the output, converting to the output dtype (the one rounding
 or stores NaN when the check failed; rows past the owner's count (device sizes: read here) are
 left untouched. Program 0 sets ``ERR_HOP`` in the node workspace's error word on a failed check.
 Moves the owner's rows once (read + write, HBM); the check costs each program ``R * H`` loads.
+
+The hierarchical ``all_gatherv`` (``Hierarchy.all_gatherv``) ends with two of its own, after the
+node step, on the node step's output (every rank's block: its rows, then its check rows):
+``hop_gather_check_kernel`` (one program per rank block) compares block q's check rows with this
+rank's own (the same digest and size bits, fault element 0; exact, NaN fails it), writes the
+verdict of block q (its own word: no atomics, no initialisation) and, on a mismatch, sets
+``ERR_HOP``; program 0 also flags device sizes that are negative, exceed the input capacity or sum
+past the output's (``ERR_BAD_SIZES``, as the flat gather). ``hop_gather_copy_kernel`` then reads
+the W verdicts and copies every rank's rows to the output in rank order (tiles numbered over all
+blocks, so small blocks do not leave programs idle), exactly, or NaN when any verdict failed; rows
+past the counts' sum are not written (bad device sizes count as zero rows, as in the flat gather).
+Costs: the check ``W * R * H`` loads (spread over W programs), the copy one read and one write of
+the gathered rows (HBM).
 """
 
 import triton
@@ -116,6 +129,65 @@ def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_ho
         tl.atomic_or(err_ptr, tl.cast(ERR_HOP, tl.int64), sem="relaxed")
 
 
+@triton.jit
+def _sizes_bad(s, in_cap, out_cap):
+    """The flat gather's rule for device sizes (``tiles.gather_geometry``): bad if one is negative or
+    past the input capacity, or their sum is past the output's."""
+    return (tl.min(s, axis=0) < 0) | (tl.max(s, axis=0) > in_cap) | (tl.sum(s, axis=0) > out_cap)
+
+
+@triton.jit
+def hop_gather_check_kernel(node_ptr, table_ptr, expect_ptr, verdict_ptr, err_ptr, sizes_ptr, in_cap, out_cap, H,
+                            check_len, W, WP: tl.constexpr, ERR_HOP: tl.constexpr, ERR_BAD_SIZES: tl.constexpr,
+                            BLOCK: tl.constexpr):
+    q = tl.program_id(0)
+    w = tl.cast(W, tl.int64)  # tl.cast: an int argument equal to 1 is a constexpr
+    chk = tl.load(table_ptr + w + q) * tl.cast(H, tl.int64)  # table row 1: where block q's check rows start
+    bad = tl.zeros([BLOCK], tl.int32)
+    for c in range(0, check_len, BLOCK):
+        o = c + tl.arange(0, BLOCK)
+        m = o < check_len
+        got = tl.load(node_ptr + chk + o, mask=m, other=0.0).to(tl.float32)
+        want = tl.load(expect_ptr + o, mask=m, other=0.0)
+        bad = tl.maximum(bad, (m & (got != want)).to(tl.int32))
+    failed = tl.max(bad, axis=0)
+    tl.store(verdict_ptr + q, failed)
+    if failed != 0:
+        tl.atomic_or(err_ptr, tl.cast(ERR_HOP, tl.int64), sem="relaxed")
+    if q == 0:
+        lanes = tl.arange(0, WP)
+        s = tl.load(sizes_ptr + lanes, mask=lanes < w, other=0).to(tl.int64)
+        if _sizes_bad(s, in_cap, out_cap):
+            tl.atomic_or(err_ptr, tl.cast(ERR_BAD_SIZES, tl.int64), sem="relaxed")
+
+
+@triton.jit
+def hop_gather_copy_kernel(node_ptr, table_ptr, verdict_ptr, out_ptr, sizes_ptr, in_cap, out_cap, H, W,
+                           WP: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    w = tl.cast(W, tl.int64)
+    h = tl.cast(H, tl.int64)
+    lanes = tl.arange(0, WP)
+    valid = lanes < w
+    failed = tl.max(tl.load(verdict_ptr + lanes, mask=valid, other=0), axis=0) != 0
+    s = tl.load(sizes_ptr + lanes, mask=valid, other=0).to(tl.int64)
+    n = tl.where(_sizes_bad(s, in_cap, out_cap), 0, s)
+    first = (tl.cumsum(n, axis=0) - n) * h  # element where rank q's rows start in the output
+    src = tl.load(table_ptr + lanes, mask=valid, other=0) * h  # table row 0: where they start in the node output
+    count = n * h
+    tiles = (count + BLOCK - 1) // BLOCK
+    tstart = tl.cumsum(tiles, axis=0) - tiles
+    for t in range(pid, tl.sum(tiles, axis=0), nprog):  # tiles numbered over every block in rank order
+        q = tl.max(tl.where((tstart <= t) & (tiles > 0), lanes, 0), axis=0)
+        at = (t - tl.sum(tl.where(lanes == q, tstart, 0), axis=0)) * BLOCK
+        o = at + tl.arange(0, BLOCK)
+        m = o < tl.sum(tl.where(lanes == q, count, 0), axis=0)
+        x = tl.load(node_ptr + tl.sum(tl.where(lanes == q, src, 0), axis=0) + o, mask=m, other=0.0)
+        x = tl.where(failed, float("nan"), x.to(tl.float32)).to(out_ptr.dtype.element_ty)  # exact: same dtype
+        tl.store(out_ptr + tl.sum(tl.where(lanes == q, first, 0), axis=0) + o, x, mask=m)
+
+
 def prologue(inp, x, sizes_dev, tmpl, expect, err_word, capacity: int, P: int, hidden: int, r: int, world: int,
              G: int, N: int, digest_bits: int, size_bits: int, err_bad_sizes: int, err_output_too_small: int,
              programs: int) -> None:
@@ -138,3 +210,18 @@ def finish(recv, expect, out, err_word, sizes_dev, q: int, n_host: int, rows_cap
     hop_finish_kernel[(grid,)](recv, expect, out, err_word, sizes_dev if sizes_dev is not None else recv, q, n_host,
                                rows_cap, hidden, expect.numel(), ERR_HOP=err_hop, DEVICE_SIZES=sizes_dev is not None,
                                BLOCK=block)
+
+
+def gather_check(node_out, table, expect, verdict, err_word, sizes, in_cap: int, out_cap: int, hidden: int,
+                 world: int, err_hop: int, err_bad_sizes: int) -> None:
+    hop_gather_check_kernel[(world,)](node_out, table, expect, verdict, err_word, sizes, in_cap, out_cap, hidden,
+                                      expect.numel(), world, WP=max(2, triton.next_power_of_2(world)),
+                                      ERR_HOP=err_hop, ERR_BAD_SIZES=err_bad_sizes, BLOCK=1024)
+
+
+def gather_copy(node_out, table, verdict, out, sizes, in_cap: int, out_cap: int, hidden: int, world: int,
+                programs: int) -> None:
+    block = 1024
+    grid = max(1, min(programs, triton.cdiv(out_cap * hidden, block) + world))
+    hop_gather_copy_kernel[(grid,)](node_out, table, verdict, out, sizes, in_cap, out_cap, hidden, world,
+                                    WP=max(2, triton.next_power_of_2(world)), BLOCK=block)

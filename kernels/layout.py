@@ -40,7 +40,7 @@ ERR_BAD_SIZES = 2  # device sizes were negative or summed past the input's capac
 ERR_OUTPUT_TOO_SMALL = 4  # this rank's device size exceeded its output's capacity
 ERR_DISAGREE = 8  # a peer's call digest differed from this rank's (sizes, rows, width, dtype, mode...)
 ERR_FAILED = 16  # the workspace was already in the failed state when the call started
-ERR_HOP = 32  # multi-node: the check rows after the NCCL hop did not add up (hierarchy.py); set by the host side
+ERR_HOP = 32  # multi-node: the check rows after the NCCL hop did not add up or match (hierarchy.py; hop_kernel)
 ERR_RANKS_SHIFT = 16  # bit 16 + r: rank r reported a timeout or a disagreement
 STICKY = ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED | ERR_HOP  # cleared only by Workspace.reset()
 ERR_MESSAGES = {
@@ -49,8 +49,8 @@ ERR_MESSAGES = {
     ERR_FAILED: "calls were made while the workspace was in the failed state; their outputs are NaN",
     ERR_BAD_SIZES: "device sizes were negative or summed to more rows than the input holds",
     ERR_OUTPUT_TOO_SMALL: "sizes[rank] was larger than the output's row capacity",
-    ERR_HOP: ("the check rows after the inter-node hop did not add up: a rank on another node made a different "
-              "call, or another node's step failed (its rows are NaN)"),
+    ERR_HOP: ("the check rows after the inter-node hop did not add up (all_gatherv: did not match this rank's): a "
+              "rank on another node made a different call, or a node's step failed (its rows are NaN)"),
 }
 
 

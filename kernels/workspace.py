@@ -295,7 +295,9 @@ class Workspace:
 
         Multi-node groups grow their node workspace: its arena holds the rail-order copy of the input
         (plus the check rows: room for rows up to 64K elements wide on up to 32 nodes is added) and its
-        scratch and slots serve the node step."""
+        scratch and slots serve the node step. An ``all_gatherv`` there needs N x (P + R) rows of
+        arena (P: the rail's largest count; with device sizes the input capacity, so the gathered
+        rows' bytes suffice; with skewed host sizes up to N x a rank's rows: the call grows it)."""
         if self.hierarchy is not None:
             h = self.hierarchy
             extra = h.W * (h.W * 32 + 64 + (1 << 16)) * 4 if max_input_bytes else 0

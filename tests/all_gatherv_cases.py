@@ -85,11 +85,19 @@ def _random_bits(seed: int, rank: int, rows: int, rest: tuple, dtype: torch.dtyp
 
 
 def gather_bits_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_output: bool = True,
-                     device_sizes: bool = False, spare_rows: int = 0, group: str = "world", strided_output=False):
+                     device_sizes: bool = False, spare_rows: int = 0, group: str = "world", strided_output=False,
+                     ranks_per_node: int | None = None):
     """all_gatherv of a dtype the kernels do not compute in (int64 token ids, uint8, float64...): the
-    rows travel as words of the same bits and come back bit for bit, in the caller's dtype."""
+    rows travel as words of the same bits and come back bit for bit, in the caller's dtype.
+    ``ranks_per_node``: on a group split into nodes of that many ranks (the hierarchy)."""
     dtype_t = BIT_DTYPES[dtype]
-    grp, W, r, dev = ctx.groups[group], ctx.world, ctx.rank, ctx.device
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    if ranks_per_node is None:
+        grp = ctx.groups[group]
+    else:
+        from tests.hierarchy_cases import hier_group
+
+        grp = hier_group(ctx, ranks_per_node)
     rows = [_random_bits(seed, q, sizes[q], rest, dtype_t) for q in range(W)]
     want = torch.cat(rows)
     cap_in, cap_out = (max(sizes + [0]) + spare_rows, sum(sizes) + spare_rows) if device_sizes else (sizes[r], sum(sizes))

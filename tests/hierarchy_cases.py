@@ -49,6 +49,17 @@ def node_modes(ctx, *, sizes, hidden):
     return api.plan_call(h.node_ws, check_call(x, None, node_sizes, h.G, h.local), x).mode
 
 
+def node_gather_mode(ctx, *, sizes, hidden):
+    """The mode the node step of an all_gatherv with host ``sizes`` (bf16) takes in the ``mixed`` group:
+    each local rank brings its rail's N blocks of the rail's largest count plus the check rows."""
+    group = hier_group(ctx, 2, ll_bytes=512, push_bytes=4096)
+    ws = rsv.workspace(group, ctx.device)
+    h = ws.hierarchy
+    _, r = h.check_rows(hidden, False)
+    node_sizes = [h.N * (max(sizes[m * h.G + g] for m in range(h.N)) + r) for g in range(h.G)]
+    return "gather_ll" if max(node_sizes) * hidden * 2 <= h.node_ws.layout.ll_bytes else "gather"
+
+
 def hier_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, device_sizes=False, spare_rows=0,
               with_output=True, noncontig=False, repeat=1, ranks_per_node=2, hop_fp32=False, mixed=False):
     """One call per repeat (fresh inputs each), checked against the float64 sum and the reference
@@ -297,17 +308,235 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
     return seen
 
 
-def hier_gather_case(ctx, *, sizes: list, seed: int = 0):
-    """all_gatherv on a multi-node group: NCCL's (gloo's) padded all-gather over the whole group with
-    one warning; the result is the exact concatenation. Returns the warnings' texts."""
+def _gather_rows(seed: int, world: int, sizes: list, rest: tuple, dtype) -> list:
+    """Every rank's rows (CPU, fresh per seed, never zero)."""
+    parts = partials(seed, world, max(sizes + [1]), rest, dtype)
+    return [parts[q][: sizes[q]] for q in range(world)]
+
+
+def hier_gather_case(ctx, *, sizes: list, rest=(16,), dtype="bfloat16", seed=0, device_sizes=False, spare_rows=0,
+                     with_output=True, noncontig=False, repeat=1, ranks_per_node=2, mixed=False):
+    """all_gatherv on a multi-node group, one call per repeat with fresh rows: the output (poisoned
+    first) equals the concatenation of every rank's rows bit for bit and the reference collective's
+    flat all-gather; with device sizes (input and output capacities the same on every rank) rows
+    past sum(sizes) keep their poison; the input is not modified; no fallback warning; the node
+    step ran (its epoch moved: the call took the hierarchy, not a flat gather)."""
     import warnings
 
+    from tests.all_gatherv_cases import reference_gather
+
+    keywords = dict(ll_bytes=512, push_bytes=4096) if mixed else {}
+    group = hier_group(ctx, ranks_per_node, **keywords)
+    ws = rsv.workspace(group, ctx.device)
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    dtype_t = DTYPES[dtype]
+    rest = tuple(rest)
+    n = sum(sizes)
+    for i in range(repeat):
+        rows = _gather_rows(seed * 1000 + i, W, sizes, rest, dtype_t)
+        want = torch.cat(rows)
+        cap_in = max(sizes) + spare_rows if device_sizes else sizes[r]
+        mine = torch.cat([rows[r], torch.randn((cap_in - sizes[r], *rest)).to(dtype_t)]).to(dev)  # junk past the rows
+        if noncontig:
+            inp = torch.empty((cap_in, *rest, 2), dtype=dtype_t, device=dev)[..., 1]
+            inp.copy_(mine)
+        else:
+            inp = mine
+        before = inp.clone()
+        out = None
+        if with_output or device_sizes:
+            out = torch.full((n + spare_rows if device_sizes else n, *rest), POISON, dtype=dtype_t, device=dev)
+        arg = torch.tensor(sizes, dtype=torch.int32, device=dev) if device_sizes else list(sizes)
+        epoch = ws.epoch
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = rsv.all_gatherv(inp, out, sizes=arg, group=group)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ws.check()
+        warned = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+        if warned:
+            raise AssertionError(f"all_gatherv on a multi-node group warned: {warned}")
+        if ranks_per_node > 1 and ws.epoch == epoch:
+            raise AssertionError("the node step did not run: not the hierarchical gather")
+        if out is not None and got.data_ptr() != out.data_ptr():
+            raise AssertionError("result is not the output tensor that was passed")
+        if not torch.equal(inp, before):
+            raise AssertionError("input_ was modified")
+        if not torch.equal(got[:n].cpu(), want):
+            bad = (got[:n].cpu() != want).nonzero()[:5].tolist()
+            raise AssertionError(f"all_gatherv {sizes} call {i}: not the concatenation at {bad}")
+        if device_sizes and not torch.isnan(got[n:].float()).all():
+            raise AssertionError(f"all_gatherv {sizes}: rows past sum(sizes) were written")
+        if not torch.equal(got[:n], reference_gather(rows[r].to(dev), sizes, group)):
+            raise AssertionError(f"all_gatherv {sizes} call {i}: differs from the reference collective's gather")
+
+
+def hier_gather_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: int = 0):
+    """Ranks make different all_gatherv calls whose NCCL (gloo) counts still match, so the hop cannot
+    notice: every rank must get an error (NaN output, ``check()`` raises), none a silent result,
+    none a wait past the timeout; after ``reset()`` the next call is right. Returns (seconds, what
+    this rank saw, output all NaN?).
+
+    ``sizes_swapped_across_nodes``: node 0 passes [2, 3, 1, 1], node 1 [1, 3, 2, 1] (ranks 0 and 2,
+    rail 0, swap counts): every rail's largest count, so every hop and node-step count, is the
+    same on both nodes, every rank's rows and check rows lie where its node expects them, and each
+    node's own ranks agree. Only the digest bits in the check rows tell the nodes apart: with their
+    comparison disabled (``hop_gather_check_kernel`` comparing from element DIGEST_BITS on) node 0
+    returns 1 of rank 2's 2 rows and node 1 both of rank 0's, silently (checked 2026-11-30: the
+    test then fails, "a result that is not NaN"; so does ``other_node_dtype``, whose fp16 bits node
+    0 reads as bf16; ``other_node_device_sizes`` is still caught, by the size bits)."""
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    group = dist.new_group(list(range(W)), backend=backend)
+    ws = rsv.workspace(group, dev, ranks_per_node=2, timeout_s=timeout_s)
+    good = [2, 3, 1, 1]
+    sizes, dev_sizes, dtype = list(good), False, torch.bfloat16
+    if kind == "sizes_swapped_across_nodes" and r >= 2:
+        sizes = [1, 3, 2, 1]
+    elif kind == "other_node_device_sizes":  # blocks move at the capacity: only the size bits differ
+        dev_sizes = True
+        if r >= 2:
+            sizes = [1, 3, 2, 1]
+    elif kind == "other_node_dtype" and r >= 2:
+        dtype = torch.float16
+    elif kind == "int64_vs_float64_across_nodes":  # the same bytes, copied as the same words
+        dtype = torch.int64 if r < 2 else torch.float64
+    seen, nan = [], None
+    t0 = time.perf_counter()
+    try:
+        rows = _gather_rows(seed, W, sizes, (16,), dtype)
+        cap = 4
+        inp = rows[r].to(dev)
+        if dev_sizes:
+            inp = torch.cat([inp, torch.ones((cap - sizes[r], 16), dtype=dtype)]).to(dev)
+        out = torch.full((2 * cap if dev_sizes else sum(sizes), 16), POISON if dtype.is_floating_point else 7,
+                         dtype=dtype, device=dev)
+        arg = torch.tensor(sizes, dtype=torch.int64, device=dev) if dev_sizes else sizes
+        try:
+            rsv.all_gatherv(inp, out, sizes=arg, group=group)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            ws.check()
+        except RuntimeError as e:
+            seen.append(str(e))
+        poisoned = out[: sum(sizes)]  # other dtypes travel as float32 words, poisoned as such
+        nan = bool(torch.isnan(poisoned.float() if dtype in (torch.bfloat16, torch.float16)
+                               else poisoned.view(torch.float32)).all())
+        seconds = time.perf_counter() - t0
+        dist.barrier(group=group)
+        try:  # sticky
+            ws.check()
+        except RuntimeError as e:
+            seen.append(str(e))
+        ws.reset()
+        rows = _gather_rows(seed + 1, W, good, (16,), torch.bfloat16)
+        got = rsv.all_gatherv(rows[r].to(dev), sizes=good, group=group)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ws.check()
+        if not torch.equal(got.cpu(), torch.cat(rows)):
+            raise AssertionError("all_gatherv after reset: not the concatenation")
+    finally:
+        rsv.release(group)
+        dist.destroy_process_group(group)
+    return seconds, seen, nan
+
+
+def hier_gather_fault_case(ctx, *, failed_node: int = 0, seed: int = 0, device_sizes: bool = False):
+    """The node workspace of one node is in the failed state (as a timeout there leaves it) when an
+    all_gatherv starts: every rank, on every node, gets NaN and an error from ``check()``, the next
+    call too (sticky); after ``reset()`` on every rank the next calls are right."""
+    from reduce_scatterv import layout as L
+
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    group = dist.new_group(list(range(W)), backend=backend)
+    ws = rsv.workspace(group, dev, ranks_per_node=2, timeout_s=5.0)
+    seen = {}
+    sizes = [2, 1, 0, 3]
+    try:
+        if ws.hierarchy.node == failed_node:
+            ws.hierarchy.node_ws._err_word().bitwise_or_(L.ERR_TIMEOUT)
+        dist.barrier(group=group)
+        for phase in ("call", "sticky"):
+            rows = _gather_rows(seed, W, sizes, (16,), torch.bfloat16)
+            inp = torch.cat([rows[r], torch.zeros(3 - sizes[r], 16, dtype=torch.bfloat16)]) if device_sizes else rows[r]
+            out = torch.full((sum(sizes), 16), POISON, dtype=torch.bfloat16, device=dev)
+            arg = torch.tensor(sizes, device=dev) if device_sizes else sizes
+            try:
+                rsv.all_gatherv(inp.to(dev), out, sizes=arg, group=group)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                ws.check()
+                seen[phase] = None
+            except RuntimeError as e:
+                seen[phase] = str(e)
+            seen[phase + "_nan"] = bool(torch.isnan(out.float()).all())
+        ws.reset()
+        for i in range(3):
+            rows = _gather_rows(seed + 1 + i, W, sizes, (16,), torch.bfloat16)
+            got = rsv.all_gatherv(rows[r].to(dev), sizes=sizes, group=group)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            ws.check()
+            if not torch.equal(got.cpu(), torch.cat(rows)):
+                raise AssertionError(f"all_gatherv call {i} after reset: not the concatenation")
+    finally:
+        rsv.release(group)
+        dist.destroy_process_group(group)
+    return seen
+
+
+def hier_gather_bad_input_case(ctx, *, kind: str):
+    """Bad all_gatherv input on every rank of a multi-node group: (exception type, message) or None.
+    The shapes of ``all_gatherv_cases.bad_gather_input_case`` and ``hier_bad_input_case``'s device
+    sizes (flagged on the device, raised by ``check()``)."""
     group = hier_group(ctx)
-    parts = partials(seed, ctx.world, max(sizes + [1]), (8,), torch.bfloat16)
-    rows = [parts[r][: sizes[r]] for r in range(ctx.world)]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        got = rsv.all_gatherv(rows[ctx.rank].to(ctx.device), sizes=sizes, group=group)
-    if not torch.equal(got.cpu(), torch.cat(rows)):
-        raise AssertionError("all_gatherv on a multi-node group: not the concatenation")
-    return [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    W, dev = ctx.world, ctx.device
+    x = torch.randn(2, 8, device=dev).to(torch.bfloat16)
+    out = torch.empty(2 * W, 8, dtype=x.dtype, device=dev)
+    call = {
+        "rows_vs_sizes": lambda: rsv.all_gatherv(x, sizes=[3] * W, group=group),
+        "negative": lambda: rsv.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2), group=group),
+        "output_rows": lambda: rsv.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
+                                                sizes=[2] * W, group=group),
+        "dtype_float64": lambda: rsv.all_gatherv(x.double(), sizes=[2] * W, group=group),
+        "device_sizes_exceed_capacity": lambda: _checked(ctx, group, lambda: rsv.all_gatherv(
+            x, out, sizes=torch.full((W,), 3, device=dev), group=group)),
+        "device_sizes_negative": lambda: _checked(ctx, group, lambda: rsv.all_gatherv(
+            x, out, sizes=torch.tensor([-1] + [1] * (W - 1), device=dev), group=group)),
+    }[kind]
+    return raised(call)
+
+
+def hier_gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int,
+                           ranks_per_node: int = 2):
+    """CUDA: one multi-node all_gatherv with device sizes captured in a graph, replayed with new sizes
+    and rows written into the captured input: each replay equals the concatenation; rows past
+    sum(sizes) untouched."""
+    group = hier_group(ctx, ranks_per_node)
+    ws = rsv.workspace(group, ctx.device)
+    W, rank, dev = ctx.world, ctx.rank, ctx.device
+    inp = torch.zeros(per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
+    out = torch.empty(W * per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
+    sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
+    rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)  # warm up outside the graph: plans, growth
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)
+    for i, sizes in enumerate(size_sets):
+        rows = _gather_rows(seed * 100 + i, W, sizes, (hidden,), torch.bfloat16)
+        inp[: sizes[rank]].copy_(rows[rank].to(dev))
+        sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
+        out.fill_(POISON)
+        graph.replay()
+        torch.cuda.synchronize()
+        ws.check()
+        n = sum(sizes)
+        if not torch.equal(out[:n].cpu(), torch.cat(rows)):
+            raise AssertionError(f"replay {i} {sizes}: not the concatenation")
+        if not torch.isnan(out[n:].float()).all():
+            raise AssertionError(f"replay {i} {sizes}: rows past sum(sizes) were written")
+    del graph

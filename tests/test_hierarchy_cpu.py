@@ -1,8 +1,9 @@
-"""Multi-node reduce_scatterv (``kernels/hierarchy.py``) in CPU emulation: 4 processes as 2 nodes x 2
-ranks (``ranks_per_node=2``), the node step on the real kernels in Triton's interpreter, the hop on
-gloo between the "nodes"; 2 processes as 2 nodes x 1 for the trivial node step. Checked against the
-float64 sum of fresh random inputs and gloo's flat reduce_scatter, outputs poisoned first. Kept
-small: four interpreter processes share CI's two cores."""
+"""Multi-node reduce_scatterv and all_gatherv (``kernels/hierarchy.py``) in CPU emulation: 4 processes
+as 2 nodes x 2 ranks (``ranks_per_node=2``), the node step on the real kernels in Triton's
+interpreter, the hop on gloo between the "nodes"; 2 processes as 2 nodes x 1 for the trivial node
+step. reduce_scatterv is checked against the float64 sum of fresh random inputs and gloo's flat
+reduce_scatter, all_gatherv against the exact concatenation and gloo's flat all-gather, outputs
+poisoned first. Kept small: four interpreter processes share CI's two cores."""
 
 from __future__ import annotations
 
@@ -141,6 +142,111 @@ def test_invalid_ranks_per_node_raises(keyword):
         find_topology(["a"] * 4 if keyword != 9 else ["a"] * 18, keyword)
 
 
-def test_all_gatherv_on_a_multi_node_group_runs_the_flat_gather_with_one_warning(cpu_pools):
-    for warned in cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[2, 0, 3, 1], seed=2):
-        assert len(warned) <= 1 and all("multi-node groups run NCCL's all-gather" in w for w in warned), warned
+# ---- all_gatherv: the hierarchical gather (rail all-gather on gloo, then the node's fused gather)
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_all_gatherv_on_two_nodes_of_two_is_the_concatenation(cpu_pools, data):
+    """Any sizes (uneven, idle ranks, one owner, all zero, a node all idle), widths, dtypes, host or
+    device sizes, output given or not, input contiguous or not: the output (poisoned first) is the
+    concatenation of every rank's fresh rows bit for bit and gloo's flat all-gather; rows past
+    sum(sizes) untouched; no warning; the node step ran."""
+    device_sizes = data.draw(st.booleans())
+    sz = data.draw(st.one_of(sizes(4), st.tuples(st.integers(0, 12), st.integers(0, 12)).map(
+        lambda t: [0, 0, *t] if t[0] % 2 else [*t, 0, 0])))  # the second: a node all idle
+    cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=sz,
+                     rest=data.draw(st.sampled_from([(1,), (8,), (40,), (2, 24), (100,)])),
+                     dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                     seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
+                     spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                     with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0)
+
+
+@pytest.mark.parametrize("case", [
+    dict(sizes=[0, 0, 0, 0]),
+    dict(sizes=[0, 0, 0, 0], device_sizes=True, spare_rows=2),
+    dict(sizes=[0, 0, 5, 2], rest=(24,)),  # node 0 all idle
+    dict(sizes=[9, 0, 0, 0], rest=(64,)),  # one owner: rail 0 pads node 1's block to 9 rows
+    dict(sizes=[0, 0, 0, 7], rest=(64,), device_sizes=True, spare_rows=1),
+    dict(sizes=[3, 1, 0, 5], rest=(1,), dtype="float32", device_sizes=True),  # H = 1: 65 + 128 check rows
+    dict(sizes=[2, 2, 2, 2], rest=(8,), repeat=3),  # back to back, fresh rows each
+])
+def test_all_gatherv_focused_cases(cpu_pools, case):
+    cpu_pools[4].run(f"{CASES}:hier_gather_case", **case)
+
+
+def test_all_gatherv_and_reduce_scatterv_back_to_back_on_one_workspace(cpu_pools):
+    """One workspace (node limits 512 B / 4 KiB: the node steps take flagged words, the plain push and
+    the pull), calls in a row with fresh inputs: gathers and reduce-scatters alternate, host and
+    device sizes mixed, each checked."""
+    calls = [("gather", [0, 0, 0, 0], False, "gather_ll"), ("rsv", [3, 3, 3, 3], False, None),
+             ("gather", [40, 3, 9, 0], False, "gather"), ("gather", [1, 2, 0, 1], True, None),
+             ("rsv", [40, 3, 9, 0], False, None), ("gather", [0, 1, 0, 0], False, "gather"),
+             ("rsv", [9, 0, 0, 30], True, None), ("gather", [9, 0, 0, 30], True, None),
+             ("gather", [0, 0, 0, 0], False, "gather_ll"), ("rsv", [0, 1, 0, 0], False, None)]
+    for i, (op, sz, dev, mode) in enumerate(calls):
+        if mode:
+            assert set(cpu_pools[4].run(f"{CASES}:node_gather_mode", sizes=sz, hidden=64)) == {mode}, (sz, mode)
+        case = "hier_gather_case" if op == "gather" else "hier_case"
+        cpu_pools[4].run(f"{CASES}:{case}", sizes=sz, rest=(64,), device_sizes=dev, spare_rows=1 if dev else 0,
+                         seed=100 + i, mixed=True)
+
+
+@pytest.mark.parametrize("dtype,rest", [("int64", (3,)), ("uint8", (10,)), ("float64", (4,))], ids=str)
+@pytest.mark.parametrize("device_sizes", [False, True])
+def test_all_gatherv_on_two_nodes_of_two_moves_other_dtypes_bit_for_bit(cpu_pools, dtype, rest, device_sizes):
+    """Token ids and other dtypes through the hierarchy as words of the same bits (``words.py``)."""
+    cpu_pools[4].run("tests.all_gatherv_cases:gather_bits_case", sizes=[2, 0, 5, 1], rest=rest, dtype=dtype, seed=11,
+                     device_sizes=device_sizes, spare_rows=1 if device_sizes else 0, ranks_per_node=2)
+
+
+@pytest.mark.parametrize("device_sizes", [False, True])
+def test_all_gatherv_on_two_nodes_of_one_rank_the_trivial_node_step(cpu_pools, device_sizes):
+    cpu_pools[2].run(f"{CASES}:hier_gather_case", sizes=[3, 0], rest=(8,), ranks_per_node=1,
+                     device_sizes=device_sizes, spare_rows=1 if device_sizes else 0, repeat=2)
+
+
+@pytest.mark.parametrize("kind", ["sizes_swapped_across_nodes", "other_node_device_sizes", "other_node_dtype",
+                                  "int64_vs_float64_across_nodes"])
+def test_all_gatherv_ranks_that_disagree_all_get_an_error(cpu_pools, kind):
+    """The nodes make different gathers whose hop and node-step counts match (the gloo / NCCL hop
+    cannot notice): every rank gets an error naming the hop's check and NaN output, sticky until
+    reset(), no rank waits past the timeout, and after reset() the next call is right.
+    Mutation check (2026-11-30): with the digest bits left out of the comparison in
+    ``hop_gather_check_kernel`` the ``sizes_swapped_across_nodes`` and ``other_node_dtype`` cases
+    fail here (silent results that are not NaN; see the case's docstring)."""
+    results = cpu_pools[4].run(f"{CASES}:hier_gather_disagree_case", kind=kind, timeout_s=3.0, seed=3)
+    for rank, (seconds, seen, nan) in enumerate(results):
+        assert nan, f"rank {rank}: a result that is not NaN for {kind}: {seen}"
+        assert len(seen) == 2, f"rank {rank}: not an error from the call and from the next check(): {seen}"
+        assert all("did not add up" in s and "failed state" in s for s in seen), (rank, seen)
+        assert seconds < 60, f"rank {rank}: waited {seconds:.0f} s"
+
+
+@pytest.mark.parametrize("device_sizes", [False, True])
+def test_all_gatherv_a_failed_node_fails_every_rank_until_reset(cpu_pools, device_sizes):
+    results = cpu_pools[4].run(f"{CASES}:hier_gather_fault_case", failed_node=0, seed=5, device_sizes=device_sizes)
+    for rank, seen in enumerate(results):
+        assert seen["call"] and seen["call_nan"], (rank, seen)
+        assert seen["sticky"] and seen["sticky_nan"] and "failed state" in seen["sticky"], (rank, seen)
+        if rank >= 2:  # the other node learns it from the fault element
+            assert "did not add up" in seen["call"], (rank, seen)
+
+
+GATHER_BAD = {
+    "rows_vs_sizes": ("ValueError", "input_ has 2 rows but sizes[{rank}] = 3"),
+    "negative": ("ValueError", "negative"),
+    "output_rows": ("ValueError", "output has shape"),
+    "dtype_float64": ("TypeError", "float64 is not supported"),
+    "device_sizes_exceed_capacity": ("RuntimeError", "device sizes were negative or summed"),
+    "device_sizes_negative": ("RuntimeError", "device sizes were negative or summed"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GATHER_BAD))
+def test_all_gatherv_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, kind):
+    results = cpu_pools[4].run(f"{CASES}:hier_gather_bad_input_case", kind=kind)
+    want_type, want_words = GATHER_BAD[kind]
+    for rank, got in enumerate(results):
+        assert got is not None and got[0] == want_type and want_words.format(rank=rank) in got[1], (rank, got)
+    cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[1, 0, 2, 1])  # the group still works afterwards

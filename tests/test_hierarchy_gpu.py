@@ -1,8 +1,9 @@
-"""Multi-node reduce_scatterv (``kernels/hierarchy.py``) on GPUs of one host, against NCCL.
+"""Multi-node reduce_scatterv and all_gatherv (``kernels/hierarchy.py``) on GPUs of one host, against NCCL.
 
 On 4 GPUs: 2 "nodes" x 2 (``ranks_per_node=2``): the fused node step over NVLink, the hop on NCCL
 over NVLink too (it stands in for the network), hypothesis over sizes vs NCCL's flat
-reduce_scatter, CUDA-graph capture with device sizes, disagreement, a failed node, bad input.
+reduce_scatter (all_gatherv: the exact concatenation and NCCL's flat all-gather), CUDA-graph
+capture with device sizes, both collectives back to back, disagreement, a failed node, bad input.
 On 2 GPUs: 2 x 1 (``ranks_per_node=1``), a smoke test of the wiring only: the node step is a
 copy, so it measures nothing of the hierarchy. Skipped, with the reason, where GPUs are missing.
 
@@ -99,3 +100,79 @@ def test_bad_input_raises_on_every_rank(gpu_pools, kind):
     results = gpu_pools[4].run(f"{CASES}:hier_bad_input_case", kind=kind)
     assert all(r is not None for r in results) and len({r[0] for r in results}) == 1, results
     gpu_pools[4].run(f"{CASES}:hier_case", sizes=[1, 0, 2, 1], rest=(64,))
+
+
+# ---- all_gatherv: 2 x 1 (wiring only), then 2 x 2
+def _draw_gather(data, world: int, max_rows: int) -> dict:
+    device_sizes = data.draw(st.booleans())
+    return dict(sizes=data.draw(sizes(world, max_rows)),
+                rest=data.draw(st.sampled_from([(8,), (40,), (4096,), (7168,), (2, 24)])),
+                dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
+                spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0)
+
+
+@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_smoke_all_gatherv_two_nodes_of_one_gpu(gpu_pools, data):
+    """The gather's wiring (blocks, check rows, NCCL's rail all-gather, check and copy); the node step
+    is a copy."""
+    gpu_pools[2].run(f"{CASES}:hier_gather_case", ranks_per_node=1, **_draw_gather(data, 2, 300))
+
+
+def test_smoke_all_gatherv_two_nodes_of_one_gpu_graph_replays(gpu_pools):
+    gpu_pools[2].run(f"{CASES}:hier_gather_graph_case", per_rank_capacity=64, hidden=7168, seed=2, ranks_per_node=1,
+                     size_sets=[[1, 1], [0, 0], [64, 0], [3, 17], [64, 64], [0, 5]])
+
+
+@NEEDS_FOUR
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzz_all_gatherv_two_nodes_of_two_is_the_concatenation(gpu_pools, data):
+    gpu_pools[4].run(f"{CASES}:hier_gather_case", **_draw_gather(data, 4, 600))
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("per_rank_capacity", [16, 1024])
+def test_all_gatherv_cuda_graph_replays_with_new_device_sizes(gpu_pools, per_rank_capacity):
+    c = per_rank_capacity
+    gpu_pools[4].run(f"{CASES}:hier_gather_graph_case", per_rank_capacity=c, hidden=7168, seed=4,
+                     size_sets=[[1] * 4, [0] * 4, [c, 0, 0, 0], [(3 * r + 1) % (c + 1) for r in range(4)], [c] * 4,
+                                [0, 0, 0, 5]])
+
+
+@NEEDS_FOUR
+def test_all_gatherv_and_reduce_scatterv_back_to_back(gpu_pools):
+    """Both collectives alternate on one workspace, host and device sizes, decode to prefill sizes."""
+    for i in range(12):
+        sz = [(i * 7 + r * 3) % 9 * (1, 16, 90)[i % 3] for r in range(4)]
+        dev = i % 4 == 3
+        case = "hier_gather_case" if i % 2 else "hier_case"
+        gpu_pools[4].run(f"{CASES}:{case}", sizes=sz, rest=(7168,), seed=i, repeat=2, device_sizes=dev,
+                         spare_rows=1 if dev else 0)
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("kind", ["sizes_swapped_across_nodes", "other_node_device_sizes", "other_node_dtype"])
+def test_all_gatherv_ranks_that_disagree_all_get_an_error(gpu_pools, kind):
+    results = gpu_pools[4].run(f"{CASES}:hier_gather_disagree_case", kind=kind, timeout_s=3.0, seed=3)
+    for rank, (seconds, seen, nan) in enumerate(results):
+        assert len(seen) == 2 and nan and seconds < 30, (rank, seconds, seen, nan)
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("device_sizes", [False, True])
+def test_all_gatherv_a_failed_node_fails_every_rank_until_reset(gpu_pools, device_sizes):
+    results = gpu_pools[4].run(f"{CASES}:hier_gather_fault_case", failed_node=1, seed=5, device_sizes=device_sizes)
+    for rank, seen in enumerate(results):
+        assert seen["call"] and seen["call_nan"] and seen["sticky"] and seen["sticky_nan"], (rank, seen)
+
+
+@NEEDS_FOUR
+@pytest.mark.parametrize("kind", ["rows_vs_sizes", "dtype_float64", "device_sizes_exceed_capacity",
+                                  "device_sizes_negative"])
+def test_all_gatherv_bad_input_raises_on_every_rank(gpu_pools, kind):
+    results = gpu_pools[4].run(f"{CASES}:hier_gather_bad_input_case", kind=kind)
+    assert all(r is not None for r in results) and len({r[0] for r in results}) == 1, results
+    gpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[1, 0, 2, 1], rest=(64,))
