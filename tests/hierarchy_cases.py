@@ -501,7 +501,8 @@ def hier_gather_bad_input_case(ctx, *, kind: str):
         "negative": lambda: rsv.all_gatherv(x, sizes=[2, -1] + [2] * (W - 2), group=group),
         "output_rows": lambda: rsv.all_gatherv(x, torch.empty((2 * W + 1, 8), dtype=x.dtype, device=dev),
                                                 sizes=[2] * W, group=group),
-        "dtype_float64": lambda: rsv.all_gatherv(x.double(), sizes=[2] * W, group=group),
+        "odd_row_bytes": lambda: rsv.all_gatherv(torch.ones((2, 3), dtype=torch.uint8, device=dev), sizes=[2] * W,
+                                                 group=group),
         "device_sizes_exceed_capacity": lambda: _checked(ctx, group, lambda: rsv.all_gatherv(
             x, out, sizes=torch.full((W,), 3, device=dev), group=group)),
         "device_sizes_negative": lambda: _checked(ctx, group, lambda: rsv.all_gatherv(

@@ -237,7 +237,7 @@ GATHER_BAD = {
     "rows_vs_sizes": ("ValueError", "input_ has 2 rows but sizes[{rank}] = 3"),
     "negative": ("ValueError", "negative"),
     "output_rows": ("ValueError", "output has shape"),
-    "dtype_float64": ("TypeError", "float64 is not supported"),
+    "odd_row_bytes": ("TypeError", "must be a whole number of 2 bytes"),
     "device_sizes_exceed_capacity": ("RuntimeError", "device sizes were negative or summed"),
     "device_sizes_negative": ("RuntimeError", "device sizes were negative or summed"),
 }

@@ -170,7 +170,7 @@ def test_all_gatherv_a_failed_node_fails_every_rank_until_reset(gpu_pools, devic
 
 
 @NEEDS_FOUR
-@pytest.mark.parametrize("kind", ["rows_vs_sizes", "dtype_float64", "device_sizes_exceed_capacity",
+@pytest.mark.parametrize("kind", ["rows_vs_sizes", "odd_row_bytes", "device_sizes_exceed_capacity",
                                   "device_sizes_negative"])
 def test_all_gatherv_bad_input_raises_on_every_rank(gpu_pools, kind):
     results = gpu_pools[4].run(f"{CASES}:hier_gather_bad_input_case", kind=kind)
