@@ -14,7 +14,7 @@ from reduce_scatterv import api
 from tests.cases import DTYPES, POISON, partials, raised
 
 
-def _rows(seed: int, world: int, sizes: list, rest: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
+def gather_rows(seed: int, world: int, sizes: list, rest: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
     """Every rank's rows (CPU, fresh per call, never zero): rank r's are the first sizes[r] rows of
     its partials."""
     parts = partials(seed, world, max(sizes + [1]), rest, dtype)
@@ -42,7 +42,7 @@ def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_ou
     grp = ctx.groups[group]
     W, r, dev = ctx.world, ctx.rank, ctx.device
     for k in range(repeat):
-        rows = _rows(seed + k, W, sizes, rest, dtype_t)
+        rows = gather_rows(seed + k, W, sizes, rest, dtype_t)
         want = torch.cat(rows)
         cap_in, cap_out = (max(sizes + [0]) + spare_rows, sum(sizes) + spare_rows) if device_sizes else (sizes[r], None)
         if resident:  # Workspace.empty is collective: every rank asks for the same shape, then slices
@@ -190,22 +190,34 @@ def bad_gather_input_case(ctx, *, kind: str):
     return raised(call)
 
 
-def gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int) -> None:
+def gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int,
+                      ranks_per_node: int | None = None) -> None:
     """CUDA: one all_gatherv call with device sizes captured in a graph, replayed with new sizes and
-    rows written into the captured buffers; each replay equals the concatenation."""
+    rows written into the captured buffers; each replay equals the concatenation, rows past
+    sum(sizes) untouched. ``ranks_per_node``: on a group split into nodes (the hierarchy; its input
+    is an ordinary tensor, since the hierarchy copies it into its blocks anyway); otherwise the
+    input lies in the workspace."""
     W, r, dev = ctx.world, ctx.rank, ctx.device
-    ws = rsv.workspace(ctx.groups["world"], dev)
-    ws.reserve(max_input_bytes=per_rank_capacity * hidden * 2, arena_bytes=per_rank_capacity * hidden * 2)
-    inp = ws.empty(per_rank_capacity, hidden, dtype=torch.bfloat16)
+    if ranks_per_node is None:
+        group = ctx.groups["world"]
+        ws = rsv.workspace(group, dev)
+        ws.reserve(max_input_bytes=per_rank_capacity * hidden * 2, arena_bytes=per_rank_capacity * hidden * 2)
+        inp = ws.empty(per_rank_capacity, hidden, dtype=torch.bfloat16)
+    else:
+        from tests.hierarchy_cases import hier_group
+
+        group = hier_group(ctx, ranks_per_node)
+        ws = rsv.workspace(group, dev)
+        inp = torch.zeros(per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
     out = torch.empty((W * per_rank_capacity, hidden), dtype=torch.bfloat16, device=dev)
     sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
-    rsv.all_gatherv(inp, out, sizes=sizes_dev)  # compile and warm up outside the graph
+    rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)  # compile, plan and grow outside the graph
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        rsv.all_gatherv(inp, out, sizes=sizes_dev)
+        rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)
     for i, sizes in enumerate(size_sets):
-        rows = _rows(seed + i, W, sizes, (hidden,), torch.bfloat16)
+        rows = gather_rows(seed + i, W, sizes, (hidden,), torch.bfloat16)
         inp[: sizes[r]].copy_(rows[r].to(dev))
         sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
         out.fill_(POISON)

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import reduce_scatterv as rsv
+from tests.all_gatherv_cases import gather_rows
 from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
 
 _groups: dict = {}
@@ -308,12 +309,6 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
     return seen
 
 
-def _gather_rows(seed: int, world: int, sizes: list, rest: tuple, dtype) -> list:
-    """Every rank's rows (CPU, fresh per seed, never zero)."""
-    parts = partials(seed, world, max(sizes + [1]), rest, dtype)
-    return [parts[q][: sizes[q]] for q in range(world)]
-
-
 def hier_gather_case(ctx, *, sizes: list, rest=(16,), dtype="bfloat16", seed=0, device_sizes=False, spare_rows=0,
                      with_output=True, noncontig=False, repeat=1, ranks_per_node=2, mixed=False):
     """all_gatherv on a multi-node group, one call per repeat with fresh rows: the output (poisoned
@@ -333,7 +328,7 @@ def hier_gather_case(ctx, *, sizes: list, rest=(16,), dtype="bfloat16", seed=0, 
     rest = tuple(rest)
     n = sum(sizes)
     for i in range(repeat):
-        rows = _gather_rows(seed * 1000 + i, W, sizes, rest, dtype_t)
+        rows = gather_rows(seed * 1000 + i, W, sizes, rest, dtype_t)
         want = torch.cat(rows)
         cap_in = max(sizes) + spare_rows if device_sizes else sizes[r]
         mine = torch.cat([rows[r], torch.randn((cap_in - sizes[r], *rest)).to(dtype_t)]).to(dev)  # junk past the rows
@@ -405,7 +400,7 @@ def hier_gather_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: i
     seen, nan = [], None
     t0 = time.perf_counter()
     try:
-        rows = _gather_rows(seed, W, sizes, (16,), dtype)
+        rows = gather_rows(seed, W, sizes, (16,), dtype)
         cap = 4
         inp = rows[r].to(dev)
         if dev_sizes:
@@ -430,7 +425,7 @@ def hier_gather_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: i
         except RuntimeError as e:
             seen.append(str(e))
         ws.reset()
-        rows = _gather_rows(seed + 1, W, good, (16,), torch.bfloat16)
+        rows = gather_rows(seed + 1, W, good, (16,), torch.bfloat16)
         got = rsv.all_gatherv(rows[r].to(dev), sizes=good, group=group)
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -460,7 +455,7 @@ def hier_gather_fault_case(ctx, *, failed_node: int = 0, seed: int = 0, device_s
             ws.hierarchy.node_ws._err_word().bitwise_or_(L.ERR_TIMEOUT)
         dist.barrier(group=group)
         for phase in ("call", "sticky"):
-            rows = _gather_rows(seed, W, sizes, (16,), torch.bfloat16)
+            rows = gather_rows(seed, W, sizes, (16,), torch.bfloat16)
             inp = torch.cat([rows[r], torch.zeros(3 - sizes[r], 16, dtype=torch.bfloat16)]) if device_sizes else rows[r]
             out = torch.full((sum(sizes), 16), POISON, dtype=torch.bfloat16, device=dev)
             arg = torch.tensor(sizes, device=dev) if device_sizes else sizes
@@ -475,7 +470,7 @@ def hier_gather_fault_case(ctx, *, failed_node: int = 0, seed: int = 0, device_s
             seen[phase + "_nan"] = bool(torch.isnan(out.float()).all())
         ws.reset()
         for i in range(3):
-            rows = _gather_rows(seed + 1 + i, W, sizes, (16,), torch.bfloat16)
+            rows = gather_rows(seed + 1 + i, W, sizes, (16,), torch.bfloat16)
             got = rsv.all_gatherv(rows[r].to(dev), sizes=sizes, group=group)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
@@ -509,35 +504,3 @@ def hier_gather_bad_input_case(ctx, *, kind: str):
             x, out, sizes=torch.tensor([-1] + [1] * (W - 1), device=dev), group=group)),
     }[kind]
     return raised(call)
-
-
-def hier_gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list, seed: int,
-                           ranks_per_node: int = 2):
-    """CUDA: one multi-node all_gatherv with device sizes captured in a graph, replayed with new sizes
-    and rows written into the captured input: each replay equals the concatenation; rows past
-    sum(sizes) untouched."""
-    group = hier_group(ctx, ranks_per_node)
-    ws = rsv.workspace(group, ctx.device)
-    W, rank, dev = ctx.world, ctx.rank, ctx.device
-    inp = torch.zeros(per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
-    out = torch.empty(W * per_rank_capacity, hidden, dtype=torch.bfloat16, device=dev)
-    sizes_dev = torch.ones(W, dtype=torch.int32, device=dev)
-    rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)  # warm up outside the graph: plans, growth
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        rsv.all_gatherv(inp, out, sizes=sizes_dev, group=group)
-    for i, sizes in enumerate(size_sets):
-        rows = _gather_rows(seed * 100 + i, W, sizes, (hidden,), torch.bfloat16)
-        inp[: sizes[rank]].copy_(rows[rank].to(dev))
-        sizes_dev.copy_(torch.tensor(sizes, dtype=torch.int32))
-        out.fill_(POISON)
-        graph.replay()
-        torch.cuda.synchronize()
-        ws.check()
-        n = sum(sizes)
-        if not torch.equal(out[:n].cpu(), torch.cat(rows)):
-            raise AssertionError(f"replay {i} {sizes}: not the concatenation")
-        if not torch.isnan(out[n:].float()).all():
-            raise AssertionError(f"replay {i} {sizes}: rows past sum(sizes) were written")
-    del graph

@@ -82,32 +82,47 @@ def test_ranks_that_disagree_all_get_an_error(cpu_pools, kind):
         assert any("did not add up" in s or "different calls" in s for s in seen), seen
 
 
-def test_a_failed_node_fails_every_rank_until_reset(cpu_pools):
-    results = cpu_pools[4].run(f"{CASES}:hier_fault_case", failed_node=0, seed=5)
+@pytest.mark.parametrize("case,device_sizes", [("hier_fault_case", None), ("hier_gather_fault_case", False),
+                                               ("hier_gather_fault_case", True)],
+                         ids=["reduce_scatterv", "all_gatherv", "all_gatherv-device_sizes"])
+def test_a_failed_node_fails_every_rank_until_reset(cpu_pools, case, device_sizes):
+    """Node 0's workspace is in the failed state: every rank's call is NaN and flagged, the other node
+    learning it from the check rows (the fault element), and it stays so until reset()."""
+    keywords = {} if device_sizes is None else {"device_sizes": device_sizes}
+    results = cpu_pools[4].run(f"{CASES}:{case}", failed_node=0, seed=5, **keywords)
     for rank, seen in enumerate(results):
         assert seen["call"] and seen["call_nan"], (rank, seen)
         assert seen["sticky"] and seen["sticky_nan"] and "failed state" in seen["sticky"], (rank, seen)
-        if rank >= 2:  # the other node learns it from the check rows
+        if rank >= 2:
             assert "did not add up" in seen["call"], (rank, seen)
 
 
-BAD = {
-    "rows_mismatch": ("ValueError", "rows but sum(sizes)"),
-    "negative_size": ("ValueError", "negative"),
-    "dtype_float64": ("TypeError", "float64 is not supported"),
-    "output_rows": ("ValueError", "output has shape"),
-    "device_sizes_exceed_capacity": ("RuntimeError", "output's row capacity"),
-    "device_sizes_negative": ("RuntimeError", "negative"),
+BAD = {  # (collective, kind): (exception type, words of its message, {rank} filled in)
+    ("reduce_scatterv", "rows_mismatch"): ("ValueError", "rows but sum(sizes)"),
+    ("reduce_scatterv", "negative_size"): ("ValueError", "negative"),
+    ("reduce_scatterv", "dtype_float64"): ("TypeError", "float64 is not supported"),
+    ("reduce_scatterv", "output_rows"): ("ValueError", "output has shape"),
+    ("reduce_scatterv", "device_sizes_exceed_capacity"): ("RuntimeError", "output's row capacity"),
+    ("reduce_scatterv", "device_sizes_negative"): ("RuntimeError", "negative"),
+    ("all_gatherv", "rows_vs_sizes"): ("ValueError", "input_ has 2 rows but sizes[{rank}] = 3"),
+    ("all_gatherv", "negative"): ("ValueError", "negative"),
+    ("all_gatherv", "output_rows"): ("ValueError", "output has shape"),
+    ("all_gatherv", "odd_row_bytes"): ("TypeError", "must be a whole number of 2 bytes"),
+    ("all_gatherv", "device_sizes_exceed_capacity"): ("RuntimeError", "device sizes were negative or summed"),
+    ("all_gatherv", "device_sizes_negative"): ("RuntimeError", "device sizes were negative or summed"),
 }
+BAD_CASES = {"reduce_scatterv": ("hier_bad_input_case", "hier_case"),  # the bad call, then a good one
+             "all_gatherv": ("hier_gather_bad_input_case", "hier_gather_case")}
 
 
-@pytest.mark.parametrize("kind", sorted(BAD))
-def test_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, kind):
-    results = cpu_pools[4].run(f"{CASES}:hier_bad_input_case", kind=kind)
-    want_type, want_words = BAD[kind]
+@pytest.mark.parametrize("op,kind", sorted(BAD), ids="-".join)
+def test_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, op, kind):
+    bad, good = BAD_CASES[op]
+    results = cpu_pools[4].run(f"{CASES}:{bad}", kind=kind)
+    want_type, want_words = BAD[op, kind]
     for rank, got in enumerate(results):
-        assert got is not None and got[0] == want_type and want_words in got[1], (rank, got)
-    cpu_pools[4].run(f"{CASES}:hier_case", sizes=[1, 0, 2, 1])  # the group still works afterwards
+        assert got is not None and got[0] == want_type and want_words.format(rank=rank) in got[1], (rank, got)
+    cpu_pools[4].run(f"{CASES}:{good}", sizes=[1, 0, 2, 1])  # the group still works afterwards
 
 
 def test_ranks_per_node_is_a_creation_keyword_in_the_fingerprint(cpu_pools):
@@ -221,32 +236,3 @@ def test_all_gatherv_ranks_that_disagree_all_get_an_error(cpu_pools, kind):
         assert len(seen) == 2, f"rank {rank}: not an error from the call and from the next check(): {seen}"
         assert all("did not add up" in s and "failed state" in s for s in seen), (rank, seen)
         assert seconds < 60, f"rank {rank}: waited {seconds:.0f} s"
-
-
-@pytest.mark.parametrize("device_sizes", [False, True])
-def test_all_gatherv_a_failed_node_fails_every_rank_until_reset(cpu_pools, device_sizes):
-    results = cpu_pools[4].run(f"{CASES}:hier_gather_fault_case", failed_node=0, seed=5, device_sizes=device_sizes)
-    for rank, seen in enumerate(results):
-        assert seen["call"] and seen["call_nan"], (rank, seen)
-        assert seen["sticky"] and seen["sticky_nan"] and "failed state" in seen["sticky"], (rank, seen)
-        if rank >= 2:  # the other node learns it from the fault element
-            assert "did not add up" in seen["call"], (rank, seen)
-
-
-GATHER_BAD = {
-    "rows_vs_sizes": ("ValueError", "input_ has 2 rows but sizes[{rank}] = 3"),
-    "negative": ("ValueError", "negative"),
-    "output_rows": ("ValueError", "output has shape"),
-    "odd_row_bytes": ("TypeError", "must be a whole number of 2 bytes"),
-    "device_sizes_exceed_capacity": ("RuntimeError", "device sizes were negative or summed"),
-    "device_sizes_negative": ("RuntimeError", "device sizes were negative or summed"),
-}
-
-
-@pytest.mark.parametrize("kind", sorted(GATHER_BAD))
-def test_all_gatherv_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, kind):
-    results = cpu_pools[4].run(f"{CASES}:hier_gather_bad_input_case", kind=kind)
-    want_type, want_words = GATHER_BAD[kind]
-    for rank, got in enumerate(results):
-        assert got is not None and got[0] == want_type and want_words.format(rank=rank) in got[1], (rank, got)
-    cpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[1, 0, 2, 1])  # the group still works afterwards

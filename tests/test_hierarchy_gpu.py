@@ -122,8 +122,8 @@ def test_smoke_all_gatherv_two_nodes_of_one_gpu(gpu_pools, data):
 
 
 def test_smoke_all_gatherv_two_nodes_of_one_gpu_graph_replays(gpu_pools):
-    gpu_pools[2].run(f"{CASES}:hier_gather_graph_case", per_rank_capacity=64, hidden=7168, seed=2, ranks_per_node=1,
-                     size_sets=[[1, 1], [0, 0], [64, 0], [3, 17], [64, 64], [0, 5]])
+    gpu_pools[2].run("tests.all_gatherv_cases:gather_graph_case", per_rank_capacity=64, hidden=7168, seed=2,
+                     ranks_per_node=1, size_sets=[[1, 1], [0, 0], [64, 0], [3, 17], [64, 64], [0, 5]])
 
 
 @NEEDS_FOUR
@@ -137,9 +137,9 @@ def test_fuzz_all_gatherv_two_nodes_of_two_is_the_concatenation(gpu_pools, data)
 @pytest.mark.parametrize("per_rank_capacity", [16, 1024])
 def test_all_gatherv_cuda_graph_replays_with_new_device_sizes(gpu_pools, per_rank_capacity):
     c = per_rank_capacity
-    gpu_pools[4].run(f"{CASES}:hier_gather_graph_case", per_rank_capacity=c, hidden=7168, seed=4,
-                     size_sets=[[1] * 4, [0] * 4, [c, 0, 0, 0], [(3 * r + 1) % (c + 1) for r in range(4)], [c] * 4,
-                                [0, 0, 0, 5]])
+    gpu_pools[4].run("tests.all_gatherv_cases:gather_graph_case", per_rank_capacity=c, hidden=7168, seed=4,
+                     ranks_per_node=2, size_sets=[[1] * 4, [0] * 4, [c, 0, 0, 0],
+                                                  [(3 * r + 1) % (c + 1) for r in range(4)], [c] * 4, [0, 0, 0, 5]])
 
 
 @NEEDS_FOUR
