@@ -194,6 +194,15 @@ def _checked(ctx, group, call):
     return out
 
 
+def _error_of(ctx, group, call) -> str | None:
+    """What a checked call raised (the workspace's RuntimeError), or None."""
+    try:
+        _checked(ctx, group, call)
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
 def hier_keywords_case(ctx):
     """ranks_per_node is a creation keyword: given again with another value it raises naming it;
     ranks that pass different values all raise at creation, naming it and the ranks."""
@@ -284,14 +293,8 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
         for phase in ("call", "sticky"):
             parts = partials(seed, W, sum(sizes), (16,), torch.bfloat16)
             out = torch.full((sizes[r], 16), POISON, dtype=torch.bfloat16, device=ctx.device)
-            try:
-                rsv.reduce_scatterv(parts[r].to(ctx.device), out, sizes=sizes, group=group)
-                if ctx.device.type == "cuda":
-                    torch.cuda.synchronize()
-                ws.check()
-                seen[phase] = None
-            except RuntimeError as e:
-                seen[phase] = str(e)
+            seen[phase] = _error_of(ctx, group, lambda: rsv.reduce_scatterv(parts[r].to(ctx.device), out,
+                                                                             sizes=sizes, group=group))
             seen[phase + "_nan"] = bool(torch.isnan(out.float()).all())
         ws.reset()
         for i in range(3):
@@ -459,14 +462,7 @@ def hier_gather_fault_case(ctx, *, failed_node: int = 0, seed: int = 0, device_s
             inp = torch.cat([rows[r], torch.zeros(3 - sizes[r], 16, dtype=torch.bfloat16)]) if device_sizes else rows[r]
             out = torch.full((sum(sizes), 16), POISON, dtype=torch.bfloat16, device=dev)
             arg = torch.tensor(sizes, device=dev) if device_sizes else sizes
-            try:
-                rsv.all_gatherv(inp.to(dev), out, sizes=arg, group=group)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                ws.check()
-                seen[phase] = None
-            except RuntimeError as e:
-                seen[phase] = str(e)
+            seen[phase] = _error_of(ctx, group, lambda: rsv.all_gatherv(inp.to(dev), out, sizes=arg, group=group))
             seen[phase + "_nan"] = bool(torch.isnan(out.float()).all())
         ws.reset()
         for i in range(3):

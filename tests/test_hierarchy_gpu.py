@@ -87,19 +87,29 @@ def test_ranks_that_disagree_all_get_an_error(gpu_pools, kind):
 
 
 @NEEDS_FOUR
-def test_a_failed_node_fails_every_rank_until_reset(gpu_pools):
-    results = gpu_pools[4].run(f"{CASES}:hier_fault_case", failed_node=1, seed=5)
+@pytest.mark.parametrize("case,device_sizes", [("hier_fault_case", None), ("hier_gather_fault_case", False),
+                                               ("hier_gather_fault_case", True)],
+                         ids=["reduce_scatterv", "all_gatherv", "all_gatherv-device_sizes"])
+def test_a_failed_node_fails_every_rank_until_reset(gpu_pools, case, device_sizes):
+    keywords = {} if device_sizes is None else {"device_sizes": device_sizes}
+    results = gpu_pools[4].run(f"{CASES}:{case}", failed_node=1, seed=5, **keywords)
     for rank, seen in enumerate(results):
         assert seen["call"] and seen["call_nan"] and seen["sticky"] and seen["sticky_nan"], (rank, seen)
 
 
+BAD = {"reduce_scatterv": ("hier_bad_input_case", "hier_case", ["rows_mismatch", "dtype_float64"]),
+       "all_gatherv": ("hier_gather_bad_input_case", "hier_gather_case", ["rows_vs_sizes", "odd_row_bytes"])}
+
+
 @NEEDS_FOUR
-@pytest.mark.parametrize("kind", ["rows_mismatch", "dtype_float64", "device_sizes_exceed_capacity",
-                                  "device_sizes_negative"])
-def test_bad_input_raises_on_every_rank(gpu_pools, kind):
-    results = gpu_pools[4].run(f"{CASES}:hier_bad_input_case", kind=kind)
+@pytest.mark.parametrize("op,kind", [(op, k) for op, (_, _, kinds) in BAD.items()
+                                     for k in kinds + ["device_sizes_exceed_capacity", "device_sizes_negative"]],
+                         ids="-".join)
+def test_bad_input_raises_on_every_rank(gpu_pools, op, kind):
+    bad, good, _ = BAD[op]
+    results = gpu_pools[4].run(f"{CASES}:{bad}", kind=kind)
     assert all(r is not None for r in results) and len({r[0] for r in results}) == 1, results
-    gpu_pools[4].run(f"{CASES}:hier_case", sizes=[1, 0, 2, 1], rest=(64,))
+    gpu_pools[4].run(f"{CASES}:{good}", sizes=[1, 0, 2, 1], rest=(64,))
 
 
 # ---- all_gatherv: 2 x 1 (wiring only), then 2 x 2
@@ -159,20 +169,3 @@ def test_all_gatherv_ranks_that_disagree_all_get_an_error(gpu_pools, kind):
     results = gpu_pools[4].run(f"{CASES}:hier_gather_disagree_case", kind=kind, timeout_s=3.0, seed=3)
     for rank, (seconds, seen, nan) in enumerate(results):
         assert len(seen) == 2 and nan and seconds < 30, (rank, seconds, seen, nan)
-
-
-@NEEDS_FOUR
-@pytest.mark.parametrize("device_sizes", [False, True])
-def test_all_gatherv_a_failed_node_fails_every_rank_until_reset(gpu_pools, device_sizes):
-    results = gpu_pools[4].run(f"{CASES}:hier_gather_fault_case", failed_node=1, seed=5, device_sizes=device_sizes)
-    for rank, seen in enumerate(results):
-        assert seen["call"] and seen["call_nan"] and seen["sticky"] and seen["sticky_nan"], (rank, seen)
-
-
-@NEEDS_FOUR
-@pytest.mark.parametrize("kind", ["rows_vs_sizes", "odd_row_bytes", "device_sizes_exceed_capacity",
-                                  "device_sizes_negative"])
-def test_all_gatherv_bad_input_raises_on_every_rank(gpu_pools, kind):
-    results = gpu_pools[4].run(f"{CASES}:hier_gather_bad_input_case", kind=kind)
-    assert all(r is not None for r in results) and len({r[0] for r in results}) == 1, results
-    gpu_pools[4].run(f"{CASES}:hier_gather_case", sizes=[1, 0, 2, 1], rest=(64,))
