@@ -10,6 +10,9 @@ fused_pull      "fused" with flagged words off (the pull kernel)
 nccl_allreduce  SGLang's default gather: zero a [sum(sizes), H] buffer, copy own rows in, all-reduce
 nccl_allgatherv torch.distributed.all_gather with uneven outputs = NCCL grouped broadcast, one per
                 rank (SGLang's GroupCoordinator.all_gatherv)
+hier2           rsv.all_gatherv on a group split into 2 "nodes" of world/2 ranks (kernels/hierarchy.py);
+                on one host NVLink stands in for the network: this measures the hierarchy's overheads,
+                not a network. Not in the default list (even world sizes): ``--impls fused,hier2``
 
 Rank 0 prints a table and writes JSON lines to ``<out>/<card>-W<world>-gather-<preset>.jsonl``.
 """
@@ -31,6 +34,7 @@ from reduce_scatterv._triton_mode import kernel_module
 from reduce_scatterv.timing import time_call
 
 IMPLS = ("fused", "fused_copy", "fused_pull", "nccl_allreduce", "nccl_allgatherv")
+KNOWN = IMPLS + ("hier2",)
 PRESETS = {
     "tiny": ([1, 3], [16], ["even", "uneven", "idle_rank"]),
     "latency": ([1, 2, 4, 8, 16, 32], [7168], ["even", "uneven", "idle_rank", "one_owner"]),
@@ -42,6 +46,11 @@ def build(impl: str, mine: torch.Tensor, sizes: list[int], rank: int):
     """(call, output) for ``impl`` gathering this rank's ``mine`` [sizes[rank], H]."""
     H, n = mine.shape[1], sum(sizes)
     out = torch.empty((n, H), dtype=mine.dtype, device=mine.device)
+    if impl == "hier2":
+        from bench.impls import hier_group
+
+        group = hier_group(len(sizes))
+        return (lambda: rsv.all_gatherv(mine, out, sizes=sizes, group=group)), out
     if impl.startswith("fused"):
         inp = mine
         if impl != "fused_copy":  # Workspace.empty is collective: the same shape on every rank, then sliced
@@ -85,8 +94,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     names = args.impls.split(",")
-    if set(names) - set(IMPLS):
-        ap.error(f"unknown --impls {sorted(set(names) - set(IMPLS))}; known: {', '.join(IMPLS)}")
+    if set(names) - set(KNOWN):
+        ap.error(f"unknown --impls {sorted(set(names) - set(KNOWN))}; known: {', '.join(KNOWN)}")
     device = dist_env.init()
     kernel_module(device.type)
     preset = args.preset or ("latency" if device.type == "cuda" else "tiny")

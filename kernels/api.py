@@ -15,6 +15,7 @@ import torch.distributed as dist
 from . import configs, epilogues
 from .words import FLOAT_CODES, FLOAT_DTYPES, as_words
 from ._triton_mode import kernel_module
+from .hierarchy import all_gather_even
 from .validation import Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
 from .workspace import Workspace, workspace
@@ -508,7 +509,7 @@ def _nccl_gather_fallback(input_: torch.Tensor, output: torch.Tensor, call: Call
     padded = torch.zeros((m, *call.rest), dtype=input_.dtype, device=input_.device)
     padded[: sizes[rank]].copy_(input_[: sizes[rank]])
     gathered = torch.empty((world * m, *call.rest), dtype=input_.dtype, device=input_.device)
-    dist.all_gather_into_tensor(gathered, padded, group=group)
+    all_gather_even(gathered, padded, group=group)
     at = 0
     for r, n in enumerate(sizes):
         output[at: at + n].copy_(gathered[r * m: r * m + n])

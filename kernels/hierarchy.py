@@ -394,7 +394,7 @@ class Hierarchy:
         recv = full[: node_sizes[self.local]]
         err = ws._err_word()  # after empty(): growth moves the workspace
         kern.hop_fault(err, send, fault_at, False, L.STICKY)
-        dist.all_gather_into_tensor(recv, send, group=self.rail_group)
+        all_gather_even(recv, send, group=self.rail_group)
         # 2. the node step: local rank g brings its rail's N blocks
         node_out = torch.empty(sum(node_sizes), hidden, dtype=dtype, device=dev)
         error = self._node_step(recv, node_out, node_sizes, gather=True)
@@ -412,5 +412,7 @@ class Hierarchy:
                                                                                 device=device))
 
 
-# torch 2.13 renamed reduce_scatter_tensor (same signature) and warns on the old name
+# torch 2.13 renamed reduce_scatter_tensor and all_gather_into_tensor (same signatures) and warns on the
+# old names; torch 2.11 (the GPU image) has only those
 _reduce_scatter_even = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+all_gather_even = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

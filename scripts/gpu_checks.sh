@@ -48,7 +48,8 @@ for phase in "$@"; do
     gather) run gather 200 torchrun --nproc-per-node $NG -m bench.gather --preset ${GATHER_PRESET:-latency} --out "$LOG/results" ;;
     hier) run hier ${TESTS_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_hierarchy_gpu.py -p no:cacheprovider ;;
     nvshmem) run nvshmem ${TESTS_LIMIT:-480} env KERNELS_SYMM_MEM_BACKEND=nvshmem RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_hierarchy_gpu.py -k "${TESTS_K:-not fuzz_model}" -p no:cacheprovider ;;
-    hierbench) run hierbench 300 torchrun --nproc-per-node 4 -m bench --preset quick --impls fused,nccl_rsv,hier2,hier2_fp32 --no-plot --out "$LOG/results/hier" ;;
+    hierbench) run hierbench 300 torchrun --nproc-per-node 4 -m bench --preset quick --impls fused,nccl_rsv,hier2,hier2_fp32 --no-plot --out "$LOG/results/hier"
+        run hiergather 200 torchrun --nproc-per-node 4 -m bench.gather --preset latency --impls fused,nccl_allgatherv,hier2 --out "$LOG/results/hier" ;;
     quick4) run quick4 240 torchrun --nproc-per-node 4 -m bench --preset quick --out "$LOG/results" ;;
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
     bench) run bench ${BENCH_LIMIT:-480} torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
