@@ -500,3 +500,32 @@ def hier_gather_bad_input_case(ctx, *, kind: str):
             x, out, sizes=torch.tensor([-1] + [1] * (W - 1), device=dev), group=group)),
     }[kind]
     return raised(call)
+
+
+def hier_wrap_case(ctx, *, start_epoch: int, calls: int, seed: int) -> int:
+    """Both collectives on a multi-node group whose node workspaces start at ``start_epoch``, across
+    the wrap point, in every node mode (flagged words, plain push, pull: small push limits), one rank
+    late on every other call (the NCCL / gloo hop has no epochs; the node step's signals do): every
+    call right. Returns the epoch after the calls."""
+    W, r, dev = ctx.world, ctx.rank, ctx.device
+    group = hier_group(ctx, 2, start_epoch=start_epoch, ll_bytes=512, push_bytes=4096)
+    ws = rsv.workspace(group, dev)
+    for i in range(calls):
+        sizes = [(i * 5 + q * 3) % 7 * (1, 4, 30)[i % 3] for q in range(W)]
+        if i % 2 and r == (i // 2) % W:
+            time.sleep(0.2)  # late on every other call, a different rank each time
+        if i % 4 < 2:
+            parts = partials(seed * 100 + i, W, sum(sizes), (16,), torch.bfloat16)
+            got = rsv.reduce_scatterv(parts[r].to(dev), sizes=sizes, group=group)
+            truth, abs_sum = exact_sum(parts, sum(sizes[:r]), sizes[r])
+            assert_close(f"call {i} reduce_scatterv {sizes} from epoch {start_epoch}", got, truth,
+                         hier_tolerance(torch.bfloat16, truth, abs_sum, W, 2, False))
+        else:
+            rows = gather_rows(seed * 100 + i, W, sizes, (16,), torch.bfloat16)
+            got = rsv.all_gatherv(rows[r].to(dev), sizes=sizes, group=group)
+            if not torch.equal(got.cpu(), torch.cat(rows)):
+                raise AssertionError(f"call {i} all_gatherv {sizes} from epoch {start_epoch}: not the concatenation")
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    ws.check()
+    return ws.epoch

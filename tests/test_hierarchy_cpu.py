@@ -236,3 +236,12 @@ def test_all_gatherv_ranks_that_disagree_all_get_an_error(cpu_pools, kind):
         assert len(seen) == 2, f"rank {rank}: not an error from the call and from the next check(): {seen}"
         assert all("did not add up" in s and "failed state" in s for s in seen), (rank, seen)
         assert seconds < 60, f"rank {rank}: waited {seconds:.0f} s"
+
+
+@pytest.mark.parametrize("start", [2**31 - 3, 2**32 - 3, 2**64 - 3])
+def test_both_collectives_stay_right_across_the_wrap_points_of_the_node_step(cpu_pools, start):
+    """The protocol's wrap-safety (test_protocol_cpu.py) holds through the hierarchy: the node
+    workspaces start just before each wrap point; twelve calls of both collectives in every node
+    mode, a rank late on every other call; the epoch counted on (one node-step call per call)."""
+    for epoch in cpu_pools[4].run(f"{CASES}:hier_wrap_case", start_epoch=start, calls=12, seed=start % 1000):
+        assert epoch == (start + 12) % 2**64, epoch
