@@ -77,7 +77,7 @@ def compile_case(ctx, *, hidden: int = 7168, dtypes=("bfloat16", "float16", "flo
     from reduce_scatterv.epilogues import HcPost, ResidualRMSNorm
     from tests.hierarchy_cases import hier_group
 
-    W, r, dev = ctx.world, ctx.rank, ctx.device
+    W, r = ctx.world, ctx.rank
     size_sets = [[1] * W, [0] + [3] * (W - 1), [40] * W]
     groups = dict(ctx.groups)
     groups["nodes"] = hier_group(ctx, max(1, W // 2))
