@@ -115,7 +115,7 @@ BAD_CASES = {"reduce_scatterv": ("hier_bad_input_case", "hier_case"),  # the bad
              "all_gatherv": ("hier_gather_bad_input_case", "hier_gather_case")}
 
 
-@pytest.mark.parametrize("op,kind", sorted(BAD), ids="-".join)
+@pytest.mark.parametrize("op,kind", sorted(BAD), ids=[f"{op}-{kind}" for op, kind in sorted(BAD)])
 def test_bad_input_raises_the_same_clear_error_on_every_rank(cpu_pools, op, kind):
     bad, good = BAD_CASES[op]
     results = cpu_pools[4].run(f"{CASES}:{bad}", kind=kind)

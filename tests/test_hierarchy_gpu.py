@@ -28,23 +28,30 @@ EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
 CASES = "tests.hierarchy_cases"
 
 
-def _draw(data, world: int, max_rows: int) -> dict:
+CALL_CASES = {"reduce_scatterv": "hier_case", "all_gatherv": "hier_gather_case"}
+
+
+def _draw(data, world: int, max_rows: int, op: str = "reduce_scatterv") -> dict:
     device_sizes = data.draw(st.booleans())
-    return dict(sizes=data.draw(sizes(world, max_rows)),
-                rest=data.draw(st.sampled_from([(8,), (40,), (4096,), (7168,), (2, 24)])),
-                dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
-                seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
-                spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
-                with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0,
-                hop_fp32=data.draw(st.integers(0, 3)) == 0)
+    drawn = dict(sizes=data.draw(sizes(world, max_rows)),
+                 rest=data.draw(st.sampled_from([(8,), (40,), (4096,), (7168,), (2, 24)])),
+                 dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
+                 seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
+                 spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
+                 with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0)
+    if op == "reduce_scatterv":
+        drawn["hop_fp32"] = data.draw(st.integers(0, 3)) == 0
+    return drawn
 
 
 # ---- 2 GPUs: 2 nodes x 1 (wiring only)
+@pytest.mark.parametrize("op", sorted(CALL_CASES))
 @settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_smoke_two_nodes_of_one_gpu_match_nccl(gpu_pools, data):
-    """The wiring (rail order, check rows, NCCL hop, owner's copy); measures nothing of the hierarchy."""
-    gpu_pools[2].run(f"{CASES}:hier_case", ranks_per_node=1, **_draw(data, 2, 300))
+def test_smoke_two_nodes_of_one_gpu_match_nccl(gpu_pools, op, data):
+    """The wiring (rail order or blocks, check rows, NCCL's hop, the owner's check and copy); the node
+    step is trivial: measures nothing of the hierarchy."""
+    gpu_pools[2].run(f"{CASES}:{CALL_CASES[op]}", ranks_per_node=1, **_draw(data, 2, 300, op))
 
 
 def test_smoke_two_nodes_of_one_gpu_graph_replays(gpu_pools):
@@ -54,10 +61,11 @@ def test_smoke_two_nodes_of_one_gpu_graph_replays(gpu_pools):
 
 # ---- 4 GPUs: 2 nodes x 2
 @NEEDS_FOUR
+@pytest.mark.parametrize("op", sorted(CALL_CASES))
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_fuzz_two_nodes_of_two_match_nccl(gpu_pools, data):
-    gpu_pools[4].run(f"{CASES}:hier_case", **_draw(data, 4, 600))
+def test_fuzz_two_nodes_of_two_match_nccl(gpu_pools, op, data):
+    gpu_pools[4].run(f"{CASES}:{CALL_CASES[op]}", **_draw(data, 4, 600, op))
 
 
 @NEEDS_FOUR
@@ -99,12 +107,12 @@ def test_a_failed_node_fails_every_rank_until_reset(gpu_pools, case, device_size
 
 BAD = {"reduce_scatterv": ("hier_bad_input_case", "hier_case", ["rows_mismatch", "dtype_float64"]),
        "all_gatherv": ("hier_gather_bad_input_case", "hier_gather_case", ["rows_vs_sizes", "odd_row_bytes"])}
+BAD_KINDS = [(op, k) for op, (_, _, kinds) in BAD.items()
+             for k in kinds + ["device_sizes_exceed_capacity", "device_sizes_negative"]]
 
 
 @NEEDS_FOUR
-@pytest.mark.parametrize("op,kind", [(op, k) for op, (_, _, kinds) in BAD.items()
-                                     for k in kinds + ["device_sizes_exceed_capacity", "device_sizes_negative"]],
-                         ids="-".join)
+@pytest.mark.parametrize("op,kind", BAD_KINDS, ids=[f"{op}-{kind}" for op, kind in BAD_KINDS])
 def test_bad_input_raises_on_every_rank(gpu_pools, op, kind):
     bad, good, _ = BAD[op]
     results = gpu_pools[4].run(f"{CASES}:{bad}", kind=kind)
@@ -113,34 +121,9 @@ def test_bad_input_raises_on_every_rank(gpu_pools, op, kind):
 
 
 # ---- all_gatherv: 2 x 1 (wiring only), then 2 x 2
-def _draw_gather(data, world: int, max_rows: int) -> dict:
-    device_sizes = data.draw(st.booleans())
-    return dict(sizes=data.draw(sizes(world, max_rows)),
-                rest=data.draw(st.sampled_from([(8,), (40,), (4096,), (7168,), (2, 24)])),
-                dtype=data.draw(st.sampled_from(["bfloat16", "float16", "float32"])),
-                seed=data.draw(st.integers(0, 2**20)), device_sizes=device_sizes,
-                spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
-                with_output=data.draw(st.booleans()), noncontig=data.draw(st.integers(0, 3)) == 0)
-
-
-@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.data())
-def test_smoke_all_gatherv_two_nodes_of_one_gpu(gpu_pools, data):
-    """The gather's wiring (blocks, check rows, NCCL's rail all-gather, check and copy); the node step
-    is a copy."""
-    gpu_pools[2].run(f"{CASES}:hier_gather_case", ranks_per_node=1, **_draw_gather(data, 2, 300))
-
-
 def test_smoke_all_gatherv_two_nodes_of_one_gpu_graph_replays(gpu_pools):
     gpu_pools[2].run("tests.all_gatherv_cases:gather_graph_case", per_rank_capacity=64, hidden=7168, seed=2,
                      ranks_per_node=1, size_sets=[[1, 1], [0, 0], [64, 0], [3, 17], [64, 64], [0, 5]])
-
-
-@NEEDS_FOUR
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.data())
-def test_fuzz_all_gatherv_two_nodes_of_two_is_the_concatenation(gpu_pools, data):
-    gpu_pools[4].run(f"{CASES}:hier_gather_case", **_draw_gather(data, 4, 600))
 
 
 @NEEDS_FOUR
