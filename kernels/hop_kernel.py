@@ -100,19 +100,26 @@ def hop_fault_kernel(err_ptr, out_ptr, pos_ptr, n, FORCE: tl.constexpr, STICKY: 
 
 
 @triton.jit
+def _differs(got_ptr, want_ptr, n, BLOCK: tl.constexpr):
+    """1 if any of the ``n`` check elements at ``got_ptr`` (any dtype, compared in fp32; NaN differs)
+    is not the fp32 value at ``want_ptr``, else 0 (int32)."""
+    bad = tl.zeros([BLOCK], tl.int32)
+    for c in range(0, n, BLOCK):
+        o = c + tl.arange(0, BLOCK)
+        m = o < n
+        got = tl.load(got_ptr + o, mask=m, other=0.0).to(tl.float32)
+        want = tl.load(want_ptr + o, mask=m, other=0.0)
+        bad = tl.maximum(bad, (m & (got != want)).to(tl.int32))
+    return tl.max(bad, axis=0)
+
+
+@triton.jit
 def hop_finish_kernel(recv_ptr, expect_ptr, out_ptr, err_ptr, sizes_ptr, q, n_host, rows_cap, H, check_len,
                       ERR_HOP: tl.constexpr, DEVICE_SIZES: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     data = tl.cast(rows_cap, tl.int64) * H  # tl.cast: an int argument equal to 1 is a constexpr
-    bad = tl.zeros([BLOCK], tl.int32)
-    for c in range(0, check_len, BLOCK):
-        o = c + tl.arange(0, BLOCK)
-        m = o < check_len
-        got = tl.load(recv_ptr + data + o, mask=m, other=0.0).to(tl.float32)
-        want = tl.load(expect_ptr + o, mask=m, other=0.0)
-        bad = tl.maximum(bad, (m & (got != want)).to(tl.int32))
-    failed = tl.max(bad, axis=0) != 0
+    failed = _differs(recv_ptr + data, expect_ptr, check_len, BLOCK) != 0
     if DEVICE_SIZES:
         n = tl.load(sizes_ptr + q).to(tl.int64)
         n = tl.minimum(tl.maximum(n, 0), rows_cap)
@@ -143,14 +150,7 @@ def hop_gather_check_kernel(node_ptr, table_ptr, expect_ptr, verdict_ptr, err_pt
     q = tl.program_id(0)
     w = tl.cast(W, tl.int64)  # tl.cast: an int argument equal to 1 is a constexpr
     chk = tl.load(table_ptr + w + q) * tl.cast(H, tl.int64)  # table row 1: where block q's check rows start
-    bad = tl.zeros([BLOCK], tl.int32)
-    for c in range(0, check_len, BLOCK):
-        o = c + tl.arange(0, BLOCK)
-        m = o < check_len
-        got = tl.load(node_ptr + chk + o, mask=m, other=0.0).to(tl.float32)
-        want = tl.load(expect_ptr + o, mask=m, other=0.0)
-        bad = tl.maximum(bad, (m & (got != want)).to(tl.int32))
-    failed = tl.max(bad, axis=0)
+    failed = _differs(node_ptr + chk, expect_ptr, check_len, BLOCK)
     tl.store(verdict_ptr + q, failed)
     if failed != 0:
         tl.atomic_or(err_ptr, tl.cast(ERR_HOP, tl.int64), sem="relaxed")
