@@ -133,10 +133,7 @@ def main(argv=None) -> None:
                     records.append(path, (dict(date=stamp, card=card, world=world, hidden=hidden, dtype="bfloat16",
                                                distribution=dist_name, rows_per_rank=rows, sizes=sizes, impl=name,
                                                median_us=round(us, 2)) for name, us in results.items()))
-    if rank == 0:
-        print(f"# wrote {path}")
-    dist.barrier()
-    dist.destroy_process_group()
+    records.close(path if rank == 0 else None)
 
 
 if __name__ == "__main__":

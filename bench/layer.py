@@ -65,10 +65,7 @@ def main(argv=None) -> None:
                 records.append(path, (dict(date=stamp, card=card, world=world, model=cfg.name, distribution=dist_name,
                                            rows_per_rank=rows, sizes=sizes, path=mode, layers=cfg.num_layers,
                                            **{k: round(v, 2) for k, v in parts.items()}) for mode, parts in t.items()))
-    if rank == 0:
-        print(f"# wrote {path}")
-    dist.barrier()
-    dist.destroy_process_group()
+    records.close(path if rank == 0 else None)
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import torch.distributed as dist
+
 from reduce_scatterv import configs
 
 
@@ -27,3 +29,12 @@ def append(path: Path, records) -> None:
     """Add measurements (dicts) to a results file, as the sweep goes (a run cut short keeps them)."""
     with open(path, "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def close(path: Path | None) -> None:
+    """End a benchmark run on every rank: rank 0 names the file it wrote (``path``; None on the other
+    ranks), then all leave the process group together."""
+    if path is not None:
+        print(f"# wrote {path}")
+    dist.barrier()
+    dist.destroy_process_group()

@@ -22,11 +22,10 @@ kernel's, with the same writers, readers and guarantees. Not measured on GPUs ye
 import triton
 import triton.language as tl
 
-from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, barrier, begin_call, call_digest, chaos,
-                      check_digests, end_call, header_words, peer_bases, poison_range, post_digest, word_ptr)
+from .signals import (FAULTS, PMAX, barrier, begin_call, call_digest, chaos, check_digests, end_call, header_words,
+                      peer_bases, poison_range, post_digest, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, tile, vec
 
-FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit

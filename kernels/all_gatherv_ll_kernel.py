@@ -24,12 +24,10 @@ import triton
 import triton.language as tl
 
 from .push_kernel import poll_flagged
-from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, await_digests, begin_call, call_digest, chaos,
-                      digest_fault, end_call, header_words, ll_flag, peer_bases, poison_range, post_digest,
-                      uniform_max, word_ptr)
+from .signals import (FAULTS, PMAX, await_digests, begin_call, call_digest, chaos, digest_fault, end_call, header_words,
+                      ll_flag, open_exchange, peer_bases, poison_range, uniform_max, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
 
-FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit
@@ -128,11 +126,7 @@ def all_gatherv_ll_kernel(
     call_row = CALL + (parity * PMAX + pid) * W
     call_slots = word_ptr(my_base, call_row + lanes)
 
-    # a failed workspace writes no peer word and waits for nothing (masks, as in push_kernel)
-    err |= tl.where(failed, ERR_FAILED, 0)
-    live_peers = tl.where((err & FAULTS) == 0, peers, False)
-    chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
-    post_digest(bases, call_row, rank, digest, live_peers)
+    err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     flag = ll_flag(epoch)
     _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, slot_off,
           slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)

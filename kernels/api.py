@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -298,11 +299,14 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
     whose ranks cannot reach each other's memory to ``fallback`` (NCCL), make the tensors the
     kernels take (contiguous rows on 4-byte boundaries; anything else goes through a copy), run
     ``launch(ws, call, inp, out)`` under the workspace's stream guard, copy back, and on CPU raise
-    what the kernel flagged."""
+    what the kernel flagged. ``dtype_code``: the caller's dtype for the call digests, where the
+    tensors are words of it (``words.py``)."""
     group = group if group is not None else dist.group.WORLD
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     call = check(input_, output, sizes, world, rank)
     _check_backend(input_, group, op)
+    if dtype_code is not None:  # the caller's dtype where the tensors are words of it (all_gatherv)
+        launch = functools.partial(launch, dtype_code=dtype_code)
     if epilogue is not None:  # the kernels' f: the epilogue's f_out, or nothing (any tensor: unused)
         output = epilogue.f_out if epilogue.f_out is not None else epilogue.out
     elif output is None:
@@ -460,16 +464,13 @@ def all_gatherv(
     on NCCL, then the node's fused gather, every rank block verified by its check rows): the same
     arguments and result; between nodes, NCCL's failure semantics for calls whose NCCL counts differ.
     """
-    if not isinstance(input_, torch.Tensor) or input_.dim() == 0 or input_.dtype in FLOAT_DTYPES:
-        return _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_,
-                           output, sizes, group)
-    w = as_words("all_gatherv", input_, output)  # an exact copy: other dtypes travel as words (words.py)
-
-    def launch(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor) -> None:
-        _launch_all_gatherv(ws, call, inp, out, dtype_code=w.code)
-
-    return w.restore(_collective("all_gatherv", check_gather_call, launch, _nccl_gather_fallback, w.input_, w.output,
-                                 sizes, group, dtype_code=w.code))
+    w = None
+    if isinstance(input_, torch.Tensor) and input_.dim() > 0 and input_.dtype not in FLOAT_DTYPES:
+        w = as_words("all_gatherv", input_, output)  # an exact copy: other dtypes travel as words (words.py)
+        input_, output = w.input_, w.output
+    result = _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_, output,
+                         sizes, group, dtype_code=w.code if w is not None else None)
+    return result if w is None else w.restore(result)
 
 
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,

@@ -33,13 +33,12 @@ As in the pull kernel, programs of one index only ever wait for programs of the 
 import triton
 import triton.language as tl
 
-from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, await_digests, begin_call, call_digest,
-                      chaos, check_digests, digest_fault, end_call, header_words, ll_flag, peer_bases, poison,
-                      poll_fault, post_digest, release, uniform_max, wait_words, word_ptr)
+from .signals import (FAULTS, PMAX, ROUND_BITS, await_digests, begin_call, call_digest, chaos, check_digests,
+                      digest_fault, end_call, header_words, ll_flag, open_exchange, peer_bases, poison, poll_fault,
+                      release, uniform_max, wait_words, word_ptr)
 from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
-FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit
@@ -270,12 +269,7 @@ def reduce_scatterv_push_kernel(
     call_row = CALL + (parity * PMAX + pid) * W
     call_slots = word_ptr(my_base, call_row + lanes)
 
-    # A failed workspace writes no peer word and waits for nothing: masks, not a branch, so that the
-    # loads of the input need not wait for the ERR word
-    err |= tl.where(failed, ERR_FAILED, 0)
-    live_peers = tl.where((err & FAULTS) == 0, peers, False)
-    chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
-    post_digest(bases, call_row, rank, digest, live_peers)
+    err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     if FLAGGED:
         flag = ll_flag(epoch)
         _ll_push(bases, in_addr, first, count, tiles, live_peers, slot_off, slot_bytes, parity, flag, rank, pid,

@@ -35,13 +35,11 @@ The signals, their values and why no stale one can pass: ``signals.py``.
 import triton
 import triton.language as tl
 
-from .signals import (ERR_DISAGREE, ERR_FAILED, ERR_TIMEOUT, PMAX, ROUND_BITS, barrier, begin_call, call_digest, chaos,
-                      check_digests, end_call, header_words, peer_bases, poison, post_digest, release, wait_words,
-                      word_ptr)
+from .signals import (FAULTS, PMAX, ROUND_BITS, barrier, begin_call, call_digest, chaos, check_digests, end_call,
+                      header_words, peer_bases, poison, post_digest, release, wait_words, word_ptr)
 from .epilogue_functions import finish, poison_outputs
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
-FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)
 
 
 @triton.jit

@@ -114,6 +114,7 @@ ERR_TIMEOUT = tl.constexpr(L.ERR_TIMEOUT)
 ERR_DISAGREE = tl.constexpr(L.ERR_DISAGREE)
 ERR_FAILED = tl.constexpr(L.ERR_FAILED)
 ERR_RANKS_SHIFT = tl.constexpr(L.ERR_RANKS_SHIFT)
+FAULTS = tl.constexpr(ERR_TIMEOUT | ERR_DISAGREE | ERR_FAILED)  # what stops a call: it writes and waits no more
 STICKY = tl.constexpr(L.STICKY)
 # compiled: the GPU's global timer (ns) and bar.red; interpreted (no inline assembly there): the
 # clock word ERR[1], which a host thread of CPU emulation keeps at time.monotonic_ns()
@@ -288,6 +289,18 @@ def post_digest(bases, call_row, rank, digest, peers):
     of CALL[E&1][p][0]). A plain 8-byte store: readers poll for it or read it after a release that
     follows in this program."""
     tl.store(word_ptr(bases, call_row + rank), peers.to(tl.int64) * 0 + digest, mask=peers)
+
+
+@triton.jit
+def open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS: tl.constexpr):
+    """Start a push-style call's exchange: returns (err, live peers). A failed workspace writes no
+    peer word and waits for nothing: masks, not a branch, so that the loads of the input need not
+    wait for the ERR word. Then this rank's digest goes to every live peer (``post_digest``)."""
+    err |= tl.where(failed, ERR_FAILED, 0)
+    live_peers = tl.where((err & FAULTS) == 0, peers, False)
+    chaos(chaos_seed, 0, pid, rank, my_base, CHAOS)
+    post_digest(bases, call_row, rank, digest, live_peers)
+    return err, live_peers
 
 
 @triton.jit
