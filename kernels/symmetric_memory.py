@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 
@@ -45,12 +46,28 @@ def allocate(group: dist.ProcessGroup, nbytes: int, device: torch.device, backen
             warnings.simplefilter("ignore", FutureWarning)
             symm_mem.enable_symm_mem_for_group(group.group_name)
     buffer = symm_mem.empty(nbytes, dtype=torch.uint8, device=device)
-    handle = symm_mem.rendezvous(buffer, group)
+    try:
+        handle = symm_mem.rendezvous(buffer, group)
+    except RuntimeError as e:
+        if backend == "nvshmem" and "Failed to create a new team" in str(e):
+            raise RuntimeError(out_of_teams_message(group)) from e
+        raise
     buffer.zero_()
     table = torch.tensor(list(handle.buffer_ptrs), dtype=torch.int64, device=device)
     torch.cuda.synchronize(device)
     dist.barrier(group=group)
     return buffer, table, (buffer, handle)
+
+
+def out_of_teams_message(group: dist.ProcessGroup) -> str:
+    """Why NVSHMEM could not take another group, and what to do (the same on every rank)."""
+    limit = os.environ.get("NVSHMEM_MAX_TEAMS")
+    return (f"reduce_scatterv.workspace(backend='nvshmem'): NVSHMEM has no team left for process group "
+            f"{group.group_name!r}. PyTorch's NVSHMEM backend makes one NVSHMEM team per process group that "
+            "allocates symmetric memory and never frees it (destroy_process_group does not), and NVSHMEM allows "
+            f"NVSHMEM_MAX_TEAMS per process ({'default 32' if limit is None else f'now {limit}'}; a few are its own). "
+            "Create fewer groups over the process's life, or set NVSHMEM_MAX_TEAMS higher in the environment "
+            "before NVSHMEM starts (the first symmetric allocation)")
 
 
 def reachable(group: dist.ProcessGroup, device: torch.device) -> bool:

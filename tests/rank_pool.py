@@ -95,6 +95,10 @@ class RankPool:
         self.outboxes = [ctx.Queue() for _ in range(world)]
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {"PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+        if device_type == "cuda" and os.environ.get("KERNELS_SYMM_MEM_BACKEND", "").lower() == "nvshmem":
+            # these ranks serve a whole session and every case makes its own groups: on NVSHMEM each
+            # takes a team that is never freed, beyond NVSHMEM's default 32 (symmetric_memory.py)
+            env.setdefault("NVSHMEM_MAX_TEAMS", os.environ.get("NVSHMEM_MAX_TEAMS", "256"))
         self.procs = [ctx.Process(target=_worker, args=(r, world, port, device_type, self.inboxes[r],
                                                         self.outboxes[r], env), daemon=True)
                       for r in range(world)]

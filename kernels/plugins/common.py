@@ -139,7 +139,8 @@ def meet(engine: str, group_name: str, *, cpu_group: dist.ProcessGroup, world_si
     elif world_size > api.MAX_WORLD:
         reason = f"{world_size} ranks: the fused kernel serves groups of up to {api.MAX_WORLD} ranks (one node)"
     elif hosts > 1:
-        reason = f"its ranks are on {hosts} hosts: the fused kernel serves one node (multi-node is not supported yet)"
+        reason = (f"its ranks are on {hosts} hosts: the plugins serve one node (the library's multi-node path builds "
+                  "a host plan per sizes tuple, which an engine's graph capture cannot make)")
     elif device.type == "cpu" and not _cpu_emulation:
         reason = "CPU tensors: CPU emulation (Triton's interpreter) is for tests only"
     elif device.type not in ("cuda", "cpu"):
