@@ -14,10 +14,10 @@ import torch
 import torch.distributed as dist
 
 from . import configs, epilogues
-from .words import FLOAT_CODES, FLOAT_DTYPES, as_words
+from .words import FLOAT_CODES, as_words
 from ._triton_mode import kernel_module
 from .hierarchy import all_gather_even
-from .validation import Call, check_call, check_gather_call
+from .validation import SUPPORTED_DTYPES, Call, check_call, check_gather_call
 from .settings import CHECK_EVERY_CALL
 from .workspace import Workspace, workspace
 
@@ -35,7 +35,6 @@ MODES_OFF: frozenset = frozenset()
 CHAOS_SEED = 0
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
 MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6, "hierarchy_gather": 7}
-DTYPE_CODES = FLOAT_CODES
 
 
 @contextlib.contextmanager
@@ -161,7 +160,7 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Pl
     row_tiles = epilogue is not None and epilogue.row_tiles
     # host sizes are part of the tag (device sizes are folded in by the kernel), -1 marks device sizes;
     # the epilogue's facts go last (every fact before them has a length fixed by the world size)
-    facts = (ws.world_size, call.hidden, DTYPE_CODES[inp.dtype], call.rows, *(call.sizes or (-1,)))
+    facts = (ws.world_size, call.hidden, FLOAT_CODES[inp.dtype], call.rows, *(call.sizes or (-1,)))
     ep_facts = epilogues.tag_facts(epilogue)
     for mode, flagged in (("ll", True), ("push", False)):
         if flagged and row_tiles:
@@ -363,19 +362,16 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
     return output
 
 
-def node_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group) -> None:
-    """A multi-node call's node step (``hierarchy.py``): ``reduce_scatterv`` over the node's group with
-    host ``sizes``, its flags left in the node workspace (raised by the whole group's ``check()``
-    after the rail hop, which every rank must reach)."""
-    _collective("reduce_scatterv", check_call, _launch_reduce_scatterv, _nccl_fallback, x, out, sizes, group,
-                raise_flags=False)
-
-
-def node_gather_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group) -> None:
-    """A multi-node gather's node step (``Hierarchy.all_gatherv``): ``all_gatherv`` over the node's group
-    with host ``sizes``, its flags left in the node workspace (as ``node_step``)."""
-    _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, x, out, sizes, group,
-                raise_flags=False)
+def node_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group, gather: bool = False) -> None:
+    """A multi-node call's node step (``hierarchy.py``): ``reduce_scatterv`` (``gather``:
+    ``all_gatherv``) over the node's group with host ``sizes``, its flags left in the node workspace
+    (raised by the whole group's ``check()`` after the rail hop, which every rank must reach)."""
+    if gather:
+        _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, x, out, sizes,
+                    group, raise_flags=False)
+    else:
+        _collective("reduce_scatterv", check_call, _launch_reduce_scatterv, _nccl_fallback, x, out, sizes, group,
+                    raise_flags=False)
 
 
 def _all_gatherv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor,
@@ -383,7 +379,7 @@ def _all_gatherv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, outp
     h = ws.hierarchy
     facts = (call.sizes if call.sizes is not None else (-1, call.rows, call.out_rows))
     tag = call_tag(MODE_CODES["hierarchy_gather"], ws.world_size, h.G, call.hidden,
-                   dtype_code or DTYPE_CODES[input_.dtype], *facts)
+                   dtype_code or FLOAT_CODES[input_.dtype], *facts)
     out = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype, device=output.device)
     if out is not output and call.sizes is None:  # rows past sum(sizes) stay as they were
         out.copy_(output)
@@ -395,7 +391,7 @@ def _all_gatherv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, outp
 def _reduce_scatterv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor) -> None:
     h = ws.hierarchy
     facts = (call.sizes if call.sizes is not None else (-1, call.out_rows))
-    tag = call_tag(MODE_CODES["hierarchy"], ws.world_size, h.G, call.hidden, DTYPE_CODES[input_.dtype], call.rows,
+    tag = call_tag(MODE_CODES["hierarchy"], ws.world_size, h.G, call.hidden, FLOAT_CODES[input_.dtype], call.rows,
                    int(h.hop_fp32), *facts)
     out = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype, device=output.device)
     h.reduce_scatterv(input_, out, call, tag)
@@ -465,7 +461,7 @@ def all_gatherv(
     arguments and result; between nodes, NCCL's failure semantics for calls whose NCCL counts differ.
     """
     w = None
-    if isinstance(input_, torch.Tensor) and input_.dim() > 0 and input_.dtype not in FLOAT_DTYPES:
+    if isinstance(input_, torch.Tensor) and input_.dim() > 0 and input_.dtype not in SUPPORTED_DTYPES:
         w = as_words("all_gatherv", input_, output)  # an exact copy: other dtypes travel as words (words.py)
         input_, output = w.input_, w.output
     result = _collective("all_gatherv", check_gather_call, _launch_all_gatherv, _nccl_gather_fallback, input_, output,
@@ -485,7 +481,7 @@ def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch
     # the sizes against them), so they are in the tag
     facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
     mode = "gather_ll" if flagged else "gather"
-    tag = call_tag(MODE_CODES[mode], world, call.hidden, dtype_code or DTYPE_CODES[inp.dtype], *facts)
+    tag = call_tag(MODE_CODES[mode], world, call.hidden, dtype_code or FLOAT_CODES[inp.dtype], *facts)
     protocol = (ws.timeout_arg, tag, CHAOS_SEED)
     if flagged:
         config = pick_config(inp.device, "ll", world, inp.dtype, call)

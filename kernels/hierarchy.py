@@ -195,6 +195,9 @@ class Hierarchy:
 
         self.node_ws = workspace(self.node_group, device, **keywords)
         self.hop_fp32 = ws.hop_fp32
+        # the hop kernels' grid: 4 programs per SM (2 in CPU emulation)
+        self.programs = (2 if device.type == "cpu"
+                         else 4 * torch.cuda.get_device_properties(device).multi_processor_count)
         self._host_plans: OrderedDict = OrderedDict()
         self._check_cache: OrderedDict = OrderedDict()
 
@@ -295,10 +298,10 @@ class Hierarchy:
         returned, not raised, so that this rank still takes part in the rail hop (its peers on
         other nodes would wait there) with its fault element set (the gather: its own check fails,
         which sets ERR_HOP, so its next call's fault element is set); the caller raises it after."""
-        from .api import node_gather_step, node_step
+        from .api import node_step
 
         try:
-            (node_gather_step if gather else node_step)(x, node_out, node_sizes, self.node_group)
+            node_step(x, node_out, node_sizes, self.node_group, gather)
         except Exception as e:  # noqa: BLE001 - re-raised by the caller after the hop
             node_out.fill_(float("nan"))
             return e
@@ -318,7 +321,7 @@ class Hierarchy:
         # bits only, as a template for the prologue kernel (which adds the size bits)
         vals, expect = self._check_values(tag, k, r, hidden, dtype, dev)
         ws = self.node_ws
-        programs = 2 if dev.type == "cpu" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
+        programs = self.programs
         out2d = output.view(output.shape[0], hidden)
         if not device_sizes:  # exact rows: an uneven reduce-scatter on each rail
             dst, checks, faults, node_sizes, mine = self._host_plan(call.sizes, r, hidden, k, dev)
@@ -370,7 +373,7 @@ class Hierarchy:
         k, r = self.check_rows(hidden, device_sizes)
         vals, expect = self._check_values(tag, k, r, hidden, dtype, dev, scale=1)
         ws = self.node_ws
-        programs = 2 if dev.type == "cpu" else 4 * torch.cuda.get_device_properties(dev).multi_processor_count
+        programs = self.programs
         if not device_sizes:  # every block of rail h: the rail's largest count
             sizes = call.sizes
             caps = [max(sizes[m * self.G + h] for m in range(self.N)) for h in range(self.G)]

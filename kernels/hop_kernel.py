@@ -37,6 +37,8 @@ the gathered rows (HBM).
 import triton
 import triton.language as tl
 
+from .tiles import pick
+
 
 @triton.jit
 def _check_value(e, tmpl_ptr, sizes_ptr, DIGEST: tl.constexpr, SBITS: tl.constexpr, W: tl.constexpr):
@@ -72,8 +74,8 @@ def hop_prologue_kernel(inp_ptr, x_ptr, sizes_ptr, tmpl_ptr, expect_ptr, err_ptr
         b = p // block
         j = tl.cast(p % block, tl.int64)
         q = (b % N) * G + b // N  # blocks in rail order: rail h = b // N, node m = b % N
-        n = tl.sum(tl.where(lanes == q, s, 0), axis=0)
-        src = tl.sum(tl.where(lanes == q, starts, 0), axis=0) + j
+        n = pick(s, lanes, q)
+        src = pick(starts, lanes, q) + j
         row = x_ptr + tl.cast(p, tl.int64) * H
         if j < P:
             if (j < n) & (src >= 0) & (src < C):
@@ -180,12 +182,12 @@ def hop_gather_copy_kernel(node_ptr, table_ptr, verdict_ptr, out_ptr, sizes_ptr,
     tstart = tl.cumsum(tiles, axis=0) - tiles
     for t in range(pid, tl.sum(tiles, axis=0), nprog):  # tiles numbered over every block in rank order
         q = tl.max(tl.where((tstart <= t) & (tiles > 0), lanes, 0), axis=0)
-        at = (t - tl.sum(tl.where(lanes == q, tstart, 0), axis=0)) * BLOCK
+        at = (t - pick(tstart, lanes, q)) * BLOCK
         o = at + tl.arange(0, BLOCK)
-        m = o < tl.sum(tl.where(lanes == q, count, 0), axis=0)
-        x = tl.load(node_ptr + tl.sum(tl.where(lanes == q, src, 0), axis=0) + o, mask=m, other=0.0)
+        m = o < pick(count, lanes, q)
+        x = tl.load(node_ptr + pick(src, lanes, q) + o, mask=m, other=0.0)
         x = tl.where(failed, float("nan"), x.to(tl.float32)).to(out_ptr.dtype.element_ty)  # exact: same dtype
-        tl.store(out_ptr + tl.sum(tl.where(lanes == q, first, 0), axis=0) + o, x, mask=m)
+        tl.store(out_ptr + pick(first, lanes, q) + o, x, mask=m)
 
 
 def prologue(inp, x, sizes_dev, tmpl, expect, err_word, capacity: int, P: int, hidden: int, r: int, world: int,

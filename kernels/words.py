@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # what the kernels take as elements
+from .validation import SUPPORTED_DTYPES
+
 _WORDS = ((4, torch.float32), (2, torch.float16))
 FLOAT_CODES = {torch.bfloat16: 1, torch.float16: 2, torch.float32: 3}
 
@@ -48,7 +49,7 @@ def as_words(op: str, input_: torch.Tensor, output: torch.Tensor | None) -> AsWo
     word = next((w for size, w in _WORDS if row_bytes % size == 0), None)
     if word is None:
         raise TypeError(f"{op}: rows of {list(rest)} x {dtype} are {row_bytes} bytes; dtypes other than "
-                        f"{', '.join(str(d) for d in FLOAT_DTYPES)} are copied as 2- or 4-byte words, so a row "
+                        f"{', '.join(str(d) for d in SUPPORTED_DTYPES)} are copied as 2- or 4-byte words, so a row "
                         "must be a whole number of 2 bytes")
     if output is not None:
         if output.dtype != dtype:
