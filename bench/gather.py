@@ -39,6 +39,7 @@ PRESETS = {
     "tiny": ([1, 3], [16], ["even", "uneven", "idle_rank"]),
     "latency": ([1, 2, 4, 8, 16, 32], [7168], ["even", "uneven", "idle_rank", "one_owner"]),
     "quick": ([1, 8, 32, 128, 512, 2048], [7168], ["even", "uneven"]),
+    "mid": ([16, 32, 48, 64, 96, 128], [7168], ["even", "uneven", "one_owner"]),  # where the modes cross
 }
 
 
@@ -92,20 +93,24 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--ll-bytes", type=int, default=None,
+                    help="create the workspace with this ll_bytes (where flagged words stop; default the library's)")
     args = ap.parse_args(argv)
     names = args.impls.split(",")
     if set(names) - set(KNOWN):
         ap.error(f"unknown --impls {sorted(set(names) - set(KNOWN))}; known: {', '.join(KNOWN)}")
     device = dist_env.init()
     kernel_module(device.type)
+    ws = rsv.workspace(**({} if args.ll_bytes is None else dict(ll_bytes=args.ll_bytes)))
     preset = args.preset or ("latency" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
     stamp = records.now_stamp()
     if rank == 0:
         path = records.start(args.out, card, world, f"gather-{preset}", date=stamp, preset=preset,
-                             torch=torch.__version__)
-        print(f"# all_gatherv, {card} x{world}, {stamp}; us per call (CUDA-graph replay, max over ranks)")
+                             torch=torch.__version__, ll_bytes=ws.layout.ll_bytes)
+        print(f"# all_gatherv, {card} x{world}, {stamp}; us per call (CUDA-graph replay, max over ranks); "
+              f"flagged words up to {ws.layout.ll_bytes} bytes per source")
         print(f"{'dist':>9} {'rows':>5} | " + " ".join(f"{n:>15}" for n in names) + " | x allreduce x allgatherv")
     rows_list, hiddens, dists = PRESETS[preset]
     for hidden in hiddens:

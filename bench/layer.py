@@ -24,6 +24,7 @@ from reduce_scatterv._triton_mode import kernel_module
 PRESETS = {  # (rows per rank, model preset, distributions)
     "tiny": ([1, 3], "tiny", ["even", "uneven"]),
     "latency": ([1, 2, 4, 8, 16, 32], "pro", ["even", "uneven", "idle_rank"]),
+    "decode": ([1, 2, 4, 8], "pro", ["even", "uneven", "idle_rank"]),  # where hc_post is fused
 }
 
 def main(argv=None) -> None:

@@ -4,7 +4,7 @@
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
     torchrun --nproc-per-node 4 -m bench.tune --modes push --rows 64   # one mode, chosen sizes
 
-For each mode (ll, push, large), row width and size bucket, one representative call is tuned:
+For each mode (ll, push, large; the gather's gather_ll and gather), row width and size bucket, one representative call is tuned:
 ``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
 through a benchmark that is collective: every rank runs the same
 number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
@@ -27,12 +27,15 @@ import triton
 import reduce_scatterv as rsv
 from reduce_scatterv import api, configs
 from reduce_scatterv import distributed_env as dist_env
-from reduce_scatterv.validation import check_call
+from reduce_scatterv.validation import check_call, check_gather_call
+from reduce_scatterv.words import FLOAT_CODES
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
     "push": [32, 64, 128, 256, 512],  # 64: it took the 32-row entry, which ran slower there than the default
     "large": [256, 1024, 4096],
+    "gather_ll": [1, 4, 8, 16, 32],  # all_gatherv, flagged words (up to the workspace's ll_bytes)
+    "gather": [64, 256, 1024],  # all_gatherv, the pull
 }
 # the API settings under which each mode gets those calls (the planner would push the small ones)
 _PULL_ONLY = dict(MODES_OFF=frozenset({"ll", "push"}))
@@ -41,8 +44,8 @@ MODE_SETTINGS = {"large": _PULL_ONLY}
 
 def search_space(mode: str, world: int) -> list[triton.Config]:
     cfgs = []
-    if mode == "ll":
-        for block in (512, 1024, 2048, 4096):
+    if mode in ("ll", "gather_ll"):
+        for block in (512, 1024, 2048, 4096) + ((8192,) if mode == "gather_ll" else ()):
             for warps in (2, 4, 8):
                 for tpp in (1, 2):
                     cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
@@ -74,11 +77,40 @@ def collective_bench(fn, quantiles=None, calls: int = 10, replays: int = 5, **_)
     return [ms] * len(quantiles) if quantiles else ms
 
 
-def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int, verbose: bool = False):
+def gather_arguments(ws, mode: str, hidden: int, rows: int, dtype: torch.dtype):
+    """(kernel, args, constexprs, max_rows, output) of an even all_gatherv call of ``rows`` rows per
+    rank, the input in the workspace (as the V4 block keeps it), or None where ``mode`` would not
+    serve it. The output must outlive the launches (the arguments hold its address only)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [rows] * world
+    ws.reserve(max_input_bytes=rows * hidden * dtype.itemsize)  # grow first: growth moves the arena
+    inp = ws.empty(rows, hidden, dtype=dtype, region=1)
+    inp.normal_()
+    out = torch.empty((sum(sizes), hidden), dtype=dtype, device=inp.device)
+    call = check_gather_call(inp, out, sizes, world, rank)
+    kern = api.kernel_module("cuda")
+    if kern.gather_ll_fits(ws, call, inp.element_size()) != (mode == "gather_ll"):
+        return None
+    protocol = (ws.timeout_arg, api.gather_tag(mode, world, call, FLOAT_CODES[dtype]), 0)
+    if mode == "gather_ll":
+        return (kern.all_gatherv_ll_kernel, *kern.gather_ll_arguments(ws, inp, out, call, protocol), out)
+    return (kern.all_gatherv_kernel, *kern.gather_arguments(ws, inp, out, call, False, protocol), out)
+
+
+def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int, verbose: bool = False,
+               ws_keywords: dict | None = None):
     """Tune one representative call; returns (table key, KernelConfig, best ms)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = [rows] * world
-    ws = rsv.workspace(device=device)
+    ws = rsv.workspace(device=device, **(ws_keywords or {}))
+    kern = api.kernel_module("cuda")
+    if mode.startswith("gather"):
+        found = gather_arguments(ws, mode, hidden, rows, dtype)
+        if found is None:
+            return None
+        fn, args, constexprs, max_rows, _out = found  # _out: alive while the kernel writes it
+        return _tune(fn, args, constexprs, max_rows, search_space(mode, world), mode, hidden, rows, dtype, sms,
+                     verbose)
     inp = ws.empty(sum(sizes), hidden, dtype=dtype)
     inp.normal_()
     out = torch.empty((rows, hidden), dtype=dtype, device=device)
@@ -87,7 +119,6 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
         plan = api.plan_call(ws, call, inp)
     if plan.mode != mode:
         return None
-    kern = api.kernel_module("cuda")
     protocol = (ws.timeout_arg, plan.tag, 0)
     if mode in ("ll", "push"):
         args, constexprs, max_rows = kern.push_arguments(ws, inp, out, call, mode == "ll", protocol)
@@ -95,7 +126,14 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     else:
         args, constexprs, max_rows = kern.kernel_arguments(ws, inp, out, call, plan.variant, protocol)
         fn = kern.reduce_scatterv_kernel
-    space = search_space(mode, world)
+    return _tune(fn, args, constexprs, max_rows, search_space(mode, world), mode, hidden, rows, dtype, sms, verbose)
+
+
+def _tune(fn, args, constexprs, max_rows: int, space, mode: str, hidden: int, rows: int, dtype: torch.dtype,
+          sms: int, verbose: bool):
+    """``triton.autotune`` of one call's kernel over ``space``; returns (table key, KernelConfig, best ms)."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    kern = api.kernel_module("cuda")
     tuner = triton.autotune(configs=space, key=["H", "in_cap"], do_bench=collective_bench)(fn)
 
     def grid(meta):
@@ -113,7 +151,7 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
     kw = best.kwargs
     cfg = configs.KernelConfig(block=kw["BLOCK"], num_warps=best.num_warps, programs_per_sm=kw["programs_per_sm"],
                                tiles_per_program=kw["tiles_per_program"])
-    bucket = configs.size_bucket(rows * hidden * inp.element_size())
+    bucket = configs.size_bucket(rows * hidden * dtype.itemsize)
     key = configs.table_key(mode, world, str(dtype).removeprefix("torch."), hidden, bucket)
     ms = collective_bench(lambda: tuner[grid](*args, **constexprs))
     return key, cfg, ms
@@ -130,6 +168,8 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="also write the entries found to this folder")
     ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
     ap.add_argument("--verbose", action="store_true", help="print every config's time")
+    ap.add_argument("--ll-bytes", type=int, default=None,
+                    help="create the workspace with this ll_bytes (flagged words for larger calls)")
     args = ap.parse_args(argv)
     device = dist_env.init("cuda")
     rank = dist.get_rank()
@@ -139,7 +179,8 @@ def main(argv=None) -> None:
     for mode in args.modes.split(","):
         for hidden in map(int, args.hidden.split(",")):
             for rows in (map(int, args.rows.split(",")) if args.rows else POINTS[mode]):
-                res = tune_point(device, mode, hidden, rows, dtype, sms, args.verbose)
+                res = tune_point(device, mode, hidden, rows, dtype, sms, args.verbose,
+                                 None if args.ll_bytes is None else dict(ll_bytes=args.ll_bytes))
                 if res and rank == 0:
                     key, cfg, ms = res
                     found[key] = cfg

@@ -119,16 +119,21 @@ def all_gatherv_kernel(
 from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 
-def launch(ws, inp, out, call, stage: bool, config, multiprocessors: int, protocol: tuple) -> None:
-    """Run one all_gatherv call: ``ws`` the group's Workspace, ``inp``/``out`` contiguous and 4-byte
-    aligned, ``call`` validated (``validation.check_gather_call``); ``stage``: copy the input into
-    the workspace's scratch first (it does not lie in the workspace); ``protocol``:
-    ``(timeout, tag, chaos_seed)``."""
-    args, constexprs, _ = call_arguments(ws, inp, out, call)
+def arguments(ws, inp, out, call, stage: bool, protocol: tuple):
+    """``(args, constexprs, max_rows)`` of one all_gatherv call: ``ws`` the group's Workspace,
+    ``inp``/``out`` contiguous and 4-byte aligned, ``call`` validated
+    (``validation.check_gather_call``); ``stage``: copy the input into the workspace's scratch first
+    (it does not lie in the workspace); ``protocol``: ``(timeout, tag, chaos_seed)``. The grid covers
+    the largest source (``max_rows``): every program copies its tiles of every rank's rows."""
+    args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     align = vector_align(call.hidden, inp.element_size(), inp.data_ptr(), out.data_ptr())
     args += (ws.layout.scratch_offset if stage else inp.data_ptr() - ws.base, *protocol)
     constexprs.update(STAGE=stage, ALIGN=align, VEC_BYTES=align * inp.element_size(), CHAOS=protocol[2] != 0)
-    # the grid covers the largest source: every program copies its tiles of every rank's rows
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    return args, constexprs, max_rows
+
+
+def launch(ws, inp, out, call, stage: bool, config, multiprocessors: int, protocol: tuple) -> None:
+    """Run one call (``arguments`` says what it takes) with ``config``'s knobs."""
+    args, constexprs, max_rows = arguments(ws, inp, out, call, stage, protocol)
     run(all_gatherv_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors,
         fit_programs=min(config.programs_per_sm, 3) if stage else config.programs_per_sm)

@@ -151,21 +151,27 @@ from .launch_args import call_arguments, run, vector_align  # noqa: E402
 
 def fits(ws, call, elt: int) -> bool:
     """Whether a call may take this kernel, from rank-agreed facts: every source's rows (host sizes:
-    the largest count; device sizes: the input capacity) within the workspace's ``ll_bytes``, and
+    the largest count; device sizes: the input capacity) within the workspace's ``gather_ll_bytes``, and
     rows of whole 32-bit words."""
     source_rows = max(call.sizes) if call.sizes is not None else call.rows
-    return source_rows * call.hidden * elt <= ws.layout.ll_bytes and (call.hidden * elt) % 4 == 0
+    return source_rows * call.hidden * elt <= ws.layout.gather_ll_limit and (call.hidden * elt) % 4 == 0
 
 
-def launch(ws, inp, out, call, config, multiprocessors: int, protocol: tuple) -> None:
-    """Run one call: ``inp``/``out`` contiguous and 4-byte aligned, ``call`` validated
-    (``validation.check_gather_call``) and ``fits``; ``protocol``: ``(timeout, tag, chaos_seed)``."""
-    args, constexprs, _ = call_arguments(ws, inp, out, call)
+def arguments(ws, inp, out, call, protocol: tuple):
+    """``(args, constexprs, max_rows)`` of one call: ``inp``/``out`` contiguous and 4-byte aligned,
+    ``call`` validated (``validation.check_gather_call``) and ``fits``; ``protocol``:
+    ``(timeout, tag, chaos_seed)``. The grid covers the largest source (``max_rows``): every program
+    sends and receives its tiles of every source."""
+    args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     elt = inp.element_size()
     args += (ws.layout.ll_slot_offset, ws.layout.ll_slot_bytes, *protocol)
     align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
     constexprs.update(PER_WORD=max(1, 4 // elt), ALIGN=align, VEC_BYTES=max(4, min(8, align * elt)),
                       CHAOS=protocol[2] != 0)
-    # the grid covers the largest source: every program sends and receives its tiles of every source
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    return args, constexprs, max_rows
+
+
+def launch(ws, inp, out, call, config, multiprocessors: int, protocol: tuple) -> None:
+    """Run one call (``arguments`` says what it takes) with ``config``'s knobs."""
+    args, constexprs, max_rows = arguments(ws, inp, out, call, protocol)
     run(all_gatherv_ll_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

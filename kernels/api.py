@@ -469,28 +469,31 @@ def all_gatherv(
     return result if w is None else w.restore(result)
 
 
+def gather_tag(mode: str, world: int, call: Call, dtype_code: int) -> int:
+    """The host's part of a gather call's digest (``call_tag``): host sizes fix every row count;
+    with device sizes both capacities must agree (the kernel checks the sizes against them)."""
+    facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
+    return call_tag(MODE_CODES[mode], world, call.hidden, dtype_code, *facts)
+
+
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,
                         dtype_code: int | None = None) -> None:
-    """Flagged words (``all_gatherv_ll_kernel``) while every source's rows fit ``ll_bytes``, else the
+    """Flagged words (``all_gatherv_ll_kernel``) while every source's rows fit ``gather_ll_bytes``, else the
     pull kernel (``all_gatherv_kernel``); chosen from rank-agreed facts, as ``plan_call``."""
     elt = inp.element_size()
     world = ws.world_size
     kern = kernel_module(inp.device.type)
     flagged = "ll" not in MODES_OFF and kern.gather_ll_fits(ws, call, elt)
-    # host sizes fix every row count; with device sizes both capacities must agree (the kernel checks
-    # the sizes against them), so they are in the tag
-    facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
     mode = "gather_ll" if flagged else "gather"
-    tag = call_tag(MODE_CODES[mode], world, call.hidden, dtype_code or FLOAT_CODES[inp.dtype], *facts)
-    protocol = (ws.timeout_arg, tag, CHAOS_SEED)
+    protocol = (ws.timeout_arg, gather_tag(mode, world, call, dtype_code or FLOAT_CODES[inp.dtype]), CHAOS_SEED)
     if flagged:
-        config = pick_config(inp.device, "ll", world, inp.dtype, call)
+        config = pick_config(inp.device, "gather_ll", world, inp.dtype, call)
         kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol)
         return
     source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
     ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
     stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
-    config = pick_config(inp.device, "large", world, inp.dtype, call)
+    config = pick_config(inp.device, "gather", world, inp.dtype, call)
     kern.gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device), protocol)
 
 

@@ -57,6 +57,10 @@ DEFAULTS = {
     "small": KernelConfig(block=2048, num_warps=4, programs_per_sm=1, tiles_per_program=1),
     "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
 }
+# The gather's modes ("gather_ll": flagged words, "gather": the pull) take the reduce-scatter's
+# entries of the same kind where the tune file has none of their own.
+DEFAULTS["gather_ll"], DEFAULTS["gather"] = DEFAULTS["ll"], DEFAULTS["large"]
+FALLBACK = {"gather_ll": "ll", "gather": "large"}
 CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
 
 
@@ -113,4 +117,6 @@ def _lookup_bucket(slug: str, mode: str, world: int, dtype: str, hidden: int, bu
     near = [(abs(int(k[len(prefix) + 1:]) - bucket), k) for k in table if k.startswith(prefix)]
     if near:
         return table[min(near)[1]]
+    if mode in FALLBACK:
+        return _lookup_bucket(slug, FALLBACK[mode], world, dtype, hidden, bucket)
     return DEFAULTS[mode]

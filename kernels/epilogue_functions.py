@@ -31,22 +31,50 @@ RMSNORM = tl.constexpr(2)
 
 
 @triton.jit
+def _stream(res_ptr, k: tl.constexpr, H, offs, mask, HC: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """Residual stream ``k`` of a row (fp32), zeros for ``k >= HC`` (never used: folded away)."""
+    if k < HC:
+        return tl.load(tl.multiple_of(res_ptr + k * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.zeros(offs.shape, tl.float32)
+
+
+@triton.jit
+def _add_term(y, r, comb_ptr, k: tl.constexpr, j: tl.constexpr, HC: tl.constexpr):
+    """``y + comb[k, j] * residual[k]`` for ``k < HC``, else ``y``."""
+    if k < HC:
+        return y + tl.load(comb_ptr + k * HC + j) * r
+    else:
+        return y
+
+
+@triton.jit
 def _hc_post_one_row(x, row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
                      HC: tl.constexpr, VEC_BYTES: tl.constexpr):
     """hc_post of sums that all lie in row ``row`` (columns ``col0 + offs``): post and comb are
     scalars, and the residual and out columns are contiguous (vector accesses where ``offs`` is an
-    arange and VEC_BYTES, which divides every row start, is 16)."""
+    arange and VEC_BYTES, which divides every row start, is 16). Every residual stream is loaded
+    once, before the first store (r0..r7: ``epilogues.HcPost`` allows 1 to 8 streams): the compiler
+    cannot move a load above a store that may alias it, so loads between the stores would wait one
+    memory round trip per output stream."""
     at = row * (HC * H) + col0  # element [row, 0, col0] of residual / out
-    res_ptr = residual_addr.to(tl.pointer_type(DTYPE)) + at
-    out_ptr = out_addr.to(tl.pointer_type(DTYPE)) + at
+    res_ptr = tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + at, VEC_BYTES)
+    out_ptr = tl.multiple_of(out_addr.to(tl.pointer_type(DTYPE)) + at, VEC_BYTES)
     post_ptr = post_addr.to(tl.pointer_type(tl.float32)) + row * HC
     comb_ptr = comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC)
-    res0 = tl.load(tl.multiple_of(res_ptr, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
-    for j in tl.static_range(HC):
-        y = tl.load(post_ptr + j) * x + tl.load(comb_ptr + j) * res0
-        for i in tl.static_range(1, HC):
-            r = tl.load(tl.multiple_of(res_ptr + i * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
-            y += tl.load(comb_ptr + i * HC + j) * r
+    r0 = _stream(res_ptr, 0, H, offs, mask, HC, VEC_BYTES)
+    r1 = _stream(res_ptr, 1, H, offs, mask, HC, VEC_BYTES)
+    r2 = _stream(res_ptr, 2, H, offs, mask, HC, VEC_BYTES)
+    r3 = _stream(res_ptr, 3, H, offs, mask, HC, VEC_BYTES)
+    r4 = _stream(res_ptr, 4, H, offs, mask, HC, VEC_BYTES)
+    r5 = _stream(res_ptr, 5, H, offs, mask, HC, VEC_BYTES)
+    r6 = _stream(res_ptr, 6, H, offs, mask, HC, VEC_BYTES)
+    r7 = _stream(res_ptr, 7, H, offs, mask, HC, VEC_BYTES)
+    for j in tl.static_range(HC):  # the streams' order of summation as in deepseek_v4's hc_post: 0, 1, ...
+        y = _add_term(tl.load(post_ptr + j) * x, r0, comb_ptr, 0, j, HC)
+        y = _add_term(_add_term(_add_term(y, r1, comb_ptr, 1, j, HC), r2, comb_ptr, 2, j, HC), r3, comb_ptr, 3, j, HC)
+        y = _add_term(_add_term(_add_term(y, r4, comb_ptr, 4, j, HC), r5, comb_ptr, 5, j, HC), r6, comb_ptr, 6, j, HC)
+        y = _add_term(y, r7, comb_ptr, 7, j, HC)
         tl.store(tl.multiple_of(out_ptr + j * H, VEC_BYTES) + offs, y.to(DTYPE), mask=mask)
 
 

@@ -99,6 +99,12 @@ class Layout:
     scratch_bytes: int
     arena_bytes: int  # region 0 of the arena (``Workspace.empty``)
     arena1_bytes: int = 0  # region 1: a second tensor live at the same time (e.g. the gather's input)
+    gather_ll_bytes: int | None = None  # all_gatherv's flagged-word limit per source (None: ll_bytes)
+
+    @property
+    def gather_ll_limit(self) -> int:
+        """Largest per-source data byte count all_gatherv sends as flagged words."""
+        return self.ll_bytes if self.gather_ll_bytes is None else self.gather_ll_bytes
 
     @property
     def header_bytes(self) -> int:
@@ -110,8 +116,9 @@ class Layout:
 
     @property
     def ll_slot_bytes(self) -> int:
-        """Bytes of one (parity, source) flagged-word slot: two bytes per data byte."""
-        return _round_up(2 * self.ll_bytes)
+        """Bytes of one (parity, source) flagged-word slot: two bytes per data byte of the larger of
+        the two collectives' limits."""
+        return _round_up(2 * max(self.ll_bytes, self.gather_ll_limit))
 
     @property
     def slot_offset(self) -> int:
@@ -151,4 +158,4 @@ class Layout:
 
         return Layout(self.world_size, self.ll_bytes, grow(self.push_bytes, push_bytes),
                       grow(self.scratch_bytes, scratch_bytes), grow(self.arena_bytes, arena_bytes),
-                      grow(self.arena1_bytes, arena1_bytes))
+                      grow(self.arena1_bytes, arena1_bytes), self.gather_ll_bytes)

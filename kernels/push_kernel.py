@@ -156,7 +156,8 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
             if PER_WORD == 2:
                 x = tl.interleave(x, tl.sum(hi, axis=0))
             offs = tl.arange(0, BLOCK)
-            ok = tl.where(out_ok & ((err & FAULTS) == 0), offs < my_count - done, False)
+            # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
+            ok = tl.where(out_ok & ((err & FAULTS) == 0), offs < tl.multiple_of(my_count - done, ALIGN), False)
             finish(x, done, offs, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
                    ALIGN, ALIGN * (4 // PER_WORD))
     return err

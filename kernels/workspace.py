@@ -29,9 +29,24 @@ def default_ll_bytes(world_size: int) -> int:
     return (512 << 10) if world_size == 2 else (256 << 10)
 
 
+# all_gatherv has no plain push: its flagged words run until the pull wins. On 2x H200 (H 7168 bf16,
+# bench/NOTES.md 2026-11-30 night) they beat the pull up to 96 rows per source (1.38 MB: 12.4 vs 13.2
+# us even, 6.9 vs 10.7 at [16, 48]) and lost at 128 (1.84 MB: 15.4 vs 14.8); 3+ ranks unmeasured.
+def default_gather_ll_bytes(world_size: int) -> int:
+    """Largest per-source byte count all_gatherv sends as flagged words: 1.5 MiB on 2 ranks, the
+    reduce-scatter's limit on more."""
+    return (3 << 19) if world_size == 2 else default_ll_bytes(world_size)
+
+
 def default_push_bytes(world_size: int) -> int:
     """Largest per-destination byte count for the plain push: 8 MiB on 2 ranks, 4 MiB on more."""
     return (8 << 20) if world_size == 2 else (4 << 20)
+
+
+def default_layout(world_size: int) -> L.Layout:
+    """A fresh workspace's layout with the default limits (nothing grown yet)."""
+    return L.Layout(world_size, default_ll_bytes(world_size), 0, 0, 0,
+                    gather_ll_bytes=default_gather_ll_bytes(world_size))
 
 
 _workspaces: dict[tuple, "Workspace"] = {}
@@ -43,7 +58,7 @@ def _region_field(region: int) -> str:
         raise ValueError(f"arena region must be 0 or 1, got {region!r}")
     return "arena1_bytes" if region else "arena_bytes"
 
-_CREATION_KEYWORDS = ("ll_bytes", "push_bytes", "timeout_s", "start_epoch", "ranks_per_node", "backend", "hop_fp32")
+_CREATION_KEYWORDS = ("ll_bytes", "gather_ll_bytes", "push_bytes", "timeout_s", "start_epoch", "ranks_per_node", "backend", "hop_fp32")
 
 
 def _capturing(device: torch.device) -> bool:
@@ -83,19 +98,23 @@ class Workspace:
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, *, ll_bytes: int | None = None,
-                 push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0,
+                 gather_ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0,
                  ranks_per_node: int | None = None, backend: str | None = None, hop_fp32: bool = False):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
+        # all_gatherv's limit follows an explicit ll_bytes (0 turns flagged words off for both)
+        if gather_ll_bytes is None:
+            gather_ll_bytes = default_gather_ll_bytes(self.world_size) if ll_bytes is None else ll_bytes
         ll_bytes = default_ll_bytes(self.world_size) if ll_bytes is None else int(ll_bytes)
+        gather_ll_bytes = int(gather_ll_bytes)
         # the push slots grow up to this per source, on demand
         self.push_max_bytes = default_push_bytes(self.world_size) if push_bytes is None else int(push_bytes)
         self.timeout_s = float(settings.timeout_s() if timeout_s is None else timeout_s)
-        if ll_bytes < 0 or self.push_max_bytes < 0:
-            raise ValueError(f"reduce_scatterv.workspace: ll_bytes and push_bytes must be >= 0, got {ll_bytes}, "
-                             f"{self.push_max_bytes}")
+        if ll_bytes < 0 or gather_ll_bytes < 0 or self.push_max_bytes < 0:
+            raise ValueError(f"reduce_scatterv.workspace: ll_bytes, gather_ll_bytes and push_bytes must be >= 0, got "
+                             f"{ll_bytes}, {gather_ll_bytes}, {self.push_max_bytes}")
         if not self.timeout_s > 0:
             raise ValueError(f"reduce_scatterv.workspace: timeout_s must be > 0, got {self.timeout_s}")
         if not isinstance(start_epoch, int) or not 0 <= start_epoch < 1 << 64:
@@ -108,7 +127,7 @@ class Workspace:
         if backend is not None and str(backend).lower() != "cuda" and device.type == "cpu":
             raise ValueError(f"reduce_scatterv.workspace: backend={backend!r} is for GPUs; CPU emulation uses shared memory")
         self.backend = "cpu" if device.type == "cpu" else str(backend or settings.symm_mem_backend()).lower()
-        self.layout = L.Layout(self.world_size, ll_bytes, 0, 0, 0)
+        self.layout = L.Layout(self.world_size, ll_bytes, 0, 0, 0, gather_ll_bytes=gather_ll_bytes)
         self._retired: list = []
         self._growths = 0
         self._stream = self._event = None
@@ -151,7 +170,7 @@ class Workspace:
         if self.world_size > H.MAX_CHECK_WORLD:
             raise ValueError(f"reduce_scatterv.workspace: multi-node groups of at most {H.MAX_CHECK_WORLD} ranks (the hop's "
                              f"check rows count ranks exactly in bf16), got {self.world_size}")
-        node_keywords = dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
+        node_keywords = dict(ll_bytes=self.layout.ll_bytes, gather_ll_bytes=self.layout.gather_ll_limit, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
                              start_epoch=self.start_epoch, backend=None if self.backend == "cpu" else self.backend)
         hier = H.Hierarchy(self, topo, node_keywords)
         # every node's ranks must reach each other's memory, else the whole group stays flat
@@ -166,8 +185,8 @@ class Workspace:
     @property
     def settings(self) -> dict:
         """The creation keywords' values."""
-        return dict(ll_bytes=self.layout.ll_bytes, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
-                    start_epoch=self.start_epoch, ranks_per_node=self.ranks_per_node, backend=self.backend,
+        return dict(ll_bytes=self.layout.ll_bytes, gather_ll_bytes=self.layout.gather_ll_limit,
+                    push_bytes=self.push_max_bytes, timeout_s=self.timeout_s, start_epoch=self.start_epoch, ranks_per_node=self.ranks_per_node, backend=self.backend,
                     hop_fp32=self.hop_fp32)
 
     # ---- agreement between ranks
@@ -512,8 +531,8 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
 
 
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None, *,
-              ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None,
-              start_epoch: int | None = None, ranks_per_node: int | None = None, backend: str | None = None,
+              ll_bytes: int | None = None, gather_ll_bytes: int | None = None, push_bytes: int | None = None,
+              timeout_s: float | None = None, start_epoch: int | None = None, ranks_per_node: int | None = None, backend: str | None = None,
               hop_fp32: bool | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
@@ -522,6 +541,9 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
 
     - ``ll_bytes``: largest per-destination byte count served by flagged words (mode "ll": no
       barrier, no fence); default 512 KiB on 2 ranks, 256 KiB on more; 0 turns the mode off.
+    - ``gather_ll_bytes``: the same for ``all_gatherv``, per source (it has no plain push, so its
+      flagged words run further); default 1.5 MiB on 2 ranks, 256 KiB on more, or ``ll_bytes``
+      where that is given. The flagged-word slots hold twice the larger of the two, per source.
     - ``push_bytes``: largest per-destination byte count served by the plain push (mode "push");
       its slots (2 x world of them) grow to it on demand; default 8 MiB on 2 ranks, 4 MiB on more;
       0 turns it off. Larger calls pull (mode "large").
@@ -546,8 +568,8 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     device = torch.device(device) if device is not None else default_device(group)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    given = {k: v for k, v in dict(ll_bytes=ll_bytes, push_bytes=push_bytes, timeout_s=timeout_s,
-                                   start_epoch=start_epoch, ranks_per_node=ranks_per_node, backend=backend,
+    given = {k: v for k, v in dict(ll_bytes=ll_bytes, gather_ll_bytes=gather_ll_bytes, push_bytes=push_bytes,
+                                   timeout_s=timeout_s, start_epoch=start_epoch, ranks_per_node=ranks_per_node, backend=backend,
                                    hop_fp32=hop_fp32).items() if v is not None}
     key = (group.group_name, device)
     ws = _workspaces.get(key)

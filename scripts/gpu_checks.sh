@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
 #   scripts/gpu_checks.sh PHASE...   phases: env tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather layer demo tune
+#                                    gathermid (the gather's modes where they cross; GATHER_LL_BYTES: flagged words up to that) gatherbig (quick preset)
+#                                    tunegather (gather_ll;
+#                                    TUNE_LL_ROWS: also those rows with GATHER_LL_BYTES) esweep (ESWEEP="block:warps ..." for ll at 1-8 rows, bench.layer decode)
 #                                    hier (multi-node on one host: 2 x 1, 2 x 2 with 4 GPUs) nvshmem (the GPU tests on NVSHMEM) hierbench (2 x 2)
 #                                    parts, eparts (bench/push_parts.py's and bench/epilogue_parts.py's stub variants, alternated)
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
@@ -46,12 +49,20 @@ for phase in "$@"; do
           done
         done ;;
     layer) run layer 300 torchrun --nproc-per-node $NG -m bench.layer --preset latency --out "$LOG/results" ;;
+    gathermid) run gathermid ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset mid ${GATHER_LL_BYTES:+--ll-bytes $GATHER_LL_BYTES} --out "$LOG/results/gathermid" ;;
+    gatherbig) run gatherbig ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset quick --out "$LOG/results/gatherbig" ;;
+    tunegather) run tunegather ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll ${TUNE_ROWS:+--rows $TUNE_ROWS} --out "$LOG/results/tunegather"
+        [ -n "${TUNE_LL_ROWS:-}" ] && run tunegather-ll ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll --rows $TUNE_LL_ROWS --ll-bytes ${GATHER_LL_BYTES:-2097152} --out "$LOG/results/tunegather-ll" ;;
+    esweep) for c in ${ESWEEP:-512:4 256:2 256:4 512:2 1024:4 512:8}; do  # the flagged-word configs at 1-8 rows, with and without the fused hc_post
+              python3 -c "import json,sys; b,w=map(int,sys.argv[1].split(':')); json.dump({'entries':{f'll/W$NG/bfloat16/H7168/b{k}':dict(block=b,num_warps=w,programs_per_sm=1,tiles_per_program=1,relay=True) for k in range(13,19)}},open('/tmp/esweep.json','w'))" $c
+              run esweep-${c/:/w} ${ESWEEP_LIMIT:-60} env KERNELS_TUNE_FILE=/tmp/esweep.json torchrun --nproc-per-node $NG -m bench.layer --preset decode --out "$LOG/results/esweep-${c/:/w}"
+            done ;;
     gather) run gather 200 torchrun --nproc-per-node $NG -m bench.gather --preset ${GATHER_PRESET:-latency} --out "$LOG/results" ;;
     hier) run hier ${TESTS_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_hierarchy_gpu.py -p no:cacheprovider ;;
     nvshmem) run nvshmem ${TESTS_LIMIT:-540} env KERNELS_SYMM_MEM_BACKEND=nvshmem RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q -rs tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_hierarchy_gpu.py tests/test_epilogues_gpu.py tests/test_custom_op_gpu.py tests/test_plugins_gpu.py -k "${TESTS_K:-not fuzz_model}" -p no:cacheprovider ;;
     eparts) for v in ${EPARTS_VARIANTS:-base fuse_to_32 base fuse_to_32}; do  # bench/epilogue_parts.py, alternated
               k=$(( ${k:-0} + 1 ))
-              run eparts-$v$k ${EPARTS_LIMIT:-90} env VARIANT=$v torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset latency --out "$LOG/results/eparts-$v$k"
+              run eparts-$v$k ${EPARTS_LIMIT:-90} env VARIANT=$v torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset ${EPARTS_PRESET:-latency} --out "$LOG/results/eparts-$v$k"
             done ;;
     parts) for i in $(seq 1 ${PARTS_ROUNDS:-2}); do  # bench/push_parts.py: the protocol's parts by stubs, alternated
              for v in ${PARTS_VARIANTS:-base no_fault_poll no_begin_err no_digest no_uniform_max lean}; do

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 import reduce_scatterv as rsv
 from reduce_scatterv import api
+from reduce_scatterv.validation import check_call
 from tests.cases import DTYPES, POISON, partials, raised
 
 
@@ -229,3 +230,23 @@ def gather_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: li
             raise AssertionError(f"replay {i} {sizes}: not the concatenation")
         if not torch.isnan(out[n:].float()).all():
             raise AssertionError(f"replay {i} {sizes}: rows past sum(sizes) were written")
+
+
+def gather_limit_case(ctx, *, sizes: list, seed: int) -> dict:
+    """On the "gather_ll" group (flagged words up to 64 B per destination for the reduce-scatter, up to
+    1 KiB per source for the gather): which gather kernel ran, and the mode the reduce-scatter of one
+    such row per rank would take. The gather's result is checked as in ``gather_case``."""
+    kern = api.kernel_module(ctx.device.type)
+    ran = []
+    saved = kern.gather_ll_launch, kern.gather_launch
+    kern.gather_ll_launch = lambda *a, **k: (ran.append("gather_ll"), saved[0](*a, **k))
+    kern.gather_launch = lambda *a, **k: (ran.append("gather"), saved[1](*a, **k))
+    try:
+        gather_case(ctx, sizes=sizes, rest=(40,), dtype="bfloat16", seed=seed, group="gather_ll")
+    finally:
+        kern.gather_ll_launch, kern.gather_launch = saved
+    grp = ctx.groups["gather_ll"]
+    ws = rsv.workspace(grp, ctx.device)
+    inp = torch.randn((ctx.world, 40), device=ctx.device).to(torch.bfloat16)  # 80 B per destination
+    call = check_call(inp, None, [1] * ctx.world, ctx.world, ctx.rank)
+    return dict(gather=ran, reduce_scatterv=api.plan_call(ws, call, inp).mode)

@@ -58,7 +58,7 @@ def node_gather_mode(ctx, *, sizes, hidden):
     h = ws.hierarchy
     _, r = h.check_rows(hidden, False)
     node_sizes = [h.N * (max(sizes[m * h.G + g] for m in range(h.N)) + r) for g in range(h.G)]
-    return "gather_ll" if max(node_sizes) * hidden * 2 <= h.node_ws.layout.ll_bytes else "gather"
+    return "gather_ll" if max(node_sizes) * hidden * 2 <= h.node_ws.layout.gather_ll_limit else "gather"
 
 
 def hier_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, device_sizes=False, spare_rows=0,

@@ -39,6 +39,8 @@ GROUP_LIMITS = {
     "large": dict(ll_bytes=0, push_bytes=0),  # the pull kernel only
     # flagged words up to 64 B per destination, plain push up to 512 B, then the pull
     "mixed": dict(ll_bytes=64, push_bytes=512),
+    # the reduce-scatter's flagged words up to 64 B per destination, the gather's up to 1 KiB per source
+    "gather_ll": dict(ll_bytes=64, gather_ll_bytes=1024, push_bytes=512),
 }
 
 

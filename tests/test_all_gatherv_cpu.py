@@ -28,7 +28,7 @@ def test_every_rank_gets_every_ranks_rows_in_order(cpu_pools, world, data):
                          seed=data.draw(st.integers(0, 2**20)), with_output=data.draw(st.booleans()),
                          resident=data.draw(st.booleans()), device_sizes=device_sizes,
                          spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
-                         group=data.draw(st.sampled_from(["world", "large"])))
+                         group=data.draw(st.sampled_from(["world", "large", "gather_ll"])))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,6 +48,15 @@ def test_rows_of_other_dtypes_come_back_bit_for_bit(cpu_pools, data):
                      device_sizes=device_sizes, spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
                      group=data.draw(st.sampled_from(["world", "large"])),
                      strided_output=with_output and not device_sizes and data.draw(st.booleans()))
+
+
+@pytest.mark.parametrize("sizes,kernel", [([12, 3], "gather_ll"), ([0, 12], "gather_ll"), ([13, 3], "gather"),
+                                          ([1, 13], "gather")])
+def test_the_gathers_flagged_words_run_to_their_own_limit(cpu_pools, sizes, kernel):
+    """``gather_ll_bytes`` (1 KiB: 12 rows of 80 B per source) decides the gather's kernel on its own;
+    the reduce-scatter keeps ``ll_bytes`` (64 B: one 80-byte row per destination is past it)."""
+    results = cpu_pools[2].run(f"{CASES}:gather_limit_case", sizes=sizes, seed=sum(sizes))
+    assert all(r == dict(gather=[kernel], reduce_scatterv="push") for r in results), results
 
 
 def test_gathers_and_reduce_scatters_back_to_back_share_one_workspace(cpu_pools):

@@ -39,6 +39,17 @@ def test_flagged_word_slots_are_written_by_no_other_mode():
     assert grown.scratch_offset - grown.slot_offset == 2 * 2 * grown.slot_bytes
 
 
+def test_the_flagged_word_slots_hold_the_larger_of_the_two_collectives_limits():
+    """all_gatherv's limit defaults to ll_bytes; a larger one widens every (parity, source) slot, and
+    growth keeps it."""
+    assert Layout(2, 1000, 0, 0, 0).gather_ll_limit == 1000
+    lay = Layout(2, 1000, 0, 0, 0, gather_ll_bytes=3000)
+    assert (lay.ll_bytes, lay.gather_ll_limit) == (1000, 3000) and lay.ll_slot_bytes >= 6000
+    assert Layout(2, 5000, 0, 0, 0, gather_ll_bytes=0).ll_slot_bytes >= 10000
+    grown = lay.grown(push_bytes=4096, scratch_bytes=10)
+    assert grown.gather_ll_limit == 3000 and grown.slot_offset >= grown.ll_slot_offset + 2 * 2 * 6000
+
+
 def test_layout_grows_to_powers_of_two_and_never_shrinks():
     lay = Layout(2, 1024, 0, 0, 0)
     grown = lay.grown(scratch_bytes=3000, arena_bytes=5)
@@ -82,6 +93,9 @@ def test_tune_file_lookup_exact_then_nearest_bucket_then_default(tmp_path, monke
         assert configs.lookup("gpu-x", "large", 4, "bfloat16", 7168, 1 << 23).block == 2048  # nearest: 24
         assert configs.lookup("gpu-x", "large", 2, "bfloat16", 7168, 1 << 20) == configs.DEFAULTS["large"]
         assert configs.lookup("gpu-x", "ll", 4, "bfloat16", 7168, 100) == configs.DEFAULTS["ll"]
+        # the gather's pull takes the reduce-scatter pull's entries while it has none of its own
+        assert configs.lookup("gpu-x", "gather", 4, "bfloat16", 7168, 1 << 23).block == 2048
+        assert configs.lookup("gpu-x", "gather_ll", 4, "bfloat16", 7168, 100) == configs.DEFAULTS["ll"]
     finally:
         configs.load_table.cache_clear()
         configs._lookup_bucket.cache_clear()
@@ -116,12 +130,14 @@ def test_size_bucket(nbytes, bucket):
 
 
 def test_push_limits_default_by_world_size():
-    from reduce_scatterv.workspace import default_ll_bytes, default_push_bytes
+    from reduce_scatterv.workspace import default_gather_ll_bytes, default_ll_bytes, default_push_bytes
 
-    # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+
-    assert (default_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 8 << 20)
+    # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+; the gather's flagged words
+    # (it has no plain push) run to 1.5 MiB on 2 GPUs
+    assert (default_ll_bytes(2), default_gather_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 3 << 19, 8 << 20)
     for world in (3, 4, 8):
-        assert (default_ll_bytes(world), default_push_bytes(world)) == (256 << 10, 4 << 20)
+        assert (default_ll_bytes(world), default_gather_ll_bytes(world), default_push_bytes(world)) == (
+            256 << 10, 256 << 10, 4 << 20)
 
 
 def test_the_host_call_tag_is_deterministic_order_sensitive_and_int64():

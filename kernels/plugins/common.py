@@ -26,9 +26,8 @@ import torch
 import torch.distributed as dist
 
 from .. import api, configs, custom_op, settings
-from ..layout import Layout
 from ..validation import SUPPORTED_DTYPES
-from ..workspace import default_ll_bytes, default_push_bytes, release, workspace
+from ..workspace import default_layout, default_push_bytes, release, workspace
 
 SWITCH = "KERNELS_ENGINE_PLUGIN"
 CAP = "KERNELS_ENGINE_WORKSPACE_MB"
@@ -73,8 +72,7 @@ def footprint_bytes(world_size: int, max_input_bytes: int) -> int:
     together): header, flagged-word slots, plain-push slots (``2 * world`` of
     ``min(max_input_bytes, push limit)``) and the pull kernel's scratch (``max_input_bytes`` rounded up
     to a power of 2), with the library's default limits (``kernels/workspace.py``)."""
-    base = Layout(world_size, default_ll_bytes(world_size), 0, 0, 0)
-    grown = base.grown(push_bytes=min(max_input_bytes, default_push_bytes(world_size)), scratch_bytes=max_input_bytes)
+    grown = default_layout(world_size).grown(push_bytes=min(max_input_bytes, default_push_bytes(world_size)), scratch_bytes=max_input_bytes)
     return grown.total_bytes
 
 
