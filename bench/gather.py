@@ -94,23 +94,23 @@ def main(argv=None) -> None:
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--ll-bytes", type=int, default=None,
-                    help="create the workspace with this ll_bytes (where flagged words stop; default the library's)")
+                    help="create the workspace with this gather_ll_bytes (where flagged words stop; default the library's)")
     args = ap.parse_args(argv)
     names = args.impls.split(",")
     if set(names) - set(KNOWN):
         ap.error(f"unknown --impls {sorted(set(names) - set(KNOWN))}; known: {', '.join(KNOWN)}")
     device = dist_env.init()
     kernel_module(device.type)
-    ws = rsv.workspace(**({} if args.ll_bytes is None else dict(ll_bytes=args.ll_bytes)))
+    ws = rsv.workspace(**({} if args.ll_bytes is None else dict(gather_ll_bytes=args.ll_bytes)))
     preset = args.preset or ("latency" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
     stamp = records.now_stamp()
     if rank == 0:
         path = records.start(args.out, card, world, f"gather-{preset}", date=stamp, preset=preset,
-                             torch=torch.__version__, ll_bytes=ws.layout.ll_bytes)
+                             torch=torch.__version__, gather_ll_bytes=ws.layout.gather_ll_limit)
         print(f"# all_gatherv, {card} x{world}, {stamp}; us per call (CUDA-graph replay, max over ranks); "
-              f"flagged words up to {ws.layout.ll_bytes} bytes per source")
+              f"flagged words up to {ws.layout.gather_ll_limit} bytes per source")
         print(f"{'dist':>9} {'rows':>5} | " + " ".join(f"{n:>15}" for n in names) + " | x allreduce x allgatherv")
     rows_list, hiddens, dists = PRESETS[preset]
     for hidden in hiddens:

@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--ship", action="store_true", help="also merge them into kernels/tuned/<gpu>.json")
     ap.add_argument("--verbose", action="store_true", help="print every config's time")
     ap.add_argument("--ll-bytes", type=int, default=None,
-                    help="create the workspace with this ll_bytes (flagged words for larger calls)")
+                    help="create the workspace with this ll_bytes and gather_ll_bytes (flagged words for larger calls)")
     args = ap.parse_args(argv)
     device = dist_env.init("cuda")
     rank = dist.get_rank()
@@ -180,7 +180,8 @@ def main(argv=None) -> None:
         for hidden in map(int, args.hidden.split(",")):
             for rows in (map(int, args.rows.split(",")) if args.rows else POINTS[mode]):
                 res = tune_point(device, mode, hidden, rows, dtype, sms, args.verbose,
-                                 None if args.ll_bytes is None else dict(ll_bytes=args.ll_bytes))
+                                 None if args.ll_bytes is None else dict(ll_bytes=args.ll_bytes,
+                                                                         gather_ll_bytes=args.ll_bytes))
                 if res and rank == 0:
                     key, cfg, ms = res
                     found[key] = cfg
