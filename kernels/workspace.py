@@ -43,12 +43,6 @@ def default_push_bytes(world_size: int) -> int:
     return (8 << 20) if world_size == 2 else (4 << 20)
 
 
-def default_layout(world_size: int) -> L.Layout:
-    """A fresh workspace's layout with the default limits (nothing grown yet)."""
-    return L.Layout(world_size, default_ll_bytes(world_size), 0, 0, 0,
-                    gather_ll_bytes=default_gather_ll_bytes(world_size))
-
-
 _workspaces: dict[tuple, "Workspace"] = {}
 
 
@@ -530,6 +524,22 @@ def default_device(group: dist.ProcessGroup) -> torch.device:
     return torch.device("cpu")
 
 
+def _resolve(group, device) -> tuple:
+    """(group, device) as the workspace cache keys them: the default group, its default device, a
+    CUDA device with its index."""
+    group = group if group is not None else dist.group.WORLD
+    device = torch.device(device) if device is not None else default_device(group)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return group, device
+
+
+def exists(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None) -> bool:
+    """Whether ``group`` already has its workspace on ``device`` (a local check, not collective)."""
+    group, device = _resolve(group, device)
+    return (group.group_name, device) in _workspaces
+
+
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None, *,
               ll_bytes: int | None = None, gather_ll_bytes: int | None = None, push_bytes: int | None = None,
               timeout_s: float | None = None, start_epoch: int | None = None, ranks_per_node: int | None = None, backend: str | None = None,
@@ -564,10 +574,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
       and the network, one rounding) instead of the input dtype (default: one more rounding per
       node hop, see ``hierarchy.py``).
     """
-    group = group if group is not None else dist.group.WORLD
-    device = torch.device(device) if device is not None else default_device(group)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    group, device = _resolve(group, device)
     given = {k: v for k, v in dict(ll_bytes=ll_bytes, gather_ll_bytes=gather_ll_bytes, push_bytes=push_bytes,
                                    timeout_s=timeout_s, start_epoch=start_epoch, ranks_per_node=ranks_per_node, backend=backend,
                                    hop_fp32=hop_fp32).items() if v is not None}

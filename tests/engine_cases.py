@@ -52,6 +52,12 @@ def _has_workspace(group) -> bool:
     return any(k[0] == group.group_name for k in _workspaces)
 
 
+def _gather_ll_bytes(group) -> int | None:
+    """The gather's flagged-word limit of the group's workspace (None without one)."""
+    found = [ws for k, ws in _workspaces.items() if k[0] == group.group_name]
+    return found[0].layout.gather_ll_limit if found else None
+
+
 def _report(coordinator, original_methods: dict, cls) -> dict:
     served = getattr(coordinator, "_kernels_served", None)
     return {
@@ -60,6 +66,7 @@ def _report(coordinator, original_methods: dict, cls) -> dict:
         "max_input_bytes": served.max_input_bytes if served is not None else 0,
         "workspaces": len(served.groups) if served is not None else 0,
         "has_workspace": _has_workspace(coordinator.device_group),
+        "gather_ll_bytes": _gather_ll_bytes(coordinator.device_group),
         "logs": list(_state["logs"].messages),
     }
 

@@ -49,6 +49,8 @@ def test_the_plugin_reserves_the_tp_groups_workspace_at_start_up(on):
         assert report["replaced"] == ["__init__", "graph_capture", "reduce_scatterv"]
         assert report["served"] and report["has_workspace"] and report["workspaces"] == 1
         assert report["max_input_bytes"] == 512 << 10
+        # the engine calls no gather: its workspace keeps the gather's slots at the reduce-scatter's size
+        assert report["gather_ll_bytes"] == 512 << 10
         assert any("reserved" in m and "MiB of symmetric memory" in m for m in report["logs"]), report["logs"]
 
 

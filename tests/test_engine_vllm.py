@@ -50,6 +50,7 @@ def test_the_plugin_reserves_the_dp_groups_workspaces_at_start_up(on):
         assert report["served_names"] == ["dp"]  # not the EP group: vLLM's combine does not use it here
         assert report["served"] and report["has_workspace"] and report["workspaces"] == 2
         assert report["max_input_bytes"] == 512 << 10
+        assert report["gather_ll_bytes"] == 512 << 10  # no gather in the engine: no larger gather slots
         assert any("reserved" in m and "2 workspace(s)" in m for m in report["logs"]), report["logs"]
 
 

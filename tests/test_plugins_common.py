@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reduce_scatterv import settings
 from reduce_scatterv.layout import Layout
 from reduce_scatterv.plugins import common
-from reduce_scatterv.workspace import default_gather_ll_bytes, default_ll_bytes, default_push_bytes
+from reduce_scatterv.workspace import default_ll_bytes, default_push_bytes
 
 
 @pytest.mark.parametrize("world", range(2, 9))
@@ -38,7 +38,8 @@ def test_the_reservation_is_the_largest_power_of_2_under_the_cap(world, cap_mib)
 @given(world=st.integers(2, 8), input_bytes=st.integers(1, 1 << 30))
 def test_the_footprint_is_what_the_workspace_grows_to(world, input_bytes):
     """``footprint_bytes`` mirrors ``Workspace.reserve(max_input_bytes=...)`` on a fresh workspace."""
-    grown = Layout(world, default_ll_bytes(world), 0, 0, 0, gather_ll_bytes=default_gather_ll_bytes(world)).grown(scratch_bytes=input_bytes, arena_bytes=0,
+    fresh = Layout(world, default_ll_bytes(world), 0, 0, 0, **common.engine_keywords(world))
+    grown = fresh.grown(scratch_bytes=input_bytes, arena_bytes=0,
                         push_bytes=min(input_bytes, default_push_bytes(world)))
     assert common.footprint_bytes(world, input_bytes) == grown.total_bytes
 

@@ -27,7 +27,8 @@ import torch.distributed as dist
 
 from .. import api, configs, custom_op, settings
 from ..validation import SUPPORTED_DTYPES
-from ..workspace import default_layout, default_push_bytes, release, workspace
+from ..layout import Layout
+from ..workspace import default_ll_bytes, default_push_bytes, exists, release, workspace
 
 SWITCH = "KERNELS_ENGINE_PLUGIN"
 CAP = "KERNELS_ENGINE_WORKSPACE_MB"
@@ -67,12 +68,20 @@ def log_once(engine: str, key: tuple, message: str, level: int = logging.WARNING
 
 
 # ---- the footprint
+def engine_keywords(world_size: int) -> dict:
+    """Workspace keywords of an engine group. Engines call reduce_scatterv only, so the gather's
+    flagged-word limit stays the reduce-scatter's (the library default on 2 ranks, 1.5 MiB per
+    source, would make the slots 8 MiB larger for nothing the engine calls)."""
+    return dict(gather_ll_bytes=default_ll_bytes(world_size))
+
+
 def footprint_bytes(world_size: int, max_input_bytes: int) -> int:
     """Bytes of one rank's workspace reserved for inputs of up to ``max_input_bytes`` (all ranks' rows
     together): header, flagged-word slots, plain-push slots (``2 * world`` of
     ``min(max_input_bytes, push limit)``) and the pull kernel's scratch (``max_input_bytes`` rounded up
-    to a power of 2), with the library's default limits (``kernels/workspace.py``)."""
-    grown = default_layout(world_size).grown(push_bytes=min(max_input_bytes, default_push_bytes(world_size)), scratch_bytes=max_input_bytes)
+    to a power of 2), with the library's default limits and ``engine_keywords``."""
+    fresh = Layout(world_size, default_ll_bytes(world_size), 0, 0, 0, **engine_keywords(world_size))
+    grown = fresh.grown(push_bytes=min(max_input_bytes, default_push_bytes(world_size)), scratch_bytes=max_input_bytes)
     return grown.total_bytes
 
 
@@ -173,7 +182,8 @@ def reserve(engine: str, name: str, groups: Sequence[dist.ProcessGroup], device:
                  f"({size_text(footprint_bytes(world, MIN_INPUT_BYTES))} needed on {world} ranks); raise it")
         return None
     for g in groups:
-        ws = workspace(g, device)
+        # a workspace the application made for this group first is used as it is
+        ws = workspace(g, device) if exists(g, device) else workspace(g, device, **engine_keywords(world))
         if not ws.p2p:  # decided collectively at creation: the same on every rank
             release(g)
             log_once(engine, (name, "p2p"), f"group {name}: runs the engine's own reduce_scatterv: its GPUs cannot "
