@@ -6,6 +6,7 @@ the engines' own tests cover the rest (``tests/test_engine_*.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -43,53 +44,85 @@ def plugin_path_case(ctx, *, hidden: int = 7168, dtype: str = "bfloat16", seed: 
     Every result against the float64 sum and the reference collective. Returns what the plugin said."""
     dtype_t, W, rank, dev = DTYPES[dtype], ctx.world, ctx.rank, ctx.device
     backend = "nccl" if dev.type == "cuda" else "gloo"
+    said: dict = {}
+    with _engine_env(dev):
+        group = dist.new_group(list(range(W)), backend=backend)  # the engine's device group
+        cpu_group = dist.new_group(list(range(W)), backend="gloo")  # and its CPU group
+        try:
+            _serve_and_call(ctx, group, cpu_group, backend, said, dtype_t, hidden, decode_rows, prefill, seed)
+        finally:
+            rsv.release(group)
+            dist.destroy_process_group(group)
+            dist.destroy_process_group(cpu_group)
+    return said
+
+
+@contextlib.contextmanager
+def _engine_env(dev):
+    """The plugin switched on with a ``CAP_MB`` cap (CPU emulation allowed on CPU), restored after."""
     saved = {k: os.environ.get(k) for k in ("KERNELS_ENGINE_PLUGIN", "KERNELS_ENGINE_WORKSPACE_MB")}
     os.environ.update(KERNELS_ENGINE_PLUGIN="1", KERNELS_ENGINE_WORKSPACE_MB=str(CAP_MB))
     common.allow_cpu_emulation(dev.type == "cpu")
-    group = dist.new_group(list(range(W)), backend=backend)  # the engine's device group
-    cpu_group = dist.new_group(list(range(W)), backend="gloo")  # and its CPU group
-    said: dict = {}
     try:
-        meeting = common.meet("sglang", "tp", cpu_group=cpu_group, world_size=W, device=dev, backend=backend,
-                              engine_modes={})
-        if not meeting.on or meeting.reason is not None:
-            raise AssertionError(f"the plugin does not serve a {W}-rank {backend} group: {meeting}")
-        served = common.reserve("sglang", "tp", [group], dev)
-        if served is None:
-            raise AssertionError("no workspace was reserved")
-        common.ready_for_capture(served)
-        said["max_input_bytes"] = served.max_input_bytes
-        worst = 0.0
-        calls = [("decode", [k] * W) for k in decode_rows] + [("vllm even", None),
-                                                                ("prefill", list(prefill[:W]))]
-        for i, (name, sizes) in enumerate(calls):
-            rows = [4] * W if sizes is None else sizes
-            parts = partials(seed * 100 + i, W, sum(rows), (hidden,), dtype_t)
-            inp = parts[rank].to(dev)
-            if common.refusal(served, inp, 0, {}) is not None:
-                raise AssertionError(f"{name}: refused: {common.refusal(served, inp, 0, {})}")
-            got = common.run(served, inp, None, sizes)
-            worst = max(worst, _check(f"{name} {rows}", ctx, group, got, parts, rows, dtype_t))
-        if dev.type == "cuda":
-            worst = max(worst, _side_stream(ctx, served, group, hidden, dtype_t, seed))
-            worst = max(worst, _graph(ctx, served, group, hidden, dtype_t, seed, W))
-        said["worst"] = worst
-        big_rows = served.max_input_bytes // (hidden * dtype_t.itemsize) + W
-        said["refusals"] = [common.refusal(served, torch.zeros(8, hidden, dtype=torch.float64, device=dev), 0, {}),
-                            common.refusal(served, torch.empty(big_rows, hidden, dtype=dtype_t, device=dev), 0, {}),
-                            common.refusal(served, torch.zeros(8, hidden, dtype=dtype_t, device=dev), 1, {})]
-        rsv.workspace(group, dev).check()
+        yield
     finally:
-        rsv.release(group)
-        dist.destroy_process_group(group)
-        dist.destroy_process_group(cpu_group)
         common.allow_cpu_emulation(False)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return said
+
+
+def _serve_and_call(ctx, group, cpu_group, backend, said, dtype_t, hidden, decode_rows, prefill, seed) -> None:
+    """Meet, reserve, get ready for capture, then the calls (see ``plugin_path_case``); fills ``said``."""
+    W, rank, dev = ctx.world, ctx.rank, ctx.device
+    meeting = common.meet("sglang", "tp", cpu_group=cpu_group, world_size=W, device=dev, backend=backend,
+                          engine_modes={})
+    if not meeting.on or meeting.reason is not None:
+        raise AssertionError(f"the plugin does not serve a {W}-rank {backend} group: {meeting}")
+    served = common.reserve("sglang", "tp", [group], dev)
+    if served is None:
+        raise AssertionError("no workspace was reserved")
+    common.ready_for_capture(served)
+    said["max_input_bytes"] = served.max_input_bytes
+    worst = 0.0
+    calls = [("decode", [k] * W) for k in decode_rows] + [("vllm even", None),
+                                                            ("prefill", list(prefill[:W]))]
+    for i, (name, sizes) in enumerate(calls):
+        rows = [4] * W if sizes is None else sizes
+        parts = partials(seed * 100 + i, W, sum(rows), (hidden,), dtype_t)
+        inp = parts[rank].to(dev)
+        if common.refusal(served, inp, 0, {}) is not None:
+            raise AssertionError(f"{name}: refused: {common.refusal(served, inp, 0, {})}")
+        got = common.run(served, inp, None, sizes)
+        worst = max(worst, _check(f"{name} {rows}", ctx, group, got, parts, rows, dtype_t))
+    if dev.type == "cuda":
+        worst = max(worst, _side_stream(ctx, served, group, hidden, dtype_t, seed))
+        worst = max(worst, _graph(ctx, served, group, hidden, dtype_t, seed, W))
+    said["worst"] = worst
+    big_rows = served.max_input_bytes // (hidden * dtype_t.itemsize) + W
+    said["refusals"] = [common.refusal(served, torch.zeros(8, hidden, dtype=torch.float64, device=dev), 0, {}),
+                        common.refusal(served, torch.empty(big_rows, hidden, dtype=dtype_t, device=dev), 0, {}),
+                        common.refusal(served, torch.zeros(8, hidden, dtype=dtype_t, device=dev), 1, {})]
+    rsv.workspace(group, dev).check()
+    said["gather_ll_bytes"] = rsv.workspace(group, dev).layout.gather_ll_limit
+
+
+def existing_workspace_case(ctx) -> dict:
+    """A group whose workspace the application made (library defaults) before the plugin reserved
+    it: the plugin uses it as it is (a workspace's keywords are fixed at creation) instead of
+    raising; returns whether it was served and the workspace's gather limit."""
+    dev = ctx.device
+    with _engine_env(dev):
+        group = dist.new_group(list(range(ctx.world)), backend="nccl" if dev.type == "cuda" else "gloo")
+        try:
+            rsv.workspace(group, dev)
+            served = common.reserve("sglang", "tp", [group], dev)
+            return dict(served=served is not None, gather_ll_bytes=rsv.workspace(group, dev).layout.gather_ll_limit)
+        finally:
+            rsv.release(group)
+            dist.destroy_process_group(group)
 
 
 def _side_stream(ctx, served, group, hidden, dtype_t, seed) -> float:

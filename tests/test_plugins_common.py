@@ -115,4 +115,13 @@ def test_the_plugin_path_in_cpu_emulation_serves_the_engines_call_shapes(cpu_poo
     for said in cpu_pools[2].run("tests.plugin_path_cases:plugin_path_case", hidden=64, decode_rows=(1, 3),
                                  prefill=(5, 0), seed=4):
         assert said["max_input_bytes"] == common.max_input_bytes(2, 64 << 20)
+        assert said["gather_ll_bytes"] == default_ll_bytes(2)  # the engine's workspace: no larger gather slots
         assert _kinds(said["refusals"]) == ["dtype", "size", "dim"], said["refusals"]
+
+
+def test_a_workspace_the_application_made_first_is_served_as_it_is(cpu_pools):
+    """The plugin reserves an existing workspace instead of raising over its creation keywords."""
+    from reduce_scatterv.workspace import default_gather_ll_bytes
+
+    for said in cpu_pools[2].run("tests.plugin_path_cases:existing_workspace_case"):
+        assert said == dict(served=True, gather_ll_bytes=default_gather_ll_bytes(2)), said
