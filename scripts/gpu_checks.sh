@@ -69,8 +69,8 @@ for phase in "$@"; do
                run parts-$v$i 150 env VARIANT=$v torchrun --nproc-per-node 2 bench/push_parts.py
              done
            done ;;
-    hierbench) run hierbench 300 torchrun --nproc-per-node 4 -m bench --preset quick --impls fused,nccl_rsv,hier2,hier2_fp32 --no-plot --out "$LOG/results/hier"
-        run hiergather 200 torchrun --nproc-per-node 4 -m bench.gather --preset latency --impls fused,nccl_allgatherv,hier2 --out "$LOG/results/hier" ;;
+    hierbench) run hierbench ${HIERBENCH_LIMIT:-300} torchrun --nproc-per-node 4 -m bench --preset ${HIER_PRESET:-quick} --impls ${HIER_IMPLS:-fused,nccl_rsv,hier2,hier2_fp32} --no-plot --out "$LOG/results/hier"
+        run hiergather ${HIERGATHER_LIMIT:-200} torchrun --nproc-per-node 4 -m bench.gather --preset latency --impls fused,nccl_allgatherv,hier2 --out "$LOG/results/hier" ;;
     quick4) run quick4 240 torchrun --nproc-per-node 4 -m bench --preset quick --out "$LOG/results" ;;
     quick2) run quick2 200 torchrun --nproc-per-node 2 -m bench --preset quick --out "$LOG/results" ;;
     bench) run bench ${BENCH_LIMIT:-480} torchrun --nproc-per-node $NG -m bench --preset full --out "$LOG/results" ;;
