@@ -78,9 +78,9 @@ def collective_bench(fn, quantiles=None, calls: int = 10, replays: int = 5, **_)
 
 
 def gather_arguments(ws, mode: str, hidden: int, rows: int, dtype: torch.dtype):
-    """(kernel, args, constexprs, max_rows, output) of an even all_gatherv call of ``rows`` rows per
-    rank, the input in the workspace (as the V4 block keeps it), or None where ``mode`` would not
-    serve it. The output must outlive the launches (the arguments hold its address only)."""
+    """(kernel, args, constexprs, max_rows, (input, output)) of an even all_gatherv call of ``rows``
+    rows per rank, the input in the workspace (as the V4 block keeps it), or None where ``mode``
+    would not serve it. The tensors must outlive the launches (the arguments hold their addresses)."""
     world, rank = dist.get_world_size(), dist.get_rank()
     sizes = [rows] * world
     ws.reserve(max_input_bytes=rows * hidden * dtype.itemsize)  # grow first: growth moves the arena
@@ -88,13 +88,13 @@ def gather_arguments(ws, mode: str, hidden: int, rows: int, dtype: torch.dtype):
     inp.normal_()
     out = torch.empty((sum(sizes), hidden), dtype=dtype, device=inp.device)
     call = check_gather_call(inp, out, sizes, world, rank)
-    kern = api.kernel_module("cuda")
+    kern = api.kernel_module(inp.device.type)
     if kern.gather_ll_fits(ws, call, inp.element_size()) != (mode == "gather_ll"):
         return None
     protocol = (ws.timeout_arg, api.gather_tag(mode, world, call, FLOAT_CODES[dtype]), 0)
     if mode == "gather_ll":
-        return (kern.all_gatherv_ll_kernel, *kern.gather_ll_arguments(ws, inp, out, call, protocol), out)
-    return (kern.all_gatherv_kernel, *kern.gather_arguments(ws, inp, out, call, False, protocol), out)
+        return (kern.all_gatherv_ll_kernel, *kern.gather_ll_arguments(ws, inp, out, call, protocol), (inp, out))
+    return (kern.all_gatherv_kernel, *kern.gather_arguments(ws, inp, out, call, False, protocol), (inp, out))
 
 
 def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sms: int, verbose: bool = False,
@@ -108,7 +108,7 @@ def tune_point(device, mode: str, hidden: int, rows: int, dtype: torch.dtype, sm
         found = gather_arguments(ws, mode, hidden, rows, dtype)
         if found is None:
             return None
-        fn, args, constexprs, max_rows, _out = found  # _out: alive while the kernel writes it
+        fn, args, constexprs, max_rows, _tensors = found  # alive while the kernel runs
         return _tune(fn, args, constexprs, max_rows, search_space(mode, world), mode, hidden, rows, dtype, sms,
                      verbose)
     inp = ws.empty(sum(sizes), hidden, dtype=dtype)

@@ -250,3 +250,32 @@ def gather_limit_case(ctx, *, sizes: list, seed: int) -> dict:
     inp = torch.randn((ctx.world, 40), device=ctx.device).to(torch.bfloat16)  # 80 B per destination
     call = check_call(inp, None, [1] * ctx.world, ctx.world, ctx.rank)
     return dict(gather=ran, reduce_scatterv=api.plan_call(ws, call, inp).mode)
+
+
+def tune_arguments_case(ctx, *, group: str, hidden: int = 16, rows: int = 3) -> list:
+    """``bench.tune``'s gather calls: for each gather mode, whether the group's workspace serves an
+    even call of ``rows`` rows with it, and where it does, one launch of the kernel with the
+    arguments the tuner times, checked against the reference collective's gather."""
+    from reduce_scatterv import configs
+
+    kern = api.kernel_module(ctx.device.type)  # fixes the Triton mode before bench.tune imports triton
+    from bench.tune import gather_arguments
+
+    grp = ctx.groups[group]
+    ws = rsv.workspace(grp, ctx.device)
+    served = []
+    for mode in ("gather_ll", "gather"):
+        found = gather_arguments(ws, mode, hidden, rows, torch.bfloat16)
+        if found is None:
+            continue
+        fn, args, constexprs, max_rows, (inp, out) = found
+        cfg = configs.CPU_DEFAULT
+        grid = kern.grid_size(max_rows, hidden, cfg.block, cfg.programs_per_sm, cfg.tiles_per_program, 2)
+        fn[(grid,)](*args, cfg.programs_per_sm, cfg.tiles_per_program, **constexprs, BLOCK=cfg.block,
+                    num_warps=cfg.num_warps)
+        ws.check()
+        if not torch.equal(out, reference_gather(inp.clone(), [rows] * ctx.world, grp)):
+            raise AssertionError(f"{mode}: the tuner's launch is not the gather")
+        served.append(mode)
+    return served
+

@@ -34,6 +34,13 @@ def test_tune_entry_point_explains_itself():
     assert done.returncode == 0 and "triton.autotune" in done.stdout
 
 
+@pytest.mark.parametrize("group,mode", [("world", "gather_ll"), ("large", "gather")])
+def test_the_tuners_gather_calls_are_gathers(cpu_pools, group, mode):
+    """``bench.tune --modes gather_ll,gather`` times the kernel with arguments built as the API builds
+    them: each mode serves the call its workspace's limits give it, and one launch gathers."""
+    assert cpu_pools[2].run("tests.all_gatherv_cases:tune_arguments_case", group=group) == [[mode], [mode]]
+
+
 def _records(module: str, tmp_path) -> list[dict]:
     """Run ``python -m <module> --preset tiny`` on 2 CPU-emulation ranks as a user would; its records."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", module, "--preset", "tiny",
