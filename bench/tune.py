@@ -4,8 +4,8 @@
     torchrun --nproc-per-node 4 -m bench.tune --ship           # ... and kernels/tuned/<gpu>.json
     torchrun --nproc-per-node 4 -m bench.tune --modes push --rows 64   # one mode, chosen sizes
 
-For each mode (ll, push, large; the gather's gather_ll and gather), row width and size bucket, one representative call is tuned:
-``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
+For each mode (ll, push, large; the gather's gather_ll and gather), row width and size bucket, one
+representative call is tuned: ``triton.autotune`` runs every Config (block size, warps, programs per SM, tiles per program)
 through a benchmark that is collective: every rank runs the same
 number of calls, timed under CUDA-graph replay, and the time is the maximum over ranks, so every
 rank picks the same config. Entries are keyed as the API looks them up (mode, world, dtype,
@@ -34,7 +34,7 @@ POINTS = {  # mode -> rows per rank of the representative calls (even split)
     "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
     "push": [32, 64, 128, 256, 512],  # 64: it took the 32-row entry, which ran slower there than the default
     "large": [256, 1024, 4096],
-    "gather_ll": [1, 4, 8, 16, 32],  # all_gatherv, flagged words (up to the workspace's ll_bytes)
+    "gather_ll": [1, 4, 8, 16, 32],  # all_gatherv, flagged words (up to the workspace's gather_ll_bytes)
     "gather": [64, 256, 1024],  # all_gatherv, the pull
 }
 # the API settings under which each mode gets those calls (the planner would push the small ones)
@@ -88,9 +88,9 @@ def gather_arguments(ws, mode: str, hidden: int, rows: int, dtype: torch.dtype):
     inp.normal_()
     out = torch.empty((sum(sizes), hidden), dtype=dtype, device=inp.device)
     call = check_gather_call(inp, out, sizes, world, rank)
-    kern = api.kernel_module(inp.device.type)
-    if kern.gather_ll_fits(ws, call, inp.element_size()) != (mode == "gather_ll"):
+    if api.gather_mode(ws, call, inp.element_size()) != mode:
         return None
+    kern = api.kernel_module(inp.device.type)
     protocol = (ws.timeout_arg, api.gather_tag(mode, world, call, FLOAT_CODES[dtype]), 0)
     if mode == "gather_ll":
         return (kern.all_gatherv_ll_kernel, *kern.gather_ll_arguments(ws, inp, out, call, protocol), (inp, out))

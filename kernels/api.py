@@ -377,9 +377,8 @@ def node_step(x: torch.Tensor, out: torch.Tensor, sizes: list, group, gather: bo
 def _all_gatherv_hierarchy(ws: Workspace, call: Call, input_: torch.Tensor, output: torch.Tensor,
                            dtype_code: int | None = None) -> None:
     h = ws.hierarchy
-    facts = (call.sizes if call.sizes is not None else (-1, call.rows, call.out_rows))
     tag = call_tag(MODE_CODES["hierarchy_gather"], ws.world_size, h.G, call.hidden,
-                   dtype_code or FLOAT_CODES[input_.dtype], *facts)
+                   dtype_code or FLOAT_CODES[input_.dtype], *_gather_facts(call))
     out = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype, device=output.device)
     if out is not output and call.sizes is None:  # rows past sum(sizes) stay as they were
         out.copy_(output)
@@ -469,31 +468,40 @@ def all_gatherv(
     return result if w is None else w.restore(result)
 
 
+def _gather_facts(call: Call) -> tuple:
+    """A gather call's row facts for its digest: host sizes fix every row count; with device sizes
+    both capacities must agree (the kernel checks the sizes against them)."""
+    return (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
+
+
 def gather_tag(mode: str, world: int, call: Call, dtype_code: int) -> int:
-    """The host's part of a gather call's digest (``call_tag``): host sizes fix every row count;
-    with device sizes both capacities must agree (the kernel checks the sizes against them)."""
-    facts = (*call.sizes,) if call.sizes is not None else (-1, call.rows, call.out_rows)
-    return call_tag(MODE_CODES[mode], world, call.hidden, dtype_code, *facts)
+    """The host's part of a gather call's digest (``call_tag``)."""
+    return call_tag(MODE_CODES[mode], world, call.hidden, dtype_code, *_gather_facts(call))
+
+
+def gather_mode(ws: Workspace, call: Call, elt: int) -> str:
+    """The gather's mode from rank-agreed facts: "gather_ll" (flagged words) while every source's
+    rows fit ``gather_ll_bytes``, else "gather" (the pull)."""
+    flagged = "ll" not in MODES_OFF and kernel_module(ws.device.type).gather_ll_fits(ws, call, elt)
+    return "gather_ll" if flagged else "gather"
 
 
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,
                         dtype_code: int | None = None) -> None:
-    """Flagged words (``all_gatherv_ll_kernel``) while every source's rows fit ``gather_ll_bytes``, else the
-    pull kernel (``all_gatherv_kernel``); chosen from rank-agreed facts, as ``plan_call``."""
+    """Flagged words (``all_gatherv_ll_kernel``) or the pull kernel (``all_gatherv_kernel``), as
+    ``gather_mode`` chooses."""
     elt = inp.element_size()
     world = ws.world_size
     kern = kernel_module(inp.device.type)
-    flagged = "ll" not in MODES_OFF and kern.gather_ll_fits(ws, call, elt)
-    mode = "gather_ll" if flagged else "gather"
+    mode = gather_mode(ws, call, elt)
     protocol = (ws.timeout_arg, gather_tag(mode, world, call, dtype_code or FLOAT_CODES[inp.dtype]), CHAOS_SEED)
-    if flagged:
-        config = pick_config(inp.device, "gather_ll", world, inp.dtype, call)
+    config = pick_config(inp.device, mode, world, inp.dtype, call)
+    if mode == "gather_ll":
         kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol)
         return
     source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
     ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
     stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
-    config = pick_config(inp.device, "gather", world, inp.dtype, call)
     kern.gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device), protocol)
 
 

@@ -58,8 +58,7 @@ DEFAULTS = {
     "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
 }
 # The gather's modes ("gather_ll": flagged words, "gather": the pull) take the reduce-scatter's
-# entries of the same kind where the tune file has none of their own.
-DEFAULTS["gather_ll"], DEFAULTS["gather"] = DEFAULTS["ll"], DEFAULTS["large"]
+# entries (or defaults) of the same kind where the tune file has none of their own.
 FALLBACK = {"gather_ll": "ll", "gather": "large"}
 CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
 
@@ -103,7 +102,8 @@ def table_digest(slug: str) -> str:
 
 
 def lookup(slug: str, mode: str, world: int, dtype: str, hidden: int, nbytes: int) -> KernelConfig:
-    """Best known config for a call; nearest tuned bucket of the same mode/world/dtype/hidden, else default."""
+    """Best known config for a call; nearest tuned bucket of the same mode/world/dtype/hidden, else the
+    ``FALLBACK`` mode's, else default."""
     return _lookup_bucket(slug, mode, world, dtype, hidden, size_bucket(nbytes))
 
 

@@ -18,6 +18,8 @@ from .push_kernel import fits as push_fits
 from .push_kernel import launch as push_launch
 from .reduce_scatterv_kernel import Variant, kernel_arguments, launch, reduce_scatterv_kernel
 
-__all__ = ["all_gatherv_kernel", "gather_arguments", "gather_launch", "all_gatherv_ll_kernel", "gather_ll_arguments", "gather_ll_fits", "gather_ll_launch", "hop_finish", "hop_fault", "hop_gather_check", "hop_gather_copy", "hop_prologue", "destination_bytes", "push_fits", "push_arguments", "push_launch",
-           "reduce_scatterv_push_kernel", "Variant", "grid_size", "rounds_fit", "kernel_arguments", "launch",
-           "reduce_scatterv_kernel"]
+__all__ = ["all_gatherv_kernel", "gather_arguments", "gather_launch", "all_gatherv_ll_kernel", "gather_ll_arguments",
+           "gather_ll_fits", "gather_ll_launch", "hop_finish", "hop_fault", "hop_gather_check",
+           "hop_gather_copy", "hop_prologue", "destination_bytes", "push_fits", "push_arguments",
+           "push_launch", "reduce_scatterv_push_kernel", "Variant", "grid_size", "rounds_fit",
+           "kernel_arguments", "launch", "reduce_scatterv_kernel"]

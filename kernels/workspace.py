@@ -52,7 +52,8 @@ def _region_field(region: int) -> str:
         raise ValueError(f"arena region must be 0 or 1, got {region!r}")
     return "arena1_bytes" if region else "arena_bytes"
 
-_CREATION_KEYWORDS = ("ll_bytes", "gather_ll_bytes", "push_bytes", "timeout_s", "start_epoch", "ranks_per_node", "backend", "hop_fp32")
+_CREATION_KEYWORDS = ("ll_bytes", "gather_ll_bytes", "push_bytes", "timeout_s", "start_epoch", "ranks_per_node",
+                      "backend", "hop_fp32")
 
 
 def _capturing(device: torch.device) -> bool:
@@ -92,8 +93,8 @@ class Workspace:
     """
 
     def __init__(self, group: dist.ProcessGroup, device: torch.device, *, ll_bytes: int | None = None,
-                 gather_ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None, start_epoch: int = 0,
-                 ranks_per_node: int | None = None, backend: str | None = None, hop_fp32: bool = False):
+                 gather_ll_bytes: int | None = None, push_bytes: int | None = None, timeout_s: float | None = None,
+                 start_epoch: int = 0, ranks_per_node: int | None = None, backend: str | None = None, hop_fp32: bool = False):
         self.group = group
         self.device = device
         self.rank = dist.get_rank(group)
@@ -164,8 +165,8 @@ class Workspace:
         if self.world_size > H.MAX_CHECK_WORLD:
             raise ValueError(f"reduce_scatterv.workspace: multi-node groups of at most {H.MAX_CHECK_WORLD} ranks (the hop's "
                              f"check rows count ranks exactly in bf16), got {self.world_size}")
-        node_keywords = dict(ll_bytes=self.layout.ll_bytes, gather_ll_bytes=self.layout.gather_ll_limit, push_bytes=self.push_max_bytes, timeout_s=self.timeout_s,
-                             start_epoch=self.start_epoch, backend=None if self.backend == "cpu" else self.backend)
+        node_keywords = dict(ll_bytes=self.layout.ll_bytes, gather_ll_bytes=self.layout.gather_ll_limit,
+                             push_bytes=self.push_max_bytes, timeout_s=self.timeout_s, start_epoch=self.start_epoch, backend=None if self.backend == "cpu" else self.backend)
         hier = H.Hierarchy(self, topo, node_keywords)
         # every node's ranks must reach each other's memory, else the whole group stays flat
         everyone: list = [None] * self.world_size
@@ -180,8 +181,8 @@ class Workspace:
     def settings(self) -> dict:
         """The creation keywords' values."""
         return dict(ll_bytes=self.layout.ll_bytes, gather_ll_bytes=self.layout.gather_ll_limit,
-                    push_bytes=self.push_max_bytes, timeout_s=self.timeout_s, start_epoch=self.start_epoch, ranks_per_node=self.ranks_per_node, backend=self.backend,
-                    hop_fp32=self.hop_fp32)
+                    push_bytes=self.push_max_bytes, timeout_s=self.timeout_s, start_epoch=self.start_epoch,
+                    ranks_per_node=self.ranks_per_node, backend=self.backend, hop_fp32=self.hop_fp32)
 
     # ---- agreement between ranks
     def _fingerprint(self) -> dict:
@@ -542,8 +543,8 @@ def exists(group: dist.ProcessGroup | None = None, device: torch.device | str | 
 
 def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str | None = None, *,
               ll_bytes: int | None = None, gather_ll_bytes: int | None = None, push_bytes: int | None = None,
-              timeout_s: float | None = None, start_epoch: int | None = None, ranks_per_node: int | None = None, backend: str | None = None,
-              hop_fp32: bool | None = None) -> Workspace:
+              timeout_s: float | None = None, start_epoch: int | None = None, ranks_per_node: int | None = None,
+              backend: str | None = None, hop_fp32: bool | None = None) -> Workspace:
     """The cached symmetric workspace of ``group`` (default group if None) on ``device``.
 
     Collective on first use for a (group, device): every rank must call it, with the same keywords.
@@ -576,8 +577,8 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     """
     group, device = _resolve(group, device)
     given = {k: v for k, v in dict(ll_bytes=ll_bytes, gather_ll_bytes=gather_ll_bytes, push_bytes=push_bytes,
-                                   timeout_s=timeout_s, start_epoch=start_epoch, ranks_per_node=ranks_per_node, backend=backend,
-                                   hop_fp32=hop_fp32).items() if v is not None}
+                                   timeout_s=timeout_s, start_epoch=start_epoch, ranks_per_node=ranks_per_node,
+                                   backend=backend, hop_fp32=hop_fp32).items() if v is not None}
     key = (group.group_name, device)
     ws = _workspaces.get(key)
     if ws is None:
