@@ -3,6 +3,8 @@
     torchrun --nproc-per-node 4 -m bench --preset full        # GPUs: NCCL vs fused, CUDA graphs
     torchrun --nproc-per-node 4 -m bench --preset latency     # decode sizes only (1-32 rows per rank)
     torchrun --nproc-per-node 2 -m bench --preset tiny        # CPU emulation (gloo); numbers meaningless
+    torchrun --nproc-per-node 2 -m bench --preset mid --ll-bytes 2097152 --impls fused,fused_push,nccl_rsv
+                                                              # where flagged words and the plain push cross
 
 Rank 0 prints a table and writes JSON lines (one per measurement) and a PNG plot under
 ``bench/results/``.
@@ -22,6 +24,7 @@ from reduce_scatterv import distributed_env as dist_env
 from reduce_scatterv.timing import time_call
 from reduce_scatterv import api
 from reduce_scatterv._triton_mode import kernel_module
+from reduce_scatterv.workspace import default_gather_ll_bytes
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 ALL_ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
@@ -32,6 +35,7 @@ PRESETS = {
     "bandwidth": [([128, 256, 512, 1024, 4096, 8192], [7168], ["bfloat16"],
                    ["even", "uneven", "idle_rank", "one_owner"])],
     "skew": [([32, 64, 128, 256, 512, 1024], [7168], ["bfloat16"], ["uneven", "idle_rank", "one_owner"])],
+    "mid": [([16, 32, 48, 64, 96, 128], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "quick": [([1, 8, 64, 512, 1024, 4096], [7168], ["bfloat16"], ["even", "uneven", "one_owner"])],
     "full": [(ALL_ROWS, [4096, 7168], ["bfloat16"], ["even", "uneven", "idle_rank", "one_owner"]),
              ([1, 64, 1024], [7168], ["float16", "float32"], ["even", "uneven"])],
@@ -118,9 +122,13 @@ def main(argv=None) -> None:
     ap.add_argument("--impls", default=",".join(impls.IMPLS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--ll-bytes", type=int, default=None,
+                    help="create the workspace with this ll_bytes (where the flagged words stop; default the library's)")
     args = ap.parse_args(argv)
     device = dist_env.init()
     kernel_module(device.type)  # fix the Triton mode (interpreter on CPU) before anything imports triton
+    if args.ll_bytes is not None:  # the group's workspace, made before any call makes it with the defaults
+        rsv.workspace(ll_bytes=args.ll_bytes, gather_ll_bytes=default_gather_ll_bytes(dist.get_world_size()))
     preset = args.preset or ("full" if device.type == "cuda" else "tiny")
     rank, world = dist.get_rank(), dist.get_world_size()
     card = dist_env.card_name(device)
@@ -135,9 +143,11 @@ def main(argv=None) -> None:
         path = records.start(args.out, card, world, preset, date=stamp, preset=preset, peer_ceiling_gbps=ceiling,
                              ceiling_launch=ceiling_cfg, peer_write_ceiling_gbps=round(write_ceiling, 1),
                              torch=torch.__version__, triton=_triton_version(),
-                             nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None)
+                             nccl=".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else None,
+                             ll_bytes=rsv.workspace().layout.ll_bytes)
         print(f"# {card} x{world}, {stamp}, preset {preset}; peer-read ceiling {ceiling:.0f} GB/s {ceiling_cfg}, "
-              f"peer-write ceiling {write_ceiling:.0f} GB/s")
+              f"peer-write ceiling {write_ceiling:.0f} GB/s; flagged words up to {rsv.workspace().layout.ll_bytes} "
+              f"bytes per destination")
         print(f"{'H':>5} {'dtype':>8} {'dist':>9} {'rows':>5} | {'fused':>9} {'copy-in':>9} {'kernel':>9} "
               f"{'direct':>9} {'push':>9} {'pull':>9} {'nccl_rsv':>9} {'padded':>9} {'allred':>9} | {'x nccl':>6} "
               f"{'GB/s':>6} {'%ceil':>5} {'mode':>5}", flush=True)

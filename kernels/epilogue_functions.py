@@ -31,68 +31,76 @@ RMSNORM = tl.constexpr(2)
 
 
 @triton.jit
-def _stream(res_ptr, k: tl.constexpr, H, offs, mask, HC: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """Residual stream ``k`` of a row (fp32), zeros for ``k >= HC`` (never used: folded away)."""
-    if k < HC:
-        return tl.load(tl.multiple_of(res_ptr + k * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        return tl.zeros(offs.shape, tl.float32)
+def _stream_ids(HC: tl.constexpr):
+    """[HCP] the output streams j, HCP the power of two >= HC (``HcPost`` allows 1 to 8 streams)."""
+    HCP: tl.constexpr = 1 if HC == 1 else (2 if HC == 2 else (4 if HC <= 4 else 8))
+    return tl.arange(0, HCP)
 
 
 @triton.jit
-def _add_term(y, r, comb_ptr, k: tl.constexpr, j: tl.constexpr, HC: tl.constexpr):
-    """``y + comb[k, j] * residual[k]`` for ``k < HC``, else ``y``."""
-    if k < HC:
-        return y + tl.load(comb_ptr + k * HC + j) * r
-    else:
-        return y
-
-
-@triton.jit
-def _hc_post_one_row(x, row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
-                     HC: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """hc_post of sums that all lie in row ``row`` (columns ``col0 + offs``): post and comb are
-    scalars, and the residual and out columns are contiguous (vector accesses where ``offs`` is an
-    arange and VEC_BYTES, which divides every row start, is 16). Every residual stream is loaded
-    once, before the first store (r0..r7: ``epilogues.HcPost`` allows 1 to 8 streams): the compiler
-    cannot move a load above a store that may alias it, so loads between the stores would wait one
-    memory round trip per output stream."""
-    at = row * (HC * H) + col0  # element [row, 0, col0] of residual / out
-    res_ptr = tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + at, VEC_BYTES)
-    out_ptr = tl.multiple_of(out_addr.to(tl.pointer_type(DTYPE)) + at, VEC_BYTES)
-    post_ptr = post_addr.to(tl.pointer_type(tl.float32)) + row * HC
+def _hc_terms(row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, DTYPE: tl.constexpr,
+              HC: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """What hc_post needs besides ``f``, for row ``row``'s columns ``col0 + offs`` (live where
+    ``mask``): ``(terms, post)``, ``terms[j, e] = sum_i comb[row, i, j] * residual[row, i, col0 +
+    offs[e]]`` (fp32, i = 0, 1, ... in order) and ``post[j] = post[row, j]``; 0 for streams j >= HC.
+    Only loads and arithmetic, no store: a caller may issue it before the sums exist."""
+    j = _stream_ids(HC)
+    res_ptr = tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + (row * (HC * H) + col0), VEC_BYTES)
     comb_ptr = comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC)
-    r0 = _stream(res_ptr, 0, H, offs, mask, HC, VEC_BYTES)
-    r1 = _stream(res_ptr, 1, H, offs, mask, HC, VEC_BYTES)
-    r2 = _stream(res_ptr, 2, H, offs, mask, HC, VEC_BYTES)
-    r3 = _stream(res_ptr, 3, H, offs, mask, HC, VEC_BYTES)
-    r4 = _stream(res_ptr, 4, H, offs, mask, HC, VEC_BYTES)
-    r5 = _stream(res_ptr, 5, H, offs, mask, HC, VEC_BYTES)
-    r6 = _stream(res_ptr, 6, H, offs, mask, HC, VEC_BYTES)
-    r7 = _stream(res_ptr, 7, H, offs, mask, HC, VEC_BYTES)
-    for j in tl.static_range(HC):  # the streams' order of summation as in deepseek_v4's hc_post: 0, 1, ...
-        y = _add_term(tl.load(post_ptr + j) * x, r0, comb_ptr, 0, j, HC)
-        y = _add_term(_add_term(_add_term(y, r1, comb_ptr, 1, j, HC), r2, comb_ptr, 2, j, HC), r3, comb_ptr, 3, j, HC)
-        y = _add_term(_add_term(_add_term(y, r4, comb_ptr, 4, j, HC), r5, comb_ptr, 5, j, HC), r6, comb_ptr, 6, j, HC)
-        y = _add_term(y, r7, comb_ptr, 7, j, HC)
-        tl.store(tl.multiple_of(out_ptr + j * H, VEC_BYTES) + offs, y.to(DTYPE), mask=mask)
+    terms = tl.zeros([j.shape[0], offs.shape[0]], tl.float32)
+    for i in tl.static_range(HC):
+        r = tl.load(tl.multiple_of(res_ptr + i * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
+        terms += tl.load(comb_ptr + i * HC + j, mask=j < HC, other=0.0)[:, None] * r[None, :]
+    post = tl.load(post_addr.to(tl.pointer_type(tl.float32)) + row * HC + j, mask=j < HC, other=0.0)
+    return terms, post
 
 
 @triton.jit
-def _hc_post(x, base, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr, DTYPE: tl.constexpr,
-             HC: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+def _hc_store(x, terms, post, row, col0, offs, mask, H, out_addr, DTYPE: tl.constexpr, HC: tl.constexpr,
+              VEC_BYTES: tl.constexpr):
+    """``out[row, j, col0 + offs] = post[j] * x + terms[j]`` for every stream j, rounded once: one
+    [stream, element] store (vector accesses where ``offs`` is an arange and VEC_BYTES, which divides
+    every row start, is 16)."""
+    j = _stream_ids(HC)
+    out_rows = tl.multiple_of(out_addr.to(tl.pointer_type(DTYPE)) + (row * (HC * H) + col0) + j * H, VEC_BYTES)
+    tl.store(out_rows[:, None] + offs[None, :], (post[:, None] * x[None, :] + terms).to(DTYPE),
+             mask=(j < HC)[:, None] & mask[None, :])
+
+
+@triton.jit
+def prepare(base, offs, mask, H, ep0, ep1, ep2, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr,
+            VEC_BYTES: tl.constexpr):
+    """The part of the epilogue of elements ``base + offs`` that does not need their sums, as
+    ``finish_prepared`` takes it: a kernel that waits for its data can call this first, so that the
+    epilogue's loads overlap the wait instead of following it. hc_post: ``_hc_terms`` of the tile's
+    first row; the residual + RMSNorm: nothing (placeholders)."""
+    if EPILOGUE == HC_POST:
+        ep0, ep1, ep2 = ep0.to(tl.int64), ep1.to(tl.int64), ep2.to(tl.int64)  # int32 when small (see ``finish``)
+        row0 = base // H
+        col0 = base - row0 * H
+        return _hc_terms(row0, col0, offs, mask & (offs < H - col0), H, ep0, ep1, ep2, DTYPE, HC, VEC_BYTES)
+    else:
+        return tl.zeros([1, offs.shape[0]], tl.float32), tl.zeros([1], tl.float32)
+
+
+@triton.jit
+def _hc_post(x, terms0, post0, base, offs, mask, H, residual_addr, post_addr, comb_addr, out_addr,
+             DTYPE: tl.constexpr, HC: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr,
+             VEC_BYTES: tl.constexpr):
     """hc_post of the fp32 sums ``x`` at elements ``base + offs`` (``offs`` < SPAN) of ``f``'s rows
-    ([rows, H]): ``_hc_post_one_row`` once per row the tile touches (once for a tile within a row,
-    the common case at model widths; twice for one across a row boundary), masked to that row's
-    elements. The loop's bounds are scalars every thread holds alike (not a volatile load): uniform.
-    One code path, so the registers are those of one row's (a path per element, gathering post and
-    comb, took 4x as many at 8 elements per thread)."""
+    ([rows, H]), the first row's terms prepared (``prepare``): that row, then each further row the
+    tile touches (none for a tile within a row, the common case at model widths; one for a tile
+    across a row boundary), each masked to its elements. The loop's bounds are scalars every thread
+    holds alike (not a volatile load): uniform."""
     row0 = base // H  # int64 scalar
     col0 = base - row0 * H
-    for k in range(0, tl.cdiv(col0 + SPAN, H)):
-        lo = tl.multiple_of((k * H - col0).to(tl.int32), ALIGN)  # offs of this row's first element (<= 0 for k = 0)
-        _hc_post_one_row(x, row0 + k, col0 - k * H, offs, mask & (offs >= lo) & (offs < lo + H), H, residual_addr,
-                         post_addr, comb_addr, out_addr, DTYPE, HC, VEC_BYTES)
+    _hc_store(x, terms0, post0, row0, col0, offs, mask & (offs < H - col0), H, out_addr, DTYPE, HC, VEC_BYTES)
+    for k in range(1, tl.cdiv(col0 + SPAN, H)):
+        lo = tl.multiple_of((k * H - col0).to(tl.int32), ALIGN)  # offs of this row's first element
+        live = mask & (offs >= lo) & (offs < lo + H)
+        terms, post = _hc_terms(row0 + k, col0 - k * H, offs, live, H, residual_addr, post_addr, comb_addr, DTYPE,
+                                HC, VEC_BYTES)
+        _hc_store(x, terms, post, row0 + k, col0 - k * H, offs, live, H, out_addr, DTYPE, HC, VEC_BYTES)
 
 
 @triton.jit
@@ -112,21 +120,32 @@ def _residual_rmsnorm(x, base, offs, mask, H, eps, residual_addr, weight_addr, o
 
 
 @triton.jit
-def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr,
-           HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+def finish_prepared(x, terms, post, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr,
+                    EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr,
+                    ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
     """Hand the fp32 sums ``x`` of elements ``base + offs`` (live where ``mask``; ``offs`` < SPAN) to
-    the epilogue (see the module docstring); ``WRITE_F``: store them rounded at ``f_addr`` too.
-    ``ALIGN`` (elements) divides H and ``base``, and ``VEC_BYTES`` (``ALIGN`` elements' bytes) the
-    address of every epilogue tensor (the host folds them into the kernel's alignment): the hints
-    that let row accesses be vectors; pass 1 and 1 for none."""
+    the epilogue (see the module docstring), ``terms, post`` what ``prepare`` returned for the same
+    elements; ``WRITE_F``: store them rounded at ``f_addr`` too. ``ALIGN`` (elements) divides H and
+    ``base``, and ``VEC_BYTES`` (``ALIGN`` elements' bytes) the address of every epilogue tensor (the
+    host folds them into the kernel's alignment): the hints that let row accesses be vectors; pass 1
+    and 1 for none."""
     # addresses arrive as int32 when small (0 for the empty tensors of a rank without rows)
     ep0, ep1, ep2, ep3 = ep0.to(tl.int64), ep1.to(tl.int64), ep2.to(tl.int64), ep3.to(tl.int64)
     if WRITE_F:
         tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
     if EPILOGUE == HC_POST:
-        _hc_post(x, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC, SPAN, ALIGN, VEC_BYTES)
+        _hc_post(x, terms, post, base, offs, mask, H, ep0, ep1, ep2, ep3, DTYPE, HC, SPAN, ALIGN, VEC_BYTES)
     elif EPILOGUE == RMSNORM:
         _residual_rmsnorm(x, base, offs, mask, H, eps, ep0, ep1, ep2, ep3, DTYPE, VEC_BYTES)
+
+
+@triton.jit
+def finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr,
+           HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr, ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """``prepare`` and ``finish_prepared`` in one, for a caller that has nothing to overlap."""
+    terms, post = prepare(base, offs, mask, H, ep0, ep1, ep2, DTYPE, EPILOGUE, HC, VEC_BYTES)
+    finish_prepared(x, terms, post, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE, EPILOGUE, HC,
+                    WRITE_F, SPAN, ALIGN, VEC_BYTES)
 
 
 @triton.jit

@@ -36,7 +36,7 @@ import triton.language as tl
 from .signals import (FAULTS, PMAX, ROUND_BITS, await_digests, begin_call, call_digest, chaos, check_digests,
                       digest_fault, end_call, header_words, ll_flag, open_exchange, peer_bases, poison, poll_fault,
                       release, uniform_max, wait_words, word_ptr)
-from .epilogue_functions import finish, poison_outputs
+from .epilogue_functions import finish, finish_prepared, poison_outputs, prepare
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 
@@ -122,18 +122,24 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
     one 2-D load per round ([source rank, word]), so the waits overlap; this rank's own partial rides
     in its row of the block (loaded from the input), so the sum is one reduction over sources. The
     first tile's poll also reads the peers' CALL words, checked before anything is stored; every
-    word used is then written back to 0 (consumed). With an epilogue (flat tiles only), the sums of
-    the even and the odd elements go to it separately, before their one rounding."""
+    word used is then written back to 0 (consumed). With an epilogue (flat tiles only), its own
+    inputs are loaded before the poll (``epilogue_functions.prepare``: their latency hides in the
+    wait), and the sums, back in element order, go to it before their one rounding."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     source = tl.arange(0, WP)
     mine = (source == rank)[:, None]
     peers1 = (source < W) & (source != rank)
     peers = peers1[:, None]
     slots = my_slots + source * slot_bytes  # [WP]: every source's slot here
+    offs = tl.arange(0, BLOCK)
     for t in range(pid, my_tiles, num_programs):
         done = tl.cast(t, tl.int64) * BLOCK
         go = (err & FAULTS) == 0
         live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
+        # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
+        ours = tl.where(out_ok, offs < tl.multiple_of(my_count - done, ALIGN), False)
+        # the epilogue's own inputs, loaded before the poll: their latency hides in the wait
+        terms, post = prepare(done, offs, ours, H, ep0, ep1, ep2, DTYPE, EPILOGUE, HC, ALIGN * (4 // PER_WORD))
         own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
                       mask=mine & live, other=0)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
@@ -155,11 +161,8 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
             x = tl.sum(lo, axis=0)
             if PER_WORD == 2:
                 x = tl.interleave(x, tl.sum(hi, axis=0))
-            offs = tl.arange(0, BLOCK)
-            # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
-            ok = tl.where(out_ok & ((err & FAULTS) == 0), offs < tl.multiple_of(my_count - done, ALIGN), False)
-            finish(x, done, offs, ok, out_addr, H, ep0, ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK,
-                   ALIGN, ALIGN * (4 // PER_WORD))
+            finish_prepared(x, terms, post, done, offs, tl.where((err & FAULTS) == 0, ours, False), out_addr, H, ep0,
+                            ep1, ep2, ep3, ep_eps, DTYPE, EPILOGUE, HC, WRITE_F, BLOCK, ALIGN, ALIGN * (4 // PER_WORD))
     return err
 
 
