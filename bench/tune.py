@@ -31,7 +31,7 @@ from reduce_scatterv.validation import check_call, check_gather_call
 from reduce_scatterv.words import FLOAT_CODES
 
 POINTS = {  # mode -> rows per rank of the representative calls (even split)
-    "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (512 KiB limit there)
+    "ll": [1, 4, 16, 32],  # 32: flagged words at 2 ranks only (1 MiB limit there)
     "push": [32, 64, 128, 256, 512],  # 64: it took the 32-row entry, which ran slower there than the default
     "large": [256, 1024, 4096],
     "gather_ll": [1, 4, 8, 16, 32],  # all_gatherv, flagged words (up to the workspace's gather_ll_bytes)

@@ -24,9 +24,13 @@ PROTOCOL_VERSION = 3  # bumped whenever the workspace's words change meaning (pa
 # slower). On 4x H200 (same-run A/B, fifth session) the push beat the pull at 256 rows (3.7 MB: 40.7
 # vs 45.9 us even, 41.9 vs 43.5 one idle rank) and lost at 512 (7.3 MB: 95.3 vs 82.4 even): 4 MiB
 # on 3+ ranks (3 and 5-8 ranks unmeasured). 4-GPU LL limits above 256 KiB are unmeasured.
+# On 2x H200 (H 7168 bf16, bench/NOTES.md 2026-12-01) the flagged words tie the plain push at 64 rows
+# to one destination (917 KB: 9.6 / 9.6 us even, 7.2 / 7.2 one owner), win below (48 rows: 8.4 / 8.9,
+# [16, 48] 7.1 / 8.8, [24, 72] 8.6 / 9.8) and lose from 96 (1.38 MB: 12.5 / 10.9 even); 3+ ranks:
+# 2026-11-28's limit.
 def default_ll_bytes(world_size: int) -> int:
-    """Largest per-destination byte count for flagged words ("ll"): 512 KiB on 2 ranks, 256 KiB on more."""
-    return (512 << 10) if world_size == 2 else (256 << 10)
+    """Largest per-destination byte count for flagged words ("ll"): 1 MiB on 2 ranks, 256 KiB on more."""
+    return (1 << 20) if world_size == 2 else (256 << 10)
 
 
 # all_gatherv has no plain push: its flagged words run until the pull wins. On 2x H200 (H 7168 bf16,
@@ -551,7 +555,7 @@ def workspace(group: dist.ProcessGroup | None = None, device: torch.device | str
     Keywords (fixed at creation; given again with other values they raise):
 
     - ``ll_bytes``: largest per-destination byte count served by flagged words (mode "ll": no
-      barrier, no fence); default 512 KiB on 2 ranks, 256 KiB on more; 0 turns the mode off.
+      barrier, no fence); default 1 MiB on 2 ranks, 256 KiB on more; 0 turns the mode off.
     - ``gather_ll_bytes``: the same for ``all_gatherv``, per source (it has no plain push, so its
       flagged words run further); default 1.5 MiB on 2 ranks, 256 KiB on more, or ``ll_bytes``
       where that is given. The flagged-word slots hold twice the larger of the two, per source.

@@ -134,7 +134,7 @@ def test_push_limits_default_by_world_size():
 
     # measured crossovers (bench/NOTES.md): 2 GPUs push further than 3+; the gather's flagged words
     # (it has no plain push) run to 1.5 MiB on 2 GPUs
-    assert (default_ll_bytes(2), default_gather_ll_bytes(2), default_push_bytes(2)) == (512 << 10, 3 << 19, 8 << 20)
+    assert (default_ll_bytes(2), default_gather_ll_bytes(2), default_push_bytes(2)) == (1 << 20, 3 << 19, 8 << 20)
     for world in (3, 4, 8):
         assert (default_ll_bytes(world), default_gather_ll_bytes(world), default_push_bytes(world)) == (
             256 << 10, 256 << 10, 4 << 20)

@@ -66,8 +66,8 @@ PLANS = {  # world: host-size sets and the (mode, relays?) the planner must pick
          [293, 0, 0, 0], [100, 200, 300, 280], [512] * 4],
         [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("push", False),
          ("large", True), ("large", False), ("large", False)]),
-    # 2 ranks push further: flagged words up to 512 KiB (36 rows), plain push up to 8 MiB (585 rows)
-    2: ([[32, 32], [36, 0], [37, 1], [512, 512], [585, 100], [586, 0], [1024, 1024]],
+    # 2 ranks push further: flagged words up to 1 MiB (73 rows), plain push up to 8 MiB (585 rows)
+    2: ([[32, 32], [73, 0], [74, 1], [512, 512], [585, 100], [586, 0], [1024, 1024]],
         [("ll", False), ("ll", False), ("push", False), ("push", False), ("push", False), ("large", False),
          ("large", False)]),
 }

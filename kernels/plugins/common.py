@@ -71,7 +71,7 @@ def log_once(engine: str, key: tuple, message: str, level: int = logging.WARNING
 def engine_keywords(world_size: int) -> dict:
     """Workspace keywords of an engine group. Engines call reduce_scatterv only, so the gather's
     flagged-word limit stays the reduce-scatter's (the library default on 2 ranks, 1.5 MiB per
-    source, would make the slots 8 MiB larger for nothing the engine calls)."""
+    source, would make the slots 4 MiB larger for nothing the engine calls)."""
     return dict(gather_ll_bytes=default_ll_bytes(world_size))
 
 
