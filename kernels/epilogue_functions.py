@@ -1,6 +1,8 @@
 """Device side of the epilogues fused into reduce_scatterv (host side, shapes and meaning:
 ``epilogues.py``). Every place a kernel has a finished fp32 sum of a tile calls ``finish``; with
-``EPILOGUE`` 0 the kernels keep their own plain store and never call it.
+``EPILOGUE`` 0 the kernels keep their own plain store and never call it. A kernel that waits for
+its data (the flagged-word combine) calls ``prepare`` before the wait and ``finish_prepared`` after
+it, so that the epilogue's own loads overlap the wait.
 
 ``finish(x, base, offs, mask, ...)``: ``x`` fp32 sums of this rank's elements ``base + offs``
 (``base`` an int64 scalar, ``offs`` an int32 vector of x's shape, both in elements from the start
