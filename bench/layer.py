@@ -32,6 +32,8 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--in-step", action="store_true",
+                    help="also time the fused path's parts and whole with the ranks brought in step before each call")
     args = ap.parse_args(argv)
     device = dist_env.init()
     kernel_module(device.type)
@@ -57,12 +59,13 @@ def main(argv=None) -> None:
             sizes = distribution(dist_name, rows, world)
             off, n = sum(sizes[:rank]), sizes[rank]
             x_local = weights.inputs(sum(sizes))[off:off + n].contiguous()
-            t = layer_times(cfg, weights, x_local, sizes, device)
+            t = layer_times(cfg, weights, x_local, sizes, device, args.in_step)
             if rank == 0:
                 f, fc, ref = t["fused"], t["fused_combine"]["total"], t["reference"]["total"]
                 print(f"{dist_name:>9} {rows:>5} | {f['total']:7.1f} {f['gather']:8.1f} {f['combine']:9.1f} "
-                      f"{fc:10.1f} {ref:9.1f} | {ref / f['total']:6.2f} {(ref - f['total']) * cfg.num_layers:10.0f}",
-                      flush=True)
+                      f"{fc:10.1f} {ref:9.1f} | {ref / f['total']:6.2f} {(ref - f['total']) * cfg.num_layers:10.0f}" +
+                      (f" | in step: {f['total_in_step']:5.1f} (gather {f['gather_in_step']:4.1f} "
+                       f"comb+hc {f['combine_in_step']:4.1f})" if args.in_step else ""), flush=True)
                 records.append(path, (dict(date=stamp, card=card, world=world, model=cfg.name, distribution=dist_name,
                                            rows_per_rank=rows, sizes=sizes, path=mode, layers=cfg.num_layers,
                                            **{k: round(v, 2) for k, v in parts.items()}) for mode, parts in t.items()))

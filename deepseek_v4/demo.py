@@ -107,10 +107,13 @@ def run_rank(args: argparse.Namespace, device_type: str | None) -> int:
     return 0 if worst <= tol else 1
 
 
-def layer_times(cfg, weights, x_local, sizes, device) -> dict:
+def layer_times(cfg, weights, x_local, sizes, device, in_step: bool = False) -> dict:
     """{path: {"gather", "combine", "total"}} in us: the block's communication + epilogue of the
     fused, fused_combine and reference paths on this rank's tokens, each part and the whole timed
-    under CUDA-graph replay (``rsv.timing.time_call``: median over replays, max over ranks)."""
+    under CUDA-graph replay (``rsv.timing.time_call``: median over replays, max over ranks). With
+    ``in_step`` also each of them timed with the ranks in step at its start ("gather_in_step", ...):
+    back to back, a part with unequal loads overlaps its own consecutive calls, which it cannot do
+    between the other part's calls in the layer."""
     import torch
 
     import reduce_scatterv as rsv
@@ -128,10 +131,17 @@ def layer_times(cfg, weights, x_local, sizes, device) -> dict:
     for mode in ("fused", "fused_combine", "reference"):
         partial = moe_output_buffer(mode, sum(sizes), cfg.hidden, torch.bfloat16, device)
         partial.normal_()
-        times[mode] = dict(
-            gather=time_call(lambda: dp_gather(y, sizes, mode), device),
-            combine=time_call(lambda: combine_post(partial, sizes, x_local, post, comb, mode, want_f=False), device),
-            total=time_call(communication(mode, y, partial, x_local, post, comb, sizes), device))
+        gather = lambda: dp_gather(y, sizes, mode)  # noqa: E731
+        combine = lambda: combine_post(partial, sizes, x_local, post, comb, mode, want_f=False)  # noqa: E731
+        whole = communication(mode, y, partial, x_local, post, comb, sizes)
+        times[mode] = dict(gather=time_call(gather, device), combine=time_call(combine, device),
+                           total=time_call(whole, device))
+        if in_step:  # each part with the ranks brought in step before it (see time_call)
+            token = torch.ones(1, 8, device=device)
+            step = lambda: rsv.all_gatherv(token, sizes=[1] * len(sizes))  # noqa: E731
+            times[mode].update(gather_in_step=time_call(gather, device, in_step=step),
+                               combine_in_step=time_call(combine, device, in_step=step),
+                               total_in_step=time_call(whole, device, in_step=step))
     return times
 
 

@@ -22,8 +22,16 @@ def _max_over_ranks(value: float, device: torch.device) -> float:
 
 
 def time_call(fn: Callable[[], object], device: torch.device, calls_per_graph: int = 10, replays: int = 15,
-              warmup: int = 2) -> float:
-    """Microseconds per call of ``fn`` (a collective every rank runs), median over replays, max over ranks."""
+              warmup: int = 2, in_step: Callable[[], object] | None = None) -> float:
+    """Microseconds per call of ``fn`` (a collective every rank runs), median over replays, max over ranks.
+
+    Back to back, a collective whose ranks carry unequal loads overlaps consecutive calls (a lightly
+    loaded rank starts its next call early). With ``in_step`` (a small collective that brings the
+    ranks back in step, as the layers between two calls do in a model) every call of ``fn`` follows
+    one ``in_step`` call, and the time of ``in_step`` alone is subtracted."""
+    if in_step is not None:
+        both = time_call(lambda: (in_step(), fn()), device, calls_per_graph, replays, warmup)
+        return both - time_call(in_step, device, calls_per_graph, replays, warmup)
     if device.type != "cuda":
         samples = []
         for _ in range(max(2, replays // 5)):

@@ -4,7 +4,8 @@
 #                                    gathermid (the gather's modes where they cross; GATHER_LL_BYTES: flagged words up to that) gatherbig (quick preset)
 #                                    rsmid (reduce_scatterv's flagged words against its plain push at 16-128 rows, flagged words up to RS_LL_BYTES)
 #                                    tunegather (gather_ll;
-#                                    TUNE_LL_ROWS: also those rows with GATHER_LL_BYTES) esweep (ESWEEP="block:warps ..." for ll at 1-8 rows, bench.layer decode)
+#                                    TUNE_LL_ROWS: also those rows with GATHER_LL_BYTES) esweep (ESWEEP="block:warps ..." for ll at 1-8 rows, bench.layer decode;
+#                                    ESWEEP_MODES="ll gather_ll": the gather's flagged words too; "shipped": the shipped entries)
 #                                    hier (multi-node on one host: 2 x 1, 2 x 2 with 4 GPUs) nvshmem (the GPU tests on NVSHMEM) hierbench (2 x 2)
 #                                    parts, eparts (bench/push_parts.py's and bench/epilogue_parts.py's stub variants, alternated)
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
@@ -49,15 +50,16 @@ for phase in "$@"; do
             run ab-new-$p$i 200 torchrun --nproc-per-node $NG -m bench --preset $p --impls ${AB_IMPLS:-fused,fused_push,nccl_rsv} --no-plot --out "$LOG/results/ab-new-$p$i"
           done
         done ;;
-    layer) run layer 300 torchrun --nproc-per-node $NG -m bench.layer --preset latency --out "$LOG/results" ;;
+    layer) run layer 300 torchrun --nproc-per-node $NG -m bench.layer --preset latency ${LAYER_ARGS:-} --out "$LOG/results" ;;
     gathermid) run gathermid ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset mid ${GATHER_LL_BYTES:+--ll-bytes $GATHER_LL_BYTES} --out "$LOG/results/gathermid" ;;
     rsmid) run rsmid ${MID_LIMIT:-150} torchrun --nproc-per-node $NG -m bench --preset mid --ll-bytes ${RS_LL_BYTES:-2097152} --impls fused,fused_push,nccl_rsv --no-plot --out "$LOG/results/rsmid" ;;
     gatherbig) run gatherbig ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset quick --out "$LOG/results/gatherbig" ;;
     tunegather) run tunegather ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll ${TUNE_ROWS:+--rows $TUNE_ROWS} --out "$LOG/results/tunegather"
         [ -n "${TUNE_LL_ROWS:-}" ] && run tunegather-ll ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll --rows $TUNE_LL_ROWS --ll-bytes ${GATHER_LL_BYTES:-2097152} --out "$LOG/results/tunegather-ll" ;;
     esweep) for c in ${ESWEEP:-512:4 256:2 256:4 512:2 1024:4 512:8}; do  # the flagged-word configs at 1-8 rows, with and without the fused hc_post
-              python3 -c "import json,sys; b,w=map(int,sys.argv[1].split(':')); json.dump({'entries':{f'll/W$NG/bfloat16/H7168/b{k}':dict(block=b,num_warps=w,programs_per_sm=1,tiles_per_program=1,relay=True) for k in range(13,19)}},open('/tmp/esweep.json','w'))" $c
-              run esweep-${c/:/w} ${ESWEEP_LIMIT:-60} env KERNELS_TUNE_FILE=/tmp/esweep.json torchrun --nproc-per-node $NG -m bench.layer --preset decode --out "$LOG/results/esweep-${c/:/w}"
+              python3 -c "import json,sys; c=sys.argv[1]; b,w=(0,0) if c=='shipped' else map(int,c.split(':')); json.dump({'entries':{f'{m}/W$NG/bfloat16/H7168/b{k}':dict(block=b,num_warps=w,programs_per_sm=1,tiles_per_program=1,relay=True) for m in sys.argv[2:] for k in range(13,19) if b}},open('/tmp/esweep.json','w'))" $c ${ESWEEP_MODES:-ll}
+              e=$(( ${e:-0} + 1 ))
+              run esweep-${c/:/w}-$e ${ESWEEP_LIMIT:-60} env KERNELS_TUNE_FILE=/tmp/esweep.json torchrun --nproc-per-node $NG -m bench.layer --preset decode --out "$LOG/results/esweep-${c/:/w}-$e"
             done ;;
     gather) run gather 200 torchrun --nproc-per-node $NG -m bench.gather --preset ${GATHER_PRESET:-latency} --out "$LOG/results" ;;
     hier) run hier ${TESTS_LIMIT:-420} env RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q tests/test_hierarchy_gpu.py -p no:cacheprovider ;;

@@ -41,10 +41,10 @@ def test_the_tuners_gather_calls_are_gathers(cpu_pools, group, mode):
     assert cpu_pools[2].run("tests.all_gatherv_cases:tune_arguments_case", group=group) == [[mode], [mode]]
 
 
-def _records(module: str, tmp_path) -> list[dict]:
+def _records(module: str, tmp_path, *extra: str) -> list[dict]:
     """Run ``python -m <module> --preset tiny`` on 2 CPU-emulation ranks as a user would; its records."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", module, "--preset", "tiny",
-           "--out", str(tmp_path)]
+           "--out", str(tmp_path), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (path,) = tmp_path.glob("*-tiny.jsonl")
@@ -62,7 +62,9 @@ def test_gather_bench_runs_checks_every_implementation_and_writes_results(tmp_pa
 
 @pytest.mark.cpu_emulation
 def test_layer_bench_runs_every_path_and_writes_results(tmp_path):
-    """``python -m bench.layer``: the V4 block's communication + epilogue per layer, every path timed."""
-    recs = _records("bench.layer", tmp_path)
+    """``python -m bench.layer``: the V4 block's communication + epilogue per layer, every path timed,
+    also with the ranks brought in step before each call (``--in-step``)."""
+    recs = _records("bench.layer", tmp_path, "--in-step")
     assert len(recs) == 4 * 3 and {r["path"] for r in recs} == {"fused", "fused_combine", "reference"}
     assert all(r["gather"] > 0 and r["combine"] > 0 and r["total"] > 0 for r in recs)
+    assert all({"gather_in_step", "combine_in_step", "total_in_step"} <= r.keys() for r in recs)
