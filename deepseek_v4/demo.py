@@ -111,7 +111,7 @@ def layer_times(cfg, weights, x_local, sizes, device, in_step: bool = False) -> 
     """{path: {"gather", "combine", "total"}} in us: the block's communication + epilogue of the
     fused, fused_combine and reference paths on this rank's tokens, each part and the whole timed
     under CUDA-graph replay (``rsv.timing.time_call``: median over replays, max over ranks). With
-    ``in_step`` also each of them timed with the ranks in step at its start ("gather_in_step", ...):
+    ``in_step`` also the fused path's, timed with the ranks in step at each call ("gather_in_step", ...):
     back to back, a part with unequal loads overlaps its own consecutive calls, which it cannot do
     between the other part's calls in the layer."""
     import torch
@@ -136,7 +136,7 @@ def layer_times(cfg, weights, x_local, sizes, device, in_step: bool = False) -> 
         whole = communication(mode, y, partial, x_local, post, comb, sizes)
         times[mode] = dict(gather=time_call(gather, device), combine=time_call(combine, device),
                            total=time_call(whole, device))
-        if in_step:  # each part with the ranks brought in step before it (see time_call)
+        if in_step and mode == "fused":  # each part with the ranks brought in step before it (see time_call)
             token = torch.ones(1, 8, device=device)
             step = lambda: rsv.all_gatherv(token, sizes=[1] * len(sizes))  # noqa: E731
             times[mode].update(gather_in_step=time_call(gather, device, in_step=step),

@@ -67,4 +67,4 @@ def test_layer_bench_runs_every_path_and_writes_results(tmp_path):
     recs = _records("bench.layer", tmp_path, "--in-step")
     assert len(recs) == 4 * 3 and {r["path"] for r in recs} == {"fused", "fused_combine", "reference"}
     assert all(r["gather"] > 0 and r["combine"] > 0 and r["total"] > 0 for r in recs)
-    assert all({"gather_in_step", "combine_in_step", "total_in_step"} <= r.keys() for r in recs)
+    assert all({"gather_in_step", "combine_in_step", "total_in_step"} <= r.keys() for r in recs if r["path"] == "fused")
