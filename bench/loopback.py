@@ -1,0 +1,156 @@
+"""Two ranks of the flagged-word kernels on one GPU ("loopback"): what the kernels cost without NVLink.
+
+Each rank's workspace is a buffer on the same GPU and the peer table holds both; every call
+launches rank 0's kernel and rank 1's on two streams of one CUDA graph (fork, both, join), so that
+they run at once and exchange their flagged words through this GPU's memory. NVLink's write latency
+is absent; what the kernels do around it (the call's prologue, the polls, the sums, the epilogue,
+the grid) remains, so variants can be compared on one GPU: the combine with and without the fused
+hc_post, the gather, and tile shapes (four warps against one). Every variant's result is checked
+against torch before it is timed (bf16 sums within one rounding; hc_post within two).
+
+    python bench/loopback.py [--rows 1,2,4,8] [--shapes 512:4,256:1,128:1]     # one sm_90 GPU
+
+Prints us per call (the pair of kernels, fork and join included; median of replays). Not a
+collective's time: no number here is to be compared with NCCL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from types import SimpleNamespace
+
+import torch
+
+HIDDEN, HC, TIMEOUT_NS = 7168, 4, 2_000_000_000
+
+
+def _workspaces(world: int = 2):
+    from reduce_scatterv.layout import Layout
+
+    layout = Layout(world, ll_bytes=1 << 20, push_bytes=1 << 16, scratch_bytes=0, arena_bytes=0)
+    bufs = [torch.zeros(layout.total_bytes, dtype=torch.uint8, device="cuda") for _ in range(world)]
+    table = torch.tensor([b.data_ptr() for b in bufs], dtype=torch.int64, device="cuda")
+    return [SimpleNamespace(table_addr=table.data_ptr(), base=b.data_ptr(), world_size=world, rank=r, layout=layout,
+                            keep=(b, table)) for r, b in enumerate(bufs)]
+
+
+def _combine_case(sizes, epilogue: bool):
+    """Per rank: (launch args without the config, the check)."""
+    from reduce_scatterv.epilogues import HcPost
+    from reduce_scatterv.validation import Call
+
+    total = sum(sizes)
+    inputs = [torch.randn(total, HIDDEN, dtype=torch.bfloat16, device="cuda") for _ in sizes]
+    fsum = inputs[0].float() + inputs[1].float()
+    ranks = []
+    for r, n in enumerate(sizes):
+        call = Call(total, (HIDDEN,), HIDDEN, tuple(sizes), None, n)
+        out = torch.full((n, HIDDEN), float("nan"), dtype=torch.bfloat16, device="cuda")
+        f = fsum[sum(sizes[:r]):sum(sizes[:r]) + n]
+        if not epilogue:
+            ranks.append(((inputs[r], out, call, None), lambda out=out, f=f: _close(out.float(), f, 1)))
+            continue
+        res = torch.randn(n, HC, HIDDEN, dtype=torch.bfloat16, device="cuda")
+        post = torch.rand(n, HC, device="cuda")
+        comb = torch.rand(n, HC, HC, device="cuda")
+        new = torch.full_like(res, float("nan"))
+        want = post[:, :, None] * f[:, None, :] + torch.einsum(
+            "tij,tih->tjh", comb, res.float())
+        ranks.append(((inputs[r], out, call, HcPost(res, post, comb, new)),
+                      lambda new=new, want=want: _close(new.float(), want, 2)))
+    return ranks
+
+
+def _gather_case(sizes):
+    from reduce_scatterv.validation import Call
+
+    inputs = [torch.randn(n, HIDDEN, dtype=torch.bfloat16, device="cuda") for n in sizes]
+    want = torch.cat(inputs)
+    ranks = []
+    for r, n in enumerate(sizes):
+        out = torch.full((sum(sizes), HIDDEN), float("nan"), dtype=torch.bfloat16, device="cuda")
+        ranks.append(((inputs[r], out, Call(n, (HIDDEN,), HIDDEN, tuple(sizes), None, sum(sizes))),
+                      lambda out=out: bool(torch.equal(out, want))))
+    return ranks
+
+
+def _close(got, want, roundings: int) -> bool:
+    tol = roundings * 2.0 ** -8 * want.abs().clamp_min(1.0)
+    return bool(((got - want).abs() <= tol).all())
+
+
+def _time(calls, replays: int = 30, per_graph: int = 20) -> float:
+    """us per call of ``calls`` (one launcher per rank), both ranks' kernels at once (two streams)."""
+    main, side = torch.cuda.Stream(), torch.cuda.Stream()
+
+    def one():
+        side.wait_stream(main)
+        calls[0]()
+        with torch.cuda.stream(side):
+            calls[1]()
+        main.wait_stream(side)
+
+    with torch.cuda.stream(main):
+        one()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=main):
+        for _ in range(per_graph):
+            one()
+    graph.replay()
+    torch.cuda.synchronize()
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(replays + 1)]
+    ev[0].record()
+    for i in range(replays):
+        graph.replay()
+        ev[i + 1].record()
+    ev[-1].synchronize()
+    return statistics.median(a.elapsed_time(b) * 1e3 / per_graph for a, b in zip(ev, ev[1:]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python bench/loopback.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default="1,2,4,8", help="rows per rank (even sizes), comma separated")
+    ap.add_argument("--shapes", default="512:4,256:1,128:1", help="block:warps of the flagged-word programs")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
+        print("loopback: needs an sm_90+ GPU (the two ranks' kernels must run at once)", file=sys.stderr)
+        return 2
+    from reduce_scatterv._triton_mode import kernel_module
+    from reduce_scatterv.configs import KernelConfig
+
+    kern = kernel_module("cuda")
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
+    print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
+          f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time)")
+    print(f"{'rows':>4} {'block:warps':>11} | {'combine':>8} {'+hc_post':>8} {'gather':>8}")
+    worst = 0
+    for rows in (int(v) for v in args.rows.split(",")):
+        for block, warps in shapes:
+            cfg = KernelConfig(block=block, num_warps=warps, programs_per_sm=1, tiles_per_program=1)
+            cells = []
+            for kind in ("combine", "hc_post", "gather"):
+                wss = _workspaces()  # fresh: each kind starts at epoch 0 on both ranks
+                case = _gather_case([rows, rows]) if kind == "gather" else _combine_case([rows, rows], kind == "hc_post")
+                if kind == "gather":
+                    calls = [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
+                             for ws, (a, _) in zip(wss, case)]
+                else:
+                    calls = [lambda ws=ws, a=a: kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms,
+                                                                 (TIMEOUT_NS, 7, 0), a[3])
+                             for ws, (a, _) in zip(wss, case)]
+                us = _time(calls)
+                ok = all(check() for _, check in case)  # the last replayed call's result
+                worst |= not ok
+                cells.append(f"{us:8.2f}" if ok else f"{'WRONG':>8}")
+            print(f"{rows:>4} {f'{block}:{warps}':>11} | {' '.join(cells)}", flush=True)
+    return 1 if worst else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
