@@ -45,14 +45,11 @@ MODE_SETTINGS = {"large": _PULL_ONLY}
 def search_space(mode: str, world: int) -> list[triton.Config]:
     cfgs = []
     if mode in ("ll", "gather_ll"):
-        # one-warp programs: the polls' and the epilogue's reductions stay inside the warp (no CTA barrier)
-        shapes = [(128, 1), (256, 1), (512, 1)]
-        shapes += [(block, warps) for block in (512, 1024, 2048, 4096) + ((8192,) if mode == "gather_ll" else ())
-                   for warps in (2, 4, 8)]
-        for block, warps in shapes:
-            for tpp in (1, 2):
-                cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
-                                          num_warps=warps))
+        for block in (512, 1024, 2048, 4096) + ((8192,) if mode == "gather_ll" else ()):
+            for warps in (2, 4, 8):
+                for tpp in (1, 2):
+                    cfgs.append(triton.Config(dict(BLOCK=block, programs_per_sm=1, tiles_per_program=tpp),
+                                              num_warps=warps))
     elif mode == "push":
         for block in (2048, 4096, 8192):
             for warps in (4, 8):

@@ -44,15 +44,20 @@ def _hc_terms(row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, DTY
               HC: tl.constexpr, VEC_BYTES: tl.constexpr):
     """What hc_post needs besides ``f``, for row ``row``'s columns ``col0 + offs`` (live where
     ``mask``): ``(terms, post)``, ``terms[j, e] = sum_i comb[row, i, j] * residual[row, i, col0 +
-    offs[e]]`` (fp32, i = 0, 1, ... in order) and ``post[j] = post[row, j]``; 0 for streams j >= HC.
-    Only loads and arithmetic, no store: a caller may issue it before the sums exist."""
+    offs[e]]`` (fp32) and ``post[j] = post[row, j]``; 0 for streams j >= HC. Only loads and
+    arithmetic, no store: a caller may issue it before the sums exist. Each input stream is loaded
+    as a [1, element] tensor, which broadcasts to [j, element] in its own layout: the loads follow
+    one another with no layout conversion (shared memory and two CTA barriers) between them, so
+    their latencies overlap. (Loaded as [element] vectors, each stream was converted before the
+    next load was issued: one round trip per stream, about 0.6 us of a one-row combine.)"""
     j = _stream_ids(HC)
     res_ptr = tl.multiple_of(residual_addr.to(tl.pointer_type(DTYPE)) + (row * (HC * H) + col0), VEC_BYTES)
     comb_ptr = comb_addr.to(tl.pointer_type(tl.float32)) + row * (HC * HC)
     terms = tl.zeros([j.shape[0], offs.shape[0]], tl.float32)
     for i in tl.static_range(HC):
-        r = tl.load(tl.multiple_of(res_ptr + i * H, VEC_BYTES) + offs, mask=mask, other=0.0).to(tl.float32)
-        terms += tl.load(comb_ptr + i * HC + j, mask=j < HC, other=0.0)[:, None] * r[None, :]
+        # a [1, element] load: broadcast to [j, element] in its own layout (no conversion between loads)
+        r = tl.load(tl.multiple_of(res_ptr + i * H, VEC_BYTES) + offs[None, :], mask=mask[None, :], other=0.0)
+        terms += tl.load(comb_ptr + i * HC + j, mask=j < HC, other=0.0)[:, None] * r.to(tl.float32)
     post = tl.load(post_addr.to(tl.pointer_type(tl.float32)) + row * HC + j, mask=j < HC, other=0.0)
     return terms, post
 
