@@ -17,29 +17,45 @@ One torchrun per variant, alternated (results in bench/NOTES.md).
 import os
 import sys
 
+import triton
+import triton.language as tl
+
 sys.path.insert(0, os.getcwd())
 
-VARIANT = os.environ.get("VARIANT", "base")
+VARIANTS = ("base", "fuse_to_32", "post_only", "one_store", "terms_after_poll")
 
 
-def _patch(module, name: str, fn) -> None:
+def _patch(module, name: str, fn, variant: str) -> None:
     """Replace ``module.name`` (before any kernel compiles); a name the library no longer has is an
     error, not a variant that silently times the base."""
     if not hasattr(module, name):
-        raise SystemExit(f"VARIANT={VARIANT}: {module.__name__} has no {name} to replace")
+        raise SystemExit(f"VARIANT={variant}: {module.__name__} has no {name} to replace")
     setattr(module, name, fn)
 
 
-if VARIANT == "fuse_to_32":
-    from deepseek_v4 import post_path
-    post_path.FUSED_HC_POST_MAX_ROWS = 32
-elif VARIANT in ("post_only", "one_store"):
-    import triton
-    import triton.language as tl
+def apply_variant(variant: str) -> None:
+    """Make this process run ``variant`` (one of VARIANTS); call before the first kernel compiles."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"VARIANT={variant!r}: one of {', '.join(VARIANTS)}")
+    if variant == "fuse_to_32":
+        from deepseek_v4 import post_path
+        post_path.FUSED_HC_POST_MAX_ROWS = 32
+    elif variant in ("post_only", "one_store"):
+        _stub_hc_post(variant)
+    elif variant == "terms_after_poll":
+        _terms_after_poll(variant)
 
+
+# the library's modules, imported when a variant needs them: the stubs below are compiled with this
+# module's globals (Triton resolves a kernel's names there), so they live here, not in locals
+epilogue_functions = push_kernel = None
+
+
+def _stub_hc_post(variant: str) -> None:
+    global epilogue_functions
     from reduce_scatterv import epilogue_functions
 
-    if VARIANT == "post_only":
+    if variant == "post_only":
         @triton.jit
         def _hc_terms(row, col0, offs, mask, H, residual_addr, post_addr, comb_addr, DTYPE: tl.constexpr,
                       HC: tl.constexpr, VEC_BYTES: tl.constexpr):
@@ -47,7 +63,7 @@ elif VARIANT in ("post_only", "one_store"):
             post = tl.load(post_addr.to(tl.pointer_type(tl.float32)) + row * HC + j, mask=j < HC, other=0.0)
             return tl.zeros([j.shape[0], offs.shape[0]], tl.float32), post
 
-        _patch(epilogue_functions, "_hc_terms", _hc_terms)
+        _patch(epilogue_functions, "_hc_terms", _hc_terms, variant)
     else:
         @triton.jit
         def _hc_store(x, terms, post, row, col0, offs, mask, H, out_addr, DTYPE: tl.constexpr, HC: tl.constexpr,
@@ -58,11 +74,11 @@ elif VARIANT in ("post_only", "one_store"):
             tl.store(out_rows[:, None] + offs[None, :], (post[:, None] * x[None, :] + terms).to(DTYPE),
                      mask=(j < 1)[:, None] & mask[None, :])
 
-        _patch(epilogue_functions, "_hc_store", _hc_store)
-elif VARIANT == "terms_after_poll":
-    import triton
-    import triton.language as tl
+        _patch(epilogue_functions, "_hc_store", _hc_store, variant)
 
+
+def _terms_after_poll(variant: str) -> None:
+    global epilogue_functions, push_kernel
     from reduce_scatterv import epilogue_functions, push_kernel
 
     @triton.jit
@@ -77,12 +93,14 @@ elif VARIANT == "terms_after_poll":
         epilogue_functions.finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE, EPILOGUE, HC,
                                   WRITE_F, SPAN, ALIGN, VEC_BYTES)  # prepares here, after the poll
 
-    _patch(push_kernel, "prepare", prepare)
-    _patch(push_kernel, "finish_prepared", finish_prepared)
-elif VARIANT != "base":
-    raise SystemExit(f"VARIANT={VARIANT!r}: base, fuse_to_32, post_only, one_store or terms_after_poll")
+    _patch(push_kernel, "prepare", prepare, variant)
+    _patch(push_kernel, "finish_prepared", finish_prepared, variant)
 
-from bench.layer import main  # noqa: E402
 
-print(f"# variant {VARIANT}", flush=True)
-main(sys.argv[1:])
+if __name__ == "__main__":
+    VARIANT = os.environ.get("VARIANT", "base")
+    apply_variant(VARIANT)
+    from bench.layer import main
+
+    print(f"# variant {VARIANT}", flush=True)
+    main(sys.argv[1:])
