@@ -5,7 +5,7 @@ launches rank 0's kernel and rank 1's on two streams of one CUDA graph (fork, bo
 they run at once and exchange their flagged words through this GPU's memory. NVLink's write latency
 is absent; what the kernels do around it (the call's prologue, the polls, the sums, the epilogue,
 the grid) remains, so variants can be compared on one GPU: the combine with and without the fused
-hc_post, the gather, and tile shapes (four warps against one). Every variant's result is checked
+hc_post, the gather, the plain push (``--push``), and tile shapes. Every variant's result is checked
 against torch before it is timed (bf16 sums within one rounding; hc_post within two).
 
     python bench/loopback.py [--rows 1,2,4,8] [--shapes 512:4,256:1] [--variant one_store]    # one sm_90 GPU
@@ -29,7 +29,7 @@ HIDDEN, HC, TIMEOUT_NS = 7168, 4, 2_000_000_000
 def _workspaces(world: int = 2):
     from reduce_scatterv.layout import Layout
 
-    layout = Layout(world, ll_bytes=1 << 20, push_bytes=1 << 16, scratch_bytes=0, arena_bytes=0)
+    layout = Layout(world, ll_bytes=1 << 20, push_bytes=1 << 21, scratch_bytes=0, arena_bytes=0)
     bufs = [torch.zeros(layout.total_bytes, dtype=torch.uint8, device="cuda") for _ in range(world)]
     table = torch.tensor([b.data_ptr() for b in bufs], dtype=torch.int64, device="cuda")
     return [SimpleNamespace(table_addr=table.data_ptr(), base=b.data_ptr(), world_size=world, rank=r, layout=layout,
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="512:4", help="block:warps of the flagged-word programs")
     ap.add_argument("--variant", default="base",
                     help="one of bench/epilogue_parts.py's stubs (post_only, one_store, terms_after_poll)")
+    ap.add_argument("--push", action="store_true", help="also the plain push (data + progress signals)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
         print("loopback: needs an sm_90+ GPU (the two ranks' kernels must run at once)", file=sys.stderr)
@@ -128,32 +129,37 @@ def main(argv=None) -> int:
     apply_variant(args.variant)  # before the kernels compile
 
     kern = kernel_module("cuda")
+    push_config = KernelConfig(block=2048, num_warps=4, programs_per_sm=2, tiles_per_program=1)  # the push's, as the API's
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
     print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
           f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time); variant {args.variant}")
-    print(f"{'rows':>4} {'block:warps':>11} | {'combine':>8} {'+hc_post':>8} {'gather':>8}")
+    kinds = ("combine", "hc_post", "gather") + (("push", "push+hc_post") if args.push else ())
+    print(f"{'rows':>4} {'block:warps':>11} | " + " ".join(f"{k:>12}" for k in kinds))
     worst = 0
     for rows in (int(v) for v in args.rows.split(",")):
         for block, warps in shapes:
             cfg = KernelConfig(block=block, num_warps=warps, programs_per_sm=1, tiles_per_program=1)
             cells = []
-            for kind in ("combine", "hc_post", "gather"):
+            for kind in kinds:
                 wss = _workspaces()  # fresh: each kind starts at epoch 0 on both ranks
-                case = _gather_case([rows, rows]) if kind == "gather" else _combine_case([rows, rows], kind == "hc_post")
                 if kind == "gather":
+                    case = _gather_case([rows, rows])
                     calls = [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
                              for ws, (a, _) in zip(wss, case)]
-                else:
-                    calls = [lambda ws=ws, a=a: kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms,
-                                                                 (TIMEOUT_NS, 7, 0), a[3])
+                else:  # flagged words, or (push*) plain data and progress signals
+                    case = _combine_case([rows, rows], kind.endswith("hc_post"))
+                    flagged = not kind.startswith("push")
+                    c = cfg if flagged else push_config
+                    calls = [lambda ws=ws, a=a, flagged=flagged, c=c: kern.push_launch(ws, a[0], a[1], a[2], flagged, c,
+                                                                                       sms, (TIMEOUT_NS, 7, 0), a[3])
                              for ws, (a, _) in zip(wss, case)]
                 us = _time(calls)
                 ok = all(check() for _, check in case)  # the last replayed call's result
-                stub = kind == "hc_post" and args.variant in ("post_only", "one_store")  # wrong by design
+                stub = kind.endswith("hc_post") and args.variant in ("post_only", "one_store")  # wrong by design
                 worst |= not ok and not stub
-                cells.append(f"{us:8.2f}" if ok or stub else f"{'WRONG':>8}")
+                cells.append(f"{us:12.2f}" if ok or stub else f"{'WRONG':>12}")
             print(f"{rows:>4} {f'{block}:{warps}':>11} | {' '.join(cells)}", flush=True)
     return 1 if worst else 0
 
