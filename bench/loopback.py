@@ -10,8 +10,9 @@ against torch before it is timed (bf16 sums within one rounding; hc_post within 
 
     python bench/loopback.py [--rows 1,2,4,8] [--shapes 512:4,256:1] [--variant one_store]    # one sm_90 GPU
 
-Prints us per call (the pair of kernels, fork and join included; median of replays). Not a
-collective's time: no number here is to be compared with NCCL.
+Prints us per call (the pair of kernels, fork and join included; median of replays); "floor" is a
+pair of plain elementwise kernels of a row's size under the same fork and join. Not a collective's
+time: no number here is to be compared with NCCL.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
     print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
           f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time); variant {args.variant}")
-    kinds = ("combine", "hc_post", "gather") + (("push", "push+hc_post") if args.push else ())
+    kinds = ("floor", "combine", "hc_post", "gather") + (("push", "push+hc_post") if args.push else ())
     print(f"{'rows':>4} {'block:warps':>11} | " + " ".join(f"{k:>12}" for k in kinds))
     worst = 0
     for rows in (int(v) for v in args.rows.split(",")):
@@ -144,7 +145,12 @@ def main(argv=None) -> int:
             cells = []
             for kind in kinds:
                 wss = _workspaces()  # fresh: each kind starts at epoch 0 on both ranks
-                if kind == "gather":
+                if kind == "floor":  # two plain elementwise kernels, one a rank, under the same fork/join
+                    a, b = (torch.randn(rows, HIDDEN, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+                    outs = [torch.empty_like(a) for _ in range(2)]
+                    case = [(None, lambda o=o: bool(torch.equal(o, a + b))) for o in outs]
+                    calls = [lambda o=o: torch.add(a, b, out=o) for o in outs]
+                elif kind == "gather":
                     case = _gather_case([rows, rows])
                     calls = [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
                              for ws, (a, _) in zip(wss, case)]

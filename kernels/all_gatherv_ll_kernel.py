@@ -31,17 +31,30 @@ from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
 
 
 @triton.jit
-def _send(bases, in_addr, out_addr, my_first, my_count, live_peers, slot_off, slot_bytes, parity, flag, rank, pid,
-          num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """This program's tiles of this rank's rows: into its own output, and as flagged words into its
-    slot at every live peer (one [peer, word] store: the peers' latencies overlap)."""
+def _own_tile(in_addr, my_count, t, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """Tile ``t`` of this rank's rows as (32-bit data words, live)."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
-    words = tl.arange(0, WORDS)
+    done = tl.cast(t, tl.int64) * BLOCK
+    live = tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4)
+    return tl.load(vec(in_addr, done // PER_WORD, tl.int32, WORDS, VEC_BYTES), mask=live), live
+
+
+@triton.jit
+def _send(bases, in_addr, out_addr, my_first, my_count, live_peers, data0, slot_off, slot_bytes, parity, flag, rank,
+          pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """This program's tiles of this rank's rows: into its own output, and as flagged words into its
+    slot at every live peer (one [peer, word] store: the peers' latencies overlap). The first
+    tile's words (``data0``, ``_own_tile``) were loaded at the kernel's start, before the call's
+    own words: that load's latency overlaps theirs instead of following it."""
+    WORDS: tl.constexpr = BLOCK // PER_WORD
     slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
     for t in range(pid, tl.cdiv(my_count, BLOCK), num_programs):
+        if t == pid:
+            data = data0
+        else:
+            data, _ = _own_tile(in_addr, my_count, t, BLOCK, PER_WORD, VEC_BYTES)
         done = tl.cast(t, tl.int64) * BLOCK
-        live = words < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4)
-        data = tl.load(vec(in_addr, done // PER_WORD, tl.int32, WORDS, VEC_BYTES), mask=live)
+        live = tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4)
         tl.store(vec(out_addr, (my_first + done) // PER_WORD, tl.int32, WORDS, VEC_BYTES), data, mask=live)
         flagged = (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF)
         tl.store(rows(slots, done // PER_WORD, WORDS, tl.int64, 16), flagged[None, :],
@@ -113,22 +126,25 @@ def all_gatherv_ll_kernel(
     in_addr = in_addr.to(tl.int64)
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
-    err_ptr = word_ptr(my_base, ERR)
-    parity = epoch & 1
     lanes = tl.arange(0, WP)
     raw, count, first, err = gather_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, in_cap, out_cap, H, lanes,
                                              W, SIZES_DTYPE)
     peers = (lanes < W) & (lanes != rank)
-    bases = peer_bases(table, W, WP)
+    # loads that need no word of the workspace's state, issued first: their latency overlaps the
+    # call's own (the epoch, ERR) instead of following it (a load is not moved above a store)
+    bases = peer_bases(table_addr.to(tl.int64).to(tl.pointer_type(tl.int64)), W, WP)
+    data0, _ = _own_tile(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
+    _, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
+    err_ptr = word_ptr(my_base, ERR)
+    parity = epoch & 1
     digest = call_digest(tag, epoch, raw, lanes, num_programs, W, BLOCK, SIZES_DTYPE is not None)
     call_row = CALL + (parity * PMAX + pid) * W
     call_slots = word_ptr(my_base, call_row + lanes)
 
     err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     flag = ll_flag(epoch)
-    _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, slot_off,
+    _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, data0, slot_off,
           slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
     chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
     most = tl.max(tl.where(peers, tl.cdiv(count, BLOCK), 0), axis=0)  # tiles of the largest peer

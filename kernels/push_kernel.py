@@ -95,21 +95,58 @@ def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
 
 
 @triton.jit
-def _ll_push(bases, in_addr, first, count, tiles, peers, slot_off, slot_bytes, parity, flag, rank, pid, num_programs,
-             W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
-    """FLAGGED: write this rank's partial of every other rank's tiles (of this program) into that
-    rank's slot for us, as flagged words. One 2-D load and one 2-D store per tile index cover every
-    peer ([destination rank, word]): the peers' latencies overlap instead of adding up."""
+def _ll_tile(in_addr, first, count, peers, t, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """FLAGGED: tile ``t`` of this rank's partial of every peer's rows, as ([destination rank, word]
+    32-bit data words, live): one 2-D load for every peer."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
-    words = tl.arange(0, WORDS)[None, :]
+    done = tl.cast(t, tl.int64) * BLOCK
+    left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
+    live = peers[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
+    return tl.load(rows(in_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live), live
+
+
+@triton.jit
+def _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, slot_off, slot_bytes, parity, flag, rank,
+             pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
+             VEC_BYTES: tl.constexpr):
+    """FLAGGED: write this rank's partial of every other rank's tiles (of this program) into that
+    rank's slot for us, as flagged words, to the live peers. One 2-D store per tile index covers
+    every peer ([destination rank, word]): the peers' latencies overlap instead of adding up. The
+    first tile's words (``data0``, ``_ll_tile``) were loaded at the kernel's start, before the
+    call's own words: that load's latency overlaps theirs instead of following it."""
+    WORDS: tl.constexpr = BLOCK // PER_WORD
     slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
-    for t in range(pid, tl.max(tl.where(peers, tiles, 0), axis=0), num_programs):
+    for t in range(pid, tl.max(tl.where(live_peers, tiles, 0), axis=0), num_programs):
+        if t == pid:
+            data = data0
+        else:
+            data, _ = _ll_tile(in_addr, first, count, peers, t, BLOCK, PER_WORD, VEC_BYTES)
         done = tl.cast(t, tl.int64) * BLOCK
-        left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
-        live = peers[:, None] & (words < left[:, None])
-        data = tl.load(rows(in_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), mask=live)
+        left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)
+        live = live_peers[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
         tl.store(rows(slots, done // PER_WORD, WORDS, tl.int64, 16),
                  (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
+
+
+@triton.jit
+def _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, WP: tl.constexpr, DTYPE: tl.constexpr,
+               BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr, EPILOGUE: tl.constexpr,
+               HC: tl.constexpr, ALIGN: tl.constexpr):
+    """FLAGGED: what receiving tile ``t`` needs besides the peers' words, all loads of this call's own
+    inputs: (this rank's partial, in its row of the [source, word] block; the epilogue's prepared
+    inputs, ``epilogue_functions.prepare``). The own partial is loaded first: ``prepare``'s
+    arithmetic waits for its loads."""
+    WORDS: tl.constexpr = BLOCK // PER_WORD
+    source = tl.arange(0, WP)
+    done = tl.cast(t, tl.int64) * BLOCK
+    live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
+    own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
+                  mask=(source == rank)[:, None] & live, other=0)
+    offs = tl.arange(0, BLOCK)
+    # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
+    ours = tl.where(out_ok, offs < tl.multiple_of(my_count - done, ALIGN), False)
+    terms, post = prepare(done, offs, ours, H, ep0, ep1, ep2, DTYPE, EPILOGUE, HC, ALIGN * (4 // PER_WORD))
+    return own, terms, post
 
 
 @triton.jit
@@ -123,8 +160,8 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
     in its row of the block (loaded from the input), so the sum is one reduction over sources. The
     first tile's poll also reads the peers' CALL words, checked before anything is stored; every
     word used is then written back to 0 (consumed). With an epilogue (flat tiles only), its own
-    inputs are loaded before the poll (``epilogue_functions.prepare``: their latency hides in the
-    wait), and the sums, back in element order, go to it before their one rounding."""
+    inputs are loaded before the poll (``_ll_inputs``), and the sums, back in element order, go to
+    it before their one rounding."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     source = tl.arange(0, WP)
     mine = (source == rank)[:, None]
@@ -133,15 +170,13 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
     slots = my_slots + source * slot_bytes  # [WP]: every source's slot here
     offs = tl.arange(0, BLOCK)
     for t in range(pid, my_tiles, num_programs):
+        # loaded before the poll: their latency hides in the wait
+        own, terms, post = _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, WP, DTYPE, BLOCK,
+                                      PER_WORD, VEC_BYTES, EPILOGUE, HC, ALIGN)
         done = tl.cast(t, tl.int64) * BLOCK
         go = (err & FAULTS) == 0
         live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
-        # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
         ours = tl.where(out_ok, offs < tl.multiple_of(my_count - done, ALIGN), False)
-        # the epilogue's own inputs, loaded before the poll: their latency hides in the wait
-        terms, post = prepare(done, offs, ours, H, ep0, ep1, ep2, DTYPE, EPILOGUE, HC, ALIGN * (4 // PER_WORD))
-        own = tl.load(rows(in_addr, (my_first + done) // PER_WORD + source * 0, WORDS, tl.int32, VEC_BYTES),
-                      mask=mine & live, other=0)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
         first = go & (t == pid)
         data, calls, status = poll_flagged(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
@@ -259,16 +294,20 @@ def reduce_scatterv_push_kernel(
     in_addr = in_addr.to(tl.int64)
     out_addr = out_addr.to(tl.int64)
     sizes_addr = sizes_addr.to(tl.int64)
-    table, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
-    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
-    err_ptr = word_ptr(my_base, ERR)
-    parity = epoch & 1
     lanes = tl.arange(0, WP)
     n, count, first, tiles, out_ok, err = call_geometry(sizes_addr, s0, s1, s2, s3, s4, s5, s6, s7, rank, in_cap,
                                                         out_cap, H, lanes, W, SIZES_DTYPE, BLOCK, ROWS)
-    my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
     peers = (lanes < W) & (lanes != rank)
-    bases = peer_bases(table, W, WP)
+    # loads that need no word of the workspace's state, issued first: their latency overlaps the
+    # call's own (the epoch, ERR) instead of following it (a load is not moved above a store)
+    bases = peer_bases(table_addr.to(tl.int64).to(tl.pointer_type(tl.int64)), W, WP)
+    if FLAGGED:
+        data0, _ = _ll_tile(in_addr, first, count, peers, pid, BLOCK, PER_WORD, VEC_BYTES)
+    _, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
+    CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
+    err_ptr = word_ptr(my_base, ERR)
+    parity = epoch & 1
+    my_tiles = pick(tiles, lanes, rank)  # rank-agreed (an output too small only masks the stores)
     digest = call_digest(tag, epoch, n, lanes, num_programs, W, BLOCK, SIZES_DTYPE is not None)
     call_row = CALL + (parity * PMAX + pid) * W
     call_slots = word_ptr(my_base, call_row + lanes)
@@ -276,8 +315,8 @@ def reduce_scatterv_push_kernel(
     err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     if FLAGGED:
         flag = ll_flag(epoch)
-        _ll_push(bases, in_addr, first, count, tiles, live_peers, slot_off, slot_bytes, parity, flag, rank, pid,
-                 num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+        _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, slot_off, slot_bytes, parity, flag,
+                 rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
         chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
         err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,
