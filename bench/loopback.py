@@ -11,7 +11,8 @@ against torch before it is timed (bf16 sums within one rounding; hc_post within 
     python bench/loopback.py [--rows 1,2,4,8] [--shapes 512:4,256:1] [--variant one_store]    # one sm_90 GPU
 
 Prints us per call (the pair of kernels, fork and join included; median of replays); "floor" is a
-pair of plain elementwise kernels of a row's size under the same fork and join. Not a collective's
+pair of plain elementwise kernels of a row's size under the same fork and join; "comb,hc_kernel"
+the combine and then hc_post as its own kernel (the V4 block above its fused hc_post's limit). Not a collective's
 time: no number here is to be compared with NCCL.
 """
 
@@ -24,7 +25,7 @@ from types import SimpleNamespace
 
 import torch
 
-HIDDEN, HC, TIMEOUT_NS = 7168, 4, 2_000_000_000
+HIDDEN, HC, TIMEOUT_NS = 7168, 4, 20_000_000_000  # the first call of a kind compiles between the ranks' launches
 
 
 def _workspaces(world: int = 2):
@@ -61,6 +62,27 @@ def _combine_case(sizes, epilogue: bool):
             "tij,tih->tjh", comb, res.float())
         ranks.append(((inputs[r], out, call, HcPost(res, post, comb, new)),
                       lambda new=new, want=want: _close(new.float(), want, 2)))
+    return ranks
+
+
+def _unfused_case(sizes):
+    """The combine alone, then hc_post as one Triton kernel (``deepseek_v4.hc_post_kernel``) on each
+    rank: what the V4 block runs above its fused hc_post's row limit."""
+    from deepseek_v4 import hc_post_kernel
+
+    ranks = []
+    for (args, _), r, n in zip(_combine_case(sizes, False), range(len(sizes)), sizes):
+        res = torch.randn(n, HC, HIDDEN, dtype=torch.bfloat16, device="cuda")
+        post, comb = torch.rand(n, HC, device="cuda"), torch.rand(n, HC, HC, device="cuda")
+        new = torch.full_like(res, float("nan"))
+        f = args[1]
+
+        def check(f=f, res=res, post=post, comb=comb, new=new):
+            want = post[:, :, None] * f.float()[:, None, :] + torch.einsum("tij,tih->tjh", comb, res.float())
+            return _close(new.float(), want, 2)
+
+        ranks.append(((*args[:3], None, lambda f=f, res=res, post=post, comb=comb, new=new:
+                       hc_post_kernel.launch(f, res, post, comb, new)), check))
     return ranks
 
 
@@ -136,7 +158,7 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
     print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
           f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time); variant {args.variant}")
-    kinds = ("floor", "combine", "hc_post", "gather") + (("push", "push+hc_post") if args.push else ())
+    kinds = ("floor", "combine", "hc_post", "comb,hc_kernel", "gather") + (("push", "push+hc_post") if args.push else ())
     print(f"{'rows':>4} {'block:warps':>11} | " + " ".join(f"{k:>12}" for k in kinds))
     worst = 0
     for rows in (int(v) for v in args.rows.split(",")):
@@ -153,6 +175,11 @@ def main(argv=None) -> int:
                 elif kind == "gather":
                     case = _gather_case([rows, rows])
                     calls = [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
+                             for ws, (a, _) in zip(wss, case)]
+                elif kind == "comb,hc_kernel":
+                    case = _unfused_case([rows, rows])
+                    calls = [lambda ws=ws, a=a: (kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms,
+                                                                  (TIMEOUT_NS, 7, 0), None), a[4]())
                              for ws, (a, _) in zip(wss, case)]
                 else:  # flagged words, or (push*) plain data and progress signals
                     case = _combine_case([rows, rows], kind.endswith("hc_post"))
