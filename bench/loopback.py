@@ -28,11 +28,17 @@ import torch
 HIDDEN, HC, TIMEOUT_NS = 7168, 4, 20_000_000_000
 
 
-def _workspaces(world: int = 2):
+def _workspaces(world: int = 2, epoch: int = 0):
+    """One workspace per rank on this GPU, each header as call ``epoch`` expects it (the values the
+    call before would have left: ``layout.initial_header``), slots zero."""
     from reduce_scatterv.layout import Layout
+    from reduce_scatterv.workspace import header_image
 
     layout = Layout(world, ll_bytes=1 << 20, push_bytes=1 << 21, scratch_bytes=0, arena_bytes=0)
     bufs = [torch.zeros(layout.total_bytes, dtype=torch.uint8, device="cuda") for _ in range(world)]
+    words = header_image(world, epoch)
+    for b in bufs:
+        b[: words.numel() * 8].view(torch.int64).copy_(words)
     table = torch.tensor([b.data_ptr() for b in bufs], dtype=torch.int64, device="cuda")
     return [SimpleNamespace(table_addr=table.data_ptr(), base=b.data_ptr(), world_size=world, rank=r, layout=layout,
                             keep=(b, table)) for r, b in enumerate(bufs)]
@@ -106,6 +112,32 @@ def _gather_case(sizes):
 def _close(got, want, roundings: int) -> bool:
     tol = roundings * 2.0 ** -8 * want.abs().clamp_min(1.0)
     return bool(((got - want).abs() <= tol).all())
+
+
+def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int = 0) -> bool:
+    """One eager call of ``kind`` (combine, hc_post, push, gather) with ``sizes`` on the loopback
+    workspaces ``wss``, rank ``late`` starting ``cycles`` GPU cycles after the other (a sleep on its
+    stream before its kernel); fresh inputs, NaN-poisoned outputs. Returns whether every rank's
+    result is right."""
+    from reduce_scatterv.configs import KernelConfig
+
+    cfg = KernelConfig(block=512, num_warps=4, programs_per_sm=1, tiles_per_program=1)
+    push = KernelConfig(block=2048, num_warps=4, programs_per_sm=2, tiles_per_program=1)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    case = _gather_case(sizes) if kind == "gather" else _combine_case(sizes, kind == "hc_post")
+    streams = [torch.cuda.current_stream()] + [torch.cuda.Stream() for _ in sizes[1:]]
+    torch.cuda.synchronize()
+    for r, (ws, (a, _)) in enumerate(zip(wss, case)):
+        with torch.cuda.stream(streams[r]):
+            if r == late:
+                torch.cuda._sleep(cycles)
+            if kind == "gather":
+                kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
+            else:
+                kern.push_launch(ws, a[0], a[1], a[2], kind != "push", push if kind == "push" else cfg, sms,
+                                 (TIMEOUT_NS, 7, 0), a[3])
+    torch.cuda.synchronize()
+    return all(check() for _, check in case)
 
 
 def _time(calls, replays: int = 30, per_graph: int = 20) -> float:

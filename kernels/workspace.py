@@ -73,6 +73,19 @@ def _s64(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
+def header_image(world_size: int, epoch: int, err: int = 0) -> torch.Tensor:
+    """A header's int64 words (on the CPU) as call ``epoch`` expects them (``layout.initial_header``),
+    error word ``err``."""
+    offs = L.word_offsets(world_size)
+    words = torch.zeros(L.header_words(world_size), dtype=torch.int64)
+    names = list(offs)
+    for name, value in L.initial_header(world_size, epoch):
+        end = offs[names[names.index(name) + 1]] if name != "ERR" else len(words)
+        words[offs[name]:end] = value
+    words[offs["ERR"]] = err
+    return words
+
+
 class Workspace:
     """Symmetric memory shared by the ranks of ``group``: one buffer per rank, peer pointers for all.
 
@@ -284,14 +297,8 @@ class Workspace:
 
     def _write_header(self, epoch: int, err: int) -> None:
         """This rank's header as call ``epoch`` expects it (``layout.initial_header``), error word ``err``."""
-        offs = L.word_offsets(self.world_size)
-        words = torch.zeros(L.header_words(self.world_size), dtype=torch.int64)
-        names = list(offs)
-        for name, value in L.initial_header(self.world_size, epoch):
-            end = offs[names[names.index(name) + 1]] if name != "ERR" else len(words)
-            words[offs[name]:end] = value
-        words[offs["ERR"]] = err
-        words[offs["ERR"] + 1] = time.monotonic_ns()  # CPU emulation's clock word, kept fresh by _Clock
+        words = header_image(self.world_size, epoch, err)
+        words[L.word_offsets(self.world_size)["ERR"] + 1] = time.monotonic_ns()  # CPU emulation's clock word (_Clock)
         self.buffer[: words.numel() * 8].view(torch.int64).copy_(words)
 
     def _grow(self, **need: int) -> None:
