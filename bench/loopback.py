@@ -114,11 +114,17 @@ def _close(got, want, roundings: int) -> bool:
     return bool(((got - want).abs() <= tol).all())
 
 
-def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int = 0) -> bool:
+def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int = 0,
+              timeout_ns: int = TIMEOUT_NS) -> bool:
     """One eager call of ``kind`` (combine, hc_post, push, gather) with ``sizes`` on the loopback
     workspaces ``wss``, rank ``late`` starting ``cycles`` GPU cycles after the other (a sleep on its
     stream before its kernel); fresh inputs, NaN-poisoned outputs. Returns whether every rank's
-    result is right."""
+    result is right.
+
+    Both ranks live in this process: where rank 1's kernel is a variant not yet compiled (e.g. its
+    output has no rows, so its alignment differs), loading it waits for rank 0's kernel, which waits
+    for rank 1's: the call times out (a fault, NaN outputs, the workspaces in the failed state).
+    Run a sequence once on other workspaces first (a short ``timeout_ns``) to compile its variants."""
     from reduce_scatterv.configs import KernelConfig
 
     cfg = KernelConfig(block=512, num_warps=4, programs_per_sm=1, tiles_per_program=1)
@@ -132,10 +138,10 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
             if r == late:
                 torch.cuda._sleep(cycles)
             if kind == "gather":
-                kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
+                kern.gather_ll_launch(ws, *a, cfg, sms, (timeout_ns, 7, 0))
             else:
                 kern.push_launch(ws, a[0], a[1], a[2], kind != "push", push if kind == "push" else cfg, sms,
-                                 (TIMEOUT_NS, 7, 0), a[3])
+                                 (timeout_ns, 7, 0), a[3])
     torch.cuda.synchronize()
     return all(check() for _, check in case)
 
