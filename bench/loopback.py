@@ -25,6 +25,8 @@ from types import SimpleNamespace
 
 import torch
 
+from reduce_scatterv.timing import graph_samples
+
 HIDDEN, HC, TIMEOUT_NS = 7168, 4, 20_000_000_000
 
 
@@ -160,19 +162,8 @@ def _time(calls, replays: int = 30, per_graph: int = 20) -> float:
     with torch.cuda.stream(main):
         one()
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=main):
-        for _ in range(per_graph):
-            one()
-    graph.replay()
-    torch.cuda.synchronize()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(replays + 1)]
-    ev[0].record()
-    for i in range(replays):
-        graph.replay()
-        ev[i + 1].record()
-    ev[-1].synchronize()
-    return statistics.median(a.elapsed_time(b) * 1e3 / per_graph for a, b in zip(ev, ev[1:]))
+    return statistics.median(graph_samples(lambda: [one() for _ in range(per_graph)], per_graph, replays,
+                                           stream=main))
 
 
 def main(argv=None) -> int:

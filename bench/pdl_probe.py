@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from reduce_scatterv.timing import graph_samples
+
 
 @triton.jit
 def _step(x_ptr, y_ptr, n, BLOCK: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr):
@@ -44,18 +46,7 @@ def _period_us(chain, kernels: int, replays: int = 30) -> float:
     with torch.cuda.stream(stream):
         chain()
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        chain()
-    graph.replay()
-    torch.cuda.synchronize()
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(replays + 1)]
-    ev[0].record()
-    for i in range(replays):
-        graph.replay()
-        ev[i + 1].record()
-    ev[-1].synchronize()
-    return statistics.median(a.elapsed_time(b) * 1e3 / kernels for a, b in zip(ev, ev[1:]))
+    return statistics.median(graph_samples(chain, kernels, replays))
 
 
 def main() -> int:

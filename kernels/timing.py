@@ -21,6 +21,28 @@ def _max_over_ranks(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def graph_samples(body: Callable[[], object], calls: int, replays: int, stream=None,
+                  before_replays: Callable[[], object] | None = None) -> list[float]:
+    """Capture ``body`` (``calls`` calls of something) in one CUDA graph (on ``stream``, if given),
+    replay it once, call ``before_replays``, then replay it ``replays`` times back to back: the
+    microseconds per call of each replay (CUDA events between the replays)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        body()
+    graph.replay()
+    torch.cuda.synchronize()
+    if before_replays is not None:
+        before_replays()
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(replays + 1)]
+    events[0].record()
+    for i in range(replays):
+        graph.replay()
+        events[i + 1].record()
+    events[-1].synchronize()
+    del graph
+    return [a.elapsed_time(b) * 1e3 / calls for a, b in zip(events, events[1:])]
+
+
 def time_call(fn: Callable[[], object], device: torch.device, calls_per_graph: int = 10, replays: int = 15,
               warmup: int = 2, in_step: Callable[[], object] | None = None) -> float:
     """Microseconds per call of ``fn`` (a collective every rank runs), median over replays, max over ranks.
@@ -47,19 +69,7 @@ def time_call(fn: Callable[[], object], device: torch.device, calls_per_graph: i
             fn()
     torch.cuda.current_stream(device).wait_stream(stream)
     torch.cuda.synchronize(device)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls_per_graph):
-            fn()
-    graph.replay()
-    torch.cuda.synchronize(device)
-    dist.barrier()
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(replays + 1)]
-    events[0].record()
-    for i in range(replays):  # back to back: the ranks stay in step, no host gap between replays
-        graph.replay()
-        events[i + 1].record()
-    events[-1].synchronize()
-    samples = [a.elapsed_time(b) * 1e3 / calls_per_graph for a, b in zip(events, events[1:])]
-    del graph
+    # back to back: the ranks stay in step, no host gap between replays
+    samples = graph_samples(lambda: [fn() for _ in range(calls_per_graph)], calls_per_graph, replays,
+                            before_replays=dist.barrier)
     return _max_over_ranks(statistics.median(samples), device)
