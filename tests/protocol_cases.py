@@ -20,6 +20,8 @@ from tests.epilogue_cases import epilogue_inputs
 # gathers: flagged words up to 64 B per source ("gather_ll"), else the pull ("gather").
 LIMITS = dict(ll_bytes=64, push_bytes=512)
 ROWS_BY_MODE = {"ll": [1, 2], "push": [5, 3], "large": [20, 7], "gather_ll": [1, 2], "gather": [20, 7]}
+# calls where a rank has no rows (kept out of ROWS_BY_MODE, whose modes other scenarios cycle)
+ZERO_ROW_CALLS = {"ll_zero": [1, 0], "gather_ll_zero": [0, 2]}
 H = 16
 
 
@@ -89,7 +91,8 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
 def _mode_call(ctx, group, mode, seed, **kw):
     """``_call`` with ``mode``'s row counts (rank r takes ROWS_BY_MODE[mode][(r + shift) % 2])."""
     shift = kw.pop("shift", 0)
-    sizes = [ROWS_BY_MODE[mode][(r + shift) % 2] for r in range(ctx.world)]
+    rows = {**ROWS_BY_MODE, **ZERO_ROW_CALLS}[mode]
+    sizes = [rows[(r + shift) % 2] for r in range(ctx.world)]
     return _call(ctx, group, sizes, seed, gather=mode.startswith("gather"), **kw)
 
 
@@ -105,10 +108,10 @@ def _check_right(ctx, what, out, truth, abs_sum, dtype=torch.bfloat16):
 def wrap_case(ctx, *, start_epoch: int, calls: int, late_rank: int, seed: int):
     """Calls of every mode (flagged words, plain push, pull; the gather's flagged words and pull) in
     turn across ``start_epoch`` + a few, one rank late on every other call: all right, and the epoch
-    counted on (modulo 2^64)."""
+    counted on (modulo 2^64). Also calls where a rank has no rows."""
     group, ws = _group(ctx, start_epoch=start_epoch, timeout_s=60)
     try:
-        modes = list(ROWS_BY_MODE)
+        modes = list(ROWS_BY_MODE) + list(ZERO_ROW_CALLS)
         for i in range(calls):
             mode = modes[i % len(modes)]
             out, truth, abs_sum = _mode_call(ctx, group, mode, seed * 100 + i, shift=i,
