@@ -123,10 +123,13 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
     stream before its kernel); fresh inputs, NaN-poisoned outputs. Returns whether every rank's
     result is right.
 
-    Both ranks live in this process: where rank 1's kernel is a variant not yet compiled (e.g. its
-    output has no rows, so its alignment differs), loading it waits for rank 0's kernel, which waits
-    for rank 1's: the call times out (a fault, NaN outputs, the workspaces in the failed state).
-    Run a sequence once on other workspaces first (a short ``timeout_ns``) to compile its variants."""
+    Both ranks live in this process: where rank 1's kernel is a variant not yet compiled, its
+    compile and load happen while rank 0's kernel already waits for it, and the call times out (a
+    fault: NaN outputs, the workspaces in the failed state). A rank without rows makes one: the
+    empty tensor's address is 0, which Triton types int32, not int64 (a variant of its own); so does
+    ``timeout_ns`` below 2^31 against one above. Run a sequence once on other workspaces first, with
+    a ``timeout_ns`` of the same type, to compile its variants. (Ranks in processes of their own do
+    not wait for each other's compiles this way: a late rank is only late.)"""
     from reduce_scatterv.configs import KernelConfig
 
     cfg = KernelConfig(block=512, num_warps=4, programs_per_sm=1, tiles_per_program=1)

@@ -23,3 +23,29 @@ def test_two_ranks_on_one_gpu_get_the_right_sums_and_epilogue(rows, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "WRONG" not in out, out
 
+
+
+WRAPS = [2**31, 2**32, 2**43, 2**44, 2**63, 2**64]  # flags mod 2^31, 32-bit halves, PUSH words (E * 2^20), int64
+
+
+@ONE_HOPPER
+@pytest.mark.parametrize("wrap", WRAPS, ids=lambda w: f"2^{w.bit_length() - 1}")
+def test_calls_across_an_epoch_wrap_with_a_late_rank_stay_right(wrap):
+    """Both headers set as the call two before ``wrap`` expects them (mod 2^64), then calls of every
+    kind across the wrap, ranks with no rows among them, a different rank late each time (about
+    0.1-0.3 ms): every result right."""
+    from bench import loopback
+    from reduce_scatterv._triton_mode import kernel_module
+
+    kern = kernel_module("cuda")
+    calls = [("combine", [3, 2]), ("hc_post", [2, 1]), ("push", [5, 3]), ("gather", [4, 1]), ("combine", [1, 0]),
+             ("hc_post", [0, 2]), ("push", [2, 2]), ("gather", [0, 3])]
+    # compiles every variant first (loopback.call_once says why); the timeout must keep its type
+    # (int64, as the checked calls' 20 s), which is part of a variant; results not checked
+    warm = loopback._workspaces()
+    for kind, sizes in calls:
+        loopback.call_once(kern, warm, kind, sizes, timeout_ns=3_000_000_000)
+    wss = loopback._workspaces(epoch=(wrap - 2) % 2**64)
+    for i, (kind, sizes) in enumerate(calls):
+        assert loopback.call_once(kern, wss, kind, sizes, late=i % 2, cycles=200_000 * (1 + i % 3)), \
+            f"call {i} ({kind}, sizes {sizes}) wrong at epoch {(wrap - 2 + i) % 2**64}"
