@@ -132,23 +132,46 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
     not wait for each other's compiles this way: a late rank is only late.)"""
     from reduce_scatterv.configs import KernelConfig
 
-    cfg = KernelConfig(block=512, num_warps=4, programs_per_sm=1, tiles_per_program=1)
-    push = KernelConfig(block=2048, num_warps=4, programs_per_sm=2, tiles_per_program=1)
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    case = _gather_case(sizes) if kind == "gather" else _combine_case(sizes, kind == "hc_post")
+    case = _case(kind, sizes)
+    launch = _launchers(kern, wss, case, kind, KernelConfig(block=512, num_warps=4, programs_per_sm=1,
+                                                            tiles_per_program=1), timeout_ns)
     streams = [torch.cuda.current_stream()] + [torch.cuda.Stream() for _ in sizes[1:]]
     torch.cuda.synchronize()
-    for r, (ws, (a, _)) in enumerate(zip(wss, case)):
-        with torch.cuda.stream(streams[r]):
+    for r, stream in enumerate(streams):
+        with torch.cuda.stream(stream):
             if r == late:
                 torch.cuda._sleep(cycles)
-            if kind == "gather":
-                kern.gather_ll_launch(ws, *a, cfg, sms, (timeout_ns, 7, 0))
-            else:
-                kern.push_launch(ws, a[0], a[1], a[2], kind != "push", push if kind == "push" else cfg, sms,
-                                 (timeout_ns, 7, 0), a[3])
+            launch[r]()
     torch.cuda.synchronize()
     return all(check() for _, check in case)
+
+
+def _case(kind: str, sizes):
+    """Per rank (the launch's arguments, the check) for ``kind``: gather, comb,hc_kernel, else a
+    combine (flagged words or, push*, the plain push) with hc_post fused where the kind ends so."""
+    if kind == "gather":
+        return _gather_case(sizes)
+    if kind == "comb,hc_kernel":
+        return _unfused_case(sizes)
+    return _combine_case(sizes, kind.endswith("hc_post"))
+
+
+def _launchers(kern, wss, case, kind: str, cfg, timeout_ns: int = TIMEOUT_NS) -> list:
+    """One launcher per rank of ``kind`` on ``case`` (``_case``): flagged-word programs of ``cfg``,
+    the plain push (push*) with the API's flat-tile epilogue config."""
+    from reduce_scatterv.configs import KernelConfig
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    protocol = (timeout_ns, 7, 0)
+    if kind == "gather":
+        return [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, protocol) for ws, (a, _) in zip(wss, case)]
+    if kind == "comb,hc_kernel":  # the combine, then the hc_post kernel
+        return [lambda ws=ws, a=a: (kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms, protocol, None), a[4]())
+                for ws, (a, _) in zip(wss, case)]
+    flagged = not kind.startswith("push")
+    c = cfg if flagged else KernelConfig(block=2048, num_warps=4, programs_per_sm=2, tiles_per_program=1)
+    return [lambda ws=ws, a=a: kern.push_launch(ws, a[0], a[1], a[2], flagged, c, sms, protocol, a[3])
+            for ws, (a, _) in zip(wss, case)]
 
 
 def _time(calls, replays: int = 30, per_graph: int = 20) -> float:
@@ -188,9 +211,6 @@ def main(argv=None) -> int:
     apply_variant(args.variant)  # before the kernels compile
 
     kern = kernel_module("cuda")
-    push_config = KernelConfig(block=2048, num_warps=4, programs_per_sm=2, tiles_per_program=1)  # the push's, as the API's
-
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
     shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
     print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
           f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time); variant {args.variant}")
@@ -208,22 +228,9 @@ def main(argv=None) -> int:
                     outs = [torch.empty_like(a) for _ in range(2)]
                     case = [(None, lambda o=o: bool(torch.equal(o, a + b))) for o in outs]
                     calls = [lambda o=o: torch.add(a, b, out=o) for o in outs]
-                elif kind == "gather":
-                    case = _gather_case([rows, rows])
-                    calls = [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, (TIMEOUT_NS, 7, 0))
-                             for ws, (a, _) in zip(wss, case)]
-                elif kind == "comb,hc_kernel":
-                    case = _unfused_case([rows, rows])
-                    calls = [lambda ws=ws, a=a: (kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms,
-                                                                  (TIMEOUT_NS, 7, 0), None), a[4]())
-                             for ws, (a, _) in zip(wss, case)]
-                else:  # flagged words, or (push*) plain data and progress signals
-                    case = _combine_case([rows, rows], kind.endswith("hc_post"))
-                    flagged = not kind.startswith("push")
-                    c = cfg if flagged else push_config
-                    calls = [lambda ws=ws, a=a, flagged=flagged, c=c: kern.push_launch(ws, a[0], a[1], a[2], flagged, c,
-                                                                                       sms, (TIMEOUT_NS, 7, 0), a[3])
-                             for ws, (a, _) in zip(wss, case)]
+                else:
+                    case = _case(kind, [rows, rows])
+                    calls = _launchers(kern, wss, case, kind, cfg)
                 us = _time(calls)
                 ok = all(check() for _, check in case)  # the last replayed call's result
                 stub = kind.endswith("hc_post") and args.variant in ("post_only", "one_store")  # wrong by design

@@ -25,7 +25,7 @@ import triton.language as tl
 
 from .push_kernel import poll_flagged
 from .signals import (FAULTS, PMAX, await_digests, begin_call, call_digest, chaos, digest_fault, end_call, header_words,
-                      ll_flag, open_exchange, peer_bases, poison_range, uniform_max, word_ptr)
+                      ll_flag, open_exchange, peer_bases, peer_table, poison_range, uniform_max, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
 
 
@@ -40,21 +40,21 @@ def _own_tile(in_addr, my_count, t, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
 
 
 @triton.jit
-def _send(bases, in_addr, out_addr, my_first, my_count, live_peers, data0, slot_off, slot_bytes, parity, flag, rank,
-          pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+def _send(bases, in_addr, out_addr, my_first, my_count, live_peers, data0, live0, slot_off, slot_bytes, parity, flag,
+          rank, pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
+          VEC_BYTES: tl.constexpr):
     """This program's tiles of this rank's rows: into its own output, and as flagged words into its
     slot at every live peer (one [peer, word] store: the peers' latencies overlap). The first
-    tile's words (``data0``, ``_own_tile``) were loaded at the kernel's start, before the call's
-    own words: that load's latency overlaps theirs instead of following it."""
+    tile's words (``data0, live0``, ``_own_tile``) were loaded at the kernel's start, before the
+    call's own words: that load's latency overlaps theirs instead of following it."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
     for t in range(pid, tl.cdiv(my_count, BLOCK), num_programs):
         if t == pid:
-            data = data0
+            data, live = data0, live0
         else:
-            data, _ = _own_tile(in_addr, my_count, t, BLOCK, PER_WORD, VEC_BYTES)
+            data, live = _own_tile(in_addr, my_count, t, BLOCK, PER_WORD, VEC_BYTES)
         done = tl.cast(t, tl.int64) * BLOCK
-        live = tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4)
         tl.store(vec(out_addr, (my_first + done) // PER_WORD, tl.int32, WORDS, VEC_BYTES), data, mask=live)
         flagged = (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF)
         tl.store(rows(slots, done // PER_WORD, WORDS, tl.int64, 16), flagged[None, :],
@@ -132,8 +132,8 @@ def all_gatherv_ll_kernel(
     peers = (lanes < W) & (lanes != rank)
     # loads that need no word of the workspace's state, issued first: their latency overlaps the
     # call's own (the epoch, ERR) instead of following it (a load is not moved above a store)
-    bases = peer_bases(table_addr.to(tl.int64).to(tl.pointer_type(tl.int64)), W, WP)
-    data0, _ = _own_tile(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
+    bases = peer_bases(peer_table(table_addr), W, WP)
+    data0, live0 = _own_tile(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
     _, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
     err_ptr = word_ptr(my_base, ERR)
@@ -144,8 +144,8 @@ def all_gatherv_ll_kernel(
 
     err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     flag = ll_flag(epoch)
-    _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, data0, slot_off,
-          slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+    _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, data0, live0,
+          slot_off, slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
     chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
     most = tl.max(tl.where(peers, tl.cdiv(count, BLOCK), 0), axis=0)  # tiles of the largest peer
     err = _receive(out_addr, my_base + slot_off + parity * W * slot_bytes, slot_bytes, first, count, most, flag,

@@ -34,8 +34,8 @@ import triton
 import triton.language as tl
 
 from .signals import (FAULTS, PMAX, ROUND_BITS, await_digests, begin_call, call_digest, chaos, check_digests,
-                      digest_fault, end_call, header_words, ll_flag, open_exchange, peer_bases, poison, poll_fault,
-                      release, uniform_max, wait_words, word_ptr)
+                      digest_fault, end_call, header_words, ll_flag, open_exchange, peer_bases, peer_table, poison,
+                      poll_fault, release, uniform_max, wait_words, word_ptr)
 from .epilogue_functions import finish, finish_prepared, poison_outputs, prepare
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
@@ -106,26 +106,24 @@ def _ll_tile(in_addr, first, count, peers, t, BLOCK: tl.constexpr, PER_WORD: tl.
 
 
 @triton.jit
-def _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, slot_off, slot_bytes, parity, flag, rank,
-             pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
+def _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, live0, slot_off, slot_bytes, parity, flag,
+             rank, pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
              VEC_BYTES: tl.constexpr):
     """FLAGGED: write this rank's partial of every other rank's tiles (of this program) into that
     rank's slot for us, as flagged words, to the live peers. One 2-D store per tile index covers
     every peer ([destination rank, word]): the peers' latencies overlap instead of adding up. The
-    first tile's words (``data0``, ``_ll_tile``) were loaded at the kernel's start, before the
-    call's own words: that load's latency overlaps theirs instead of following it."""
+    first tile's words (``data0, live0``, ``_ll_tile``) were loaded at the kernel's start, before
+    the call's own words: that load's latency overlaps theirs instead of following it."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
     for t in range(pid, tl.max(tl.where(live_peers, tiles, 0), axis=0), num_programs):
         if t == pid:
-            data = data0
+            data, live = data0, live0
         else:
-            data, _ = _ll_tile(in_addr, first, count, peers, t, BLOCK, PER_WORD, VEC_BYTES)
+            data, live = _ll_tile(in_addr, first, count, peers, t, BLOCK, PER_WORD, VEC_BYTES)
         done = tl.cast(t, tl.int64) * BLOCK
-        left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)
-        live = live_peers[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
         tl.store(rows(slots, done // PER_WORD, WORDS, tl.int64, 16),
-                 (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live)
+                 (flag << 32) | (data.to(tl.int64) & 0xFFFFFFFF), mask=live & live_peers[:, None])
 
 
 @triton.jit
@@ -134,8 +132,8 @@ def _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, W
                HC: tl.constexpr, ALIGN: tl.constexpr):
     """FLAGGED: what receiving tile ``t`` needs besides the peers' words, all loads of this call's own
     inputs: (this rank's partial, in its row of the [source, word] block; the epilogue's prepared
-    inputs, ``epilogue_functions.prepare``). The own partial is loaded first: ``prepare``'s
-    arithmetic waits for its loads."""
+    inputs, ``epilogue_functions.prepare``; the tile's live words [1, word] and live elements of this
+    rank's output). The own partial is loaded first: ``prepare``'s arithmetic waits for its loads."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
     source = tl.arange(0, WP)
     done = tl.cast(t, tl.int64) * BLOCK
@@ -146,7 +144,7 @@ def _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, W
     # my_count - done: a multiple of ALIGN (rows of H), so the epilogue's accesses are vectors
     ours = tl.where(out_ok, offs < tl.multiple_of(my_count - done, ALIGN), False)
     terms, post = prepare(done, offs, ours, H, ep0, ep1, ep2, DTYPE, EPILOGUE, HC, ALIGN * (4 // PER_WORD))
-    return own, terms, post
+    return own, terms, post, live, ours
 
 
 @triton.jit
@@ -171,12 +169,10 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
     offs = tl.arange(0, BLOCK)
     for t in range(pid, my_tiles, num_programs):
         # loaded before the poll: their latency hides in the wait
-        own, terms, post = _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, WP, DTYPE, BLOCK,
-                                      PER_WORD, VEC_BYTES, EPILOGUE, HC, ALIGN)
+        own, terms, post, live, ours = _ll_inputs(in_addr, out_ok, my_first, my_count, t, H, ep0, ep1, ep2, rank, WP,
+                                                  DTYPE, BLOCK, PER_WORD, VEC_BYTES, EPILOGUE, HC, ALIGN)
         done = tl.cast(t, tl.int64) * BLOCK
         go = (err & FAULTS) == 0
-        live = (tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4))[None, :]
-        ours = tl.where(out_ok, offs < tl.multiple_of(my_count - done, ALIGN), False)
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
         first = go & (t == pid)
         data, calls, status = poll_flagged(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
@@ -300,9 +296,9 @@ def reduce_scatterv_push_kernel(
     peers = (lanes < W) & (lanes != rank)
     # loads that need no word of the workspace's state, issued first: their latency overlaps the
     # call's own (the epoch, ERR) instead of following it (a load is not moved above a store)
-    bases = peer_bases(table_addr.to(tl.int64).to(tl.pointer_type(tl.int64)), W, WP)
+    bases = peer_bases(peer_table(table_addr), W, WP)
     if FLAGGED:
-        data0, _ = _ll_tile(in_addr, first, count, peers, pid, BLOCK, PER_WORD, VEC_BYTES)
+        data0, live0 = _ll_tile(in_addr, first, count, peers, pid, BLOCK, PER_WORD, VEC_BYTES)
     _, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
     err_ptr = word_ptr(my_base, ERR)
@@ -315,8 +311,8 @@ def reduce_scatterv_push_kernel(
     err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
     if FLAGGED:
         flag = ll_flag(epoch)
-        _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, slot_off, slot_bytes, parity, flag,
-                 rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+        _ll_push(bases, in_addr, first, count, tiles, peers, live_peers, data0, live0, slot_off, slot_bytes, parity,
+                 flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
         chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
         err = _ll_receive(in_addr, out_addr, out_ok, my_base + slot_off + parity * W * slot_bytes, slot_bytes,
                           pick(first, lanes, rank), pick(count, lanes, rank), my_tiles, flag, call_slots, digest,

@@ -201,7 +201,7 @@ def begin_call(table_addr, base_addr, pid, timeout, W: tl.constexpr):
     ``base_addr`` (this rank's own base, also ``table[rank]``) comes from the host so that the epoch
     load does not wait for a table load. ``failed``: a sticky error is set (see the module docstring).
     ``deadline``: when waits give up (``now`` + ``timeout`` ns)."""
-    table = table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
+    table = peer_table(table_addr)
     my_base = base_addr.to(tl.int64)
     epoch = tl.load(word_ptr(my_base, pid))  # CNT
     err_ptr = word_ptr(my_base, header_words(W)[7])
@@ -264,6 +264,12 @@ def ll_flag(epoch):
     """The flag of call ``epoch``'s flagged words (their high 32 bits): ``(E + 1) mod 2^31 | 2^31``,
     never 0, so a consumed (zeroed) word never carries it. Both collectives' flagged words use it."""
     return ((epoch + 1) & 0x7FFFFFFF) | 0x80000000
+
+
+@triton.jit
+def peer_table(table_addr):
+    """The int64[W] table of every rank's workspace base, as a pointer (``table_addr`` from the host)."""
+    return table_addr.to(tl.int64).to(tl.pointer_type(tl.int64))
 
 
 @triton.jit
