@@ -123,13 +123,12 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
     stream before its kernel); fresh inputs, NaN-poisoned outputs. Returns whether every rank's
     result is right.
 
-    Both ranks live in this process: where rank 1's kernel is a variant not yet compiled, its
-    compile and load happen while rank 0's kernel already waits for it, and the call times out (a
-    fault: NaN outputs, the workspaces in the failed state). A rank without rows makes one: the
-    empty tensor's address is 0, which Triton types int32, not int64 (a variant of its own); so does
-    ``timeout_ns`` below 2^31 against one above. Run a sequence once on other workspaces first, with
-    a ``timeout_ns`` of the same type, to compile its variants. (Ranks in processes of their own do
-    not wait for each other's compiles this way: a late rank is only late.)"""
+    Both ranks live in this process: where rank 1's kernel were a variant not yet compiled, its
+    compile and load would happen while rank 0's kernel already waits for it, and the call would
+    time out (a fault: NaN outputs, the workspaces in the failed state). A rank without rows runs
+    its peers' variant (``launch_args.EMPTY_ADDRESS``); a ``timeout_ns`` below 2^31 is a variant
+    of its own (int32). (Ranks in processes of their own do not wait for each other's compiles
+    this way: a late rank is only late.)"""
     from reduce_scatterv.configs import KernelConfig
 
     case = _case(kind, sizes)

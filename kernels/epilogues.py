@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .launch_args import address
+
 NONE, HC_POST, RMSNORM = 0, 1, 2
 
 
@@ -93,7 +95,7 @@ class HcPost:
 
     def kernel_args(self) -> tuple:
         """(ep0, ep1, ep2, ep3, eps): the addresses ``epilogue_functions.finish`` takes."""
-        return (self.residual.data_ptr(), self.post.data_ptr(), self.comb.data_ptr(), self.out.data_ptr(), 0.0)
+        return (*map(address, (self.residual, self.post, self.comb, self.out)), 0.0)
 
     def vector_addresses(self) -> tuple:
         """Addresses of the tensors the kernels access by whole rows (their alignment bounds the
@@ -179,8 +181,7 @@ class ResidualRMSNorm:
                      if t is not None)
 
     def kernel_args(self) -> tuple:
-        return (self.residual.data_ptr(), self.weight.data_ptr(), self.out.data_ptr(), self.residual_out.data_ptr(),
-                float(self.eps))
+        return (*map(address, (self.residual, self.weight, self.out, self.residual_out)), float(self.eps))
 
     @property
     def result(self) -> torch.Tensor:

@@ -14,6 +14,19 @@ TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float
 TL_SIZE_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
 
 
+# A rank with no rows passes this for its empty tensors instead of their address, 0. Triton types an
+# integer argument by its value (0 is i32, an address i64), so 0 would make that rank's kernel a
+# variant of its own, compiled on its first such call while its peers' kernels already wait for it.
+# Never dereferenced (every access to an empty tensor is masked off); above the 47-bit user address
+# space, so a bug that did dereference it would fault rather than read or write real memory.
+EMPTY_ADDRESS = 1 << 60
+
+
+def address(t: torch.Tensor) -> int:
+    """``t``'s address as a kernel argument: ``EMPTY_ADDRESS`` for an empty tensor."""
+    return t.data_ptr() if t.numel() else EMPTY_ADDRESS
+
+
 def vector_align(hidden: int, elt: int, *addresses: int) -> int:
     """Largest power-of-two element count <= 16 bytes dividing the row length and every address."""
     align = 16 // elt
@@ -35,7 +48,7 @@ def call_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call):
     this rank's base, input, output and sizes addresses, the eight host sizes, rank, capacities and row length;
     ``constexprs`` W, WP, DTYPE, SIZES_DTYPE; ``max_rows`` (rank-agreed) sizes the grid."""
     host_sizes = list(call.sizes) if call.sizes is not None else [0] * ws.world_size
-    args = (ws.table_addr, ws.base, inp.data_ptr(), out.data_ptr(),
+    args = (ws.table_addr, ws.base, address(inp), address(out),
             call.sizes_dev.data_ptr() if call.sizes_dev is not None else 0,
             *(host_sizes + [0] * (8 - len(host_sizes))), ws.rank, call.rows, call.out_rows, call.hidden)
     constexprs = dict(W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],

@@ -37,7 +37,7 @@ run() {  # run NAME TIMEOUT CMD...
 for phase in "$@"; do
   case $phase in
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
-    loopback) run loopback ${LOOPBACK_LIMIT:-200} python3 -m pytest -q -rs tests/test_loopback_gpu.py -p no:cacheprovider ;;
+    loopback) run loopback ${LOOPBACK_LIMIT:-200} python3 -m pytest -q -rs tests/test_loopback_gpu.py tests/test_launch_args.py -p no:cacheprovider ;;
     tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -rs -x tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_custom_op_gpu.py tests/test_plugins_gpu.py tests/test_deepseek_block.py -k "${TESTS_K:-not fuzz and not demo_command and not test_block_matches}" -p no:cacheprovider ;;
     rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     epilogues) run epilogues ${TESTS_LIMIT:-480} python3 -m pytest -q -x tests/test_epilogues_gpu.py -k "${TESTS_K:-not fuzz}" -p no:cacheprovider ;;
