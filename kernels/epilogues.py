@@ -32,8 +32,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .launch_args import address
-
 NONE, HC_POST, RMSNORM = 0, 1, 2
 
 
@@ -95,6 +93,8 @@ class HcPost:
 
     def kernel_args(self) -> tuple:
         """(ep0, ep1, ep2, ep3, eps): the addresses ``epilogue_functions.finish`` takes."""
+        from .launch_args import address  # a kernel module: imported once the Triton mode is fixed
+
         return (*map(address, (self.residual, self.post, self.comb, self.out)), 0.0)
 
     def vector_addresses(self) -> tuple:
@@ -181,6 +181,8 @@ class ResidualRMSNorm:
                      if t is not None)
 
     def kernel_args(self) -> tuple:
+        from .launch_args import address  # a kernel module: imported once the Triton mode is fixed
+
         return (*map(address, (self.residual, self.weight, self.out, self.residual_out)), float(self.eps))
 
     @property

@@ -14,11 +14,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from reduce_scatterv import all_gatherv_kernel, all_gatherv_ll_kernel, push_kernel, reduce_scatterv_kernel
+from reduce_scatterv._triton_mode import kernel_module
 from reduce_scatterv.epilogues import HcPost, ResidualRMSNorm
-from reduce_scatterv.launch_args import EMPTY_ADDRESS, address
 from reduce_scatterv.layout import Layout
 from reduce_scatterv.validation import Call
+
+# the kernel modules are imported once this process's Triton mode is fixed, as the API does
+kernel_module("cuda" if torch.cuda.is_available() else "cpu")
+from reduce_scatterv import all_gatherv_kernel, all_gatherv_ll_kernel, push_kernel, reduce_scatterv_kernel  # noqa: E402
+from reduce_scatterv.launch_args import EMPTY_ADDRESS, address  # noqa: E402
 
 mangle_type = pytest.importorskip("triton.runtime.jit").__dict__.get("mangle_type")
 needs_mangle = pytest.mark.skipif(mangle_type is None, reason="this Triton has no triton.runtime.jit.mangle_type")
