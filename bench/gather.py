@@ -7,6 +7,8 @@ median over replays, max over ranks).
 fused           rsv.all_gatherv, rows in the symmetric workspace (flagged words at decode sizes)
 fused_copy      rsv.all_gatherv on an ordinary tensor
 fused_pull      "fused" with flagged words off (the pull kernel)
+fused_packed    "fused" with packed flagged words wherever flagged words run (``api.PACKED_MIN_BYTES`` 0;
+                flagged_words.py). Not in the default list: ``--impls fused,fused_packed``
 nccl_allreduce  SGLang's default gather: zero a [sum(sizes), H] buffer, copy own rows in, all-reduce
 nccl_allgatherv torch.distributed.all_gather with uneven outputs = NCCL grouped broadcast, one per
                 rank (SGLang's GroupCoordinator.all_gatherv)
@@ -34,7 +36,7 @@ from reduce_scatterv._triton_mode import kernel_module
 from reduce_scatterv.timing import time_call
 
 IMPLS = ("fused", "fused_copy", "fused_pull", "nccl_allreduce", "nccl_allgatherv")
-KNOWN = IMPLS + ("hier2",)
+KNOWN = IMPLS + ("hier2", "fused_packed")
 PRESETS = {
     "tiny": ([1, 3], [16], ["even", "uneven", "idle_rank"]),
     "latency": ([1, 2, 4, 8, 16, 32], [7168], ["even", "uneven", "idle_rank", "one_owner"]),
@@ -61,11 +63,12 @@ def build(impl: str, mine: torch.Tensor, sizes: list[int], rank: int):
             inp = ws.empty(max(sizes), H, dtype=mine.dtype, region=1)[: sizes[rank]]
             inp.copy_(mine)
         call = lambda: rsv.all_gatherv(inp, out, sizes=sizes)  # noqa: E731
-        if impl == "fused_pull":
-            def pull():
-                with api.overrides(MODES_OFF=frozenset({"ll"})):
+        settings = {"fused_pull": dict(MODES_OFF=frozenset({"ll"})), "fused_packed": dict(PACKED_MIN_BYTES=0)}
+        if impl in settings:
+            def planned_so():  # under a CUDA graph the plan is fixed at capture
+                with api.overrides(**settings[impl]):
                     return call()
-            return pull, out
+            return planned_so, out
         return call, out
     off = sum(sizes[:rank])
     if impl == "nccl_allreduce":

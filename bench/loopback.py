@@ -5,15 +5,17 @@ launches rank 0's kernel and rank 1's on two streams of one CUDA graph (fork, bo
 they run at once and exchange their flagged words through this GPU's memory. NVLink's write latency
 is absent; what the kernels do around it (the call's prologue, the polls, the sums, the epilogue,
 the grid) remains, so variants can be compared on one GPU: the combine with and without the fused
-hc_post, the gather, the plain push (``--push``), and tile shapes. Every variant's result is checked
-against torch before it is timed (bf16 sums within one rounding; hc_post within two).
+hc_post, the gather in plain and in packed flagged words (``--packed``), the plain push (``--push``),
+and tile shapes. Every variant's result is checked against torch before it is timed (bf16 sums
+within one rounding; hc_post within two).
 
     python bench/loopback.py [--rows 1,2,4,8] [--shapes 512:4,256:1] [--variant one_store]    # one sm_90 GPU
 
-Prints us per call (the pair of kernels, fork and join included; median of replays); "floor" is a
-pair of plain elementwise kernels of a row's size under the same fork and join; "comb,hc_kernel"
-the combine and then hc_post as its own kernel (the V4 block above its fused hc_post's limit). Not a collective's
-time: no number here is to be compared with NCCL.
+Prints us per call (the pair of kernels, fork and join included; median of replays), WRONG for a
+wrong result, FAULT for a call that ended in a fault (NaN: see ``_faulted``); "floor" is a pair of
+plain elementwise kernels of a row's size under the same fork and join; "comb,hc_kernel" the combine
+and then hc_post as its own kernel (the V4 block above its fused hc_post's limit). Not a
+collective's time: no number here is to be compared with NCCL.
 """
 
 from __future__ import annotations
@@ -111,6 +113,16 @@ def _gather_case(sizes):
     return ranks
 
 
+def _faulted(case) -> bool:
+    """Whether some rank's output holds NaN: the poison of a fault (a timeout), never of a wrong sum
+    (inputs are never NaN). In loopback a timeout can be the harness's own: both ranks' grids share
+    one GPU's SMs, so a grid that fills them (one program per SM at its registers) keeps the other
+    rank's programs, which it waits for, from starting."""
+    outs = [t for args, _ in case if args is not None
+            for t in (args[1], args[3].out if len(args) > 3 and args[3] is not None else None) if t is not None]
+    return any(bool(torch.isnan(t.float()).any()) for t in outs if t.numel())
+
+
 def _close(got, want, roundings: int) -> bool:
     tol = roundings * 2.0 ** -8 * want.abs().clamp_min(1.0)
     return bool(((got - want).abs() <= tol).all())
@@ -118,8 +130,8 @@ def _close(got, want, roundings: int) -> bool:
 
 def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int = 0,
               timeout_ns: int = TIMEOUT_NS) -> bool:
-    """One eager call of ``kind`` (combine, hc_post, push, gather) with ``sizes`` on the loopback
-    workspaces ``wss``, rank ``late`` starting ``cycles`` GPU cycles after the other (a sleep on its
+    """One eager call of ``kind`` (combine, hc_post, push, gather, gather_packed) with ``sizes`` on
+    the loopback workspaces ``wss``, rank ``late`` starting ``cycles`` GPU cycles after the other (a sleep on its
     stream before its kernel); fresh inputs, NaN-poisoned outputs. Returns whether every rank's
     result is right.
 
@@ -146,9 +158,9 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
 
 
 def _case(kind: str, sizes):
-    """Per rank (the launch's arguments, the check) for ``kind``: gather, comb,hc_kernel, else a
+    """Per rank (the launch's arguments, the check) for ``kind``: gather*, comb,hc_kernel, else a
     combine (flagged words or, push*, the plain push) with hc_post fused where the kind ends so."""
-    if kind == "gather":
+    if kind.startswith("gather"):
         return _gather_case(sizes)
     if kind == "comb,hc_kernel":
         return _unfused_case(sizes)
@@ -162,8 +174,9 @@ def _launchers(kern, wss, case, kind: str, cfg, timeout_ns: int = TIMEOUT_NS) ->
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     protocol = (timeout_ns, 7, 0)
-    if kind == "gather":
-        return [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, protocol) for ws, (a, _) in zip(wss, case)]
+    if kind.startswith("gather"):  # gather, gather_packed
+        return [lambda ws=ws, a=a: kern.gather_ll_launch(ws, *a, cfg, sms, protocol, packed=kind == "gather_packed")
+                for ws, (a, _) in zip(wss, case)]
     if kind == "comb,hc_kernel":  # the combine, then the hc_post kernel
         return [lambda ws=ws, a=a: (kern.push_launch(ws, a[0], a[1], a[2], True, cfg, sms, protocol, None), a[4]())
                 for ws, (a, _) in zip(wss, case)]
@@ -199,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="base",
                     help="one of bench/epilogue_parts.py's stubs (post_only, one_store, terms_after_poll)")
     ap.add_argument("--push", action="store_true", help="also the plain push (data + progress signals)")
+    ap.add_argument("--packed", action="store_true", help="also the gather in packed flagged words (flagged_words.py)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9:
         print("loopback: needs an sm_90+ GPU (the two ranks' kernels must run at once)", file=sys.stderr)
@@ -213,7 +227,8 @@ def main(argv=None) -> int:
     shapes = [tuple(int(v) for v in s.split(":")) for s in args.shapes.split(",")]
     print(f"# loopback: 2 ranks on one {torch.cuda.get_device_name()}, H {HIDDEN} bf16, even rows; us per call "
           f"(both ranks' kernels, fork/join included; no NVLink: not a collective's time); variant {args.variant}")
-    kinds = ("floor", "combine", "hc_post", "comb,hc_kernel", "gather") + (("push", "push+hc_post") if args.push else ())
+    kinds = ("floor", "combine", "hc_post", "comb,hc_kernel", "gather")
+    kinds += (("push", "push+hc_post") if args.push else ()) + (("gather_packed",) if args.packed else ())
     print(f"{'rows':>4} {'block:warps':>11} | " + " ".join(f"{k:>12}" for k in kinds))
     worst = 0
     for rows in (int(v) for v in args.rows.split(",")):
@@ -234,7 +249,7 @@ def main(argv=None) -> int:
                 ok = all(check() for _, check in case)  # the last replayed call's result
                 stub = kind.endswith("hc_post") and args.variant in ("post_only", "one_store")  # wrong by design
                 worst |= not ok and not stub
-                cells.append(f"{us:12.2f}" if ok or stub else f"{'WRONG':>12}")
+                cells.append(f"{us:12.2f}" if ok or stub else f"{'FAULT' if _faulted(case) else 'WRONG':>12}")
             print(f"{rows:>4} {f'{block}:{warps}':>11} | {' '.join(cells)}", flush=True)
     return 1 if worst else 0
 

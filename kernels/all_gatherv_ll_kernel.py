@@ -23,7 +23,7 @@ another collective or mode at the same epoch (same flag) is caught before its wo
 import triton
 import triton.language as tl
 
-from .push_kernel import poll_flagged
+from .flagged_words import packed_flag, poll_flagged, poll_packed, store_pieces, zero_pieces
 from .signals import (FAULTS, PMAX, await_digests, begin_call, call_digest, chaos, digest_fault, end_call, header_words,
                       ll_flag, open_exchange, peer_bases, peer_table, poison_range, uniform_max, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
@@ -37,6 +37,30 @@ def _own_tile(in_addr, my_count, t, BLOCK: tl.constexpr, PER_WORD: tl.constexpr,
     done = tl.cast(t, tl.int64) * BLOCK
     live = tl.arange(0, WORDS) < tl.multiple_of((my_count - done) // PER_WORD, VEC_BYTES // 4)
     return tl.load(vec(in_addr, done // PER_WORD, tl.int32, WORDS, VEC_BYTES), mask=live), live
+
+
+@triton.jit
+def _own_quarters(in_addr, my_count, t, BLOCK: tl.constexpr, PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """PACKED: tile ``t`` of this rank's rows as its four quarters ([Q] 32-bit data words, 0 where
+    not live; ``flagged_words``)."""
+    Q: tl.constexpr = BLOCK // PER_WORD // 4
+    done = tl.cast(t, tl.int64) * BLOCK
+    left = (my_count - done) // PER_WORD
+    m = tl.arange(0, Q)
+    p = vec(in_addr, done // PER_WORD, tl.int32, Q, VEC_BYTES)
+    return (tl.load(p, mask=m < left, other=0), tl.load(p + Q, mask=m + Q < left, other=0),
+            tl.load(p + 2 * Q, mask=m + 2 * Q < left, other=0), tl.load(p + 3 * Q, mask=m + 3 * Q < left, other=0))
+
+
+@triton.jit
+def _store_quarters(p, lim, d0, d1, d2, d3, Q: tl.constexpr):
+    """Store a tile's quarters ([..., Q]) at ``p`` (pointers to the first quarter's words): the words
+    below ``lim`` (broadcast against the quarters' word index)."""
+    m = tl.arange(0, Q)
+    tl.store(p, d0, mask=m < lim)
+    tl.store(p + Q, d1, mask=m + Q < lim)
+    tl.store(p + 2 * Q, d2, mask=m + 2 * Q < lim)
+    tl.store(p + 3 * Q, d3, mask=m + 3 * Q < lim)
 
 
 @triton.jit
@@ -62,9 +86,32 @@ def _send(bases, in_addr, out_addr, my_first, my_count, live_peers, data0, live0
 
 
 @triton.jit
+def _send_packed(bases, in_addr, out_addr, my_first, my_count, live_peers, q0, q1, q2, q3, slot_off, slot_bytes,
+                 parity, flag, rank, pid, num_programs, W: tl.constexpr, BLOCK: tl.constexpr,
+                 PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """``_send`` in packed words (``flagged_words``): tile t's quarters into the output, and its
+    pieces into words 3tQ.. of our slot at every live peer. The first tile's quarters (``q0..q3``,
+    ``_own_quarters``) were loaded at the kernel's start."""
+    Q: tl.constexpr = BLOCK // PER_WORD // 4
+    slots = bases + slot_off + (parity * W + rank) * slot_bytes  # [WP]: our slot at every rank
+    lanes = tl.arange(0, slots.shape[0])
+    for t in range(pid, tl.cdiv(my_count, BLOCK), num_programs):
+        if t == pid:
+            d0, d1, d2, d3 = q0, q1, q2, q3
+        else:
+            d0, d1, d2, d3 = _own_quarters(in_addr, my_count, t, BLOCK, PER_WORD, VEC_BYTES)
+        done = tl.cast(t, tl.int64) * BLOCK
+        left = (my_count - done) // PER_WORD
+        _store_quarters(vec(out_addr, (my_first + done) // PER_WORD, tl.int32, Q, VEC_BYTES), left, d0, d1, d2, d3, Q)
+        for q in tl.static_range(W):  # one store per peer, in the quarters' own layout (no conversion)
+            store_pieces(vec(pick(slots, lanes, q), done // PER_WORD // 4 * 3, tl.int64, Q, 16), d0, d1, d2, d3,
+                         flag, tl.where(pick(live_peers.to(tl.int32), lanes, q) != 0, left, 0), Q)
+
+
+@triton.jit
 def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slots, digest, rank, pid, num_programs,
              deadline, err_ptr, err, W: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr,
-             PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr):
+             PER_WORD: tl.constexpr, VEC_BYTES: tl.constexpr, PACKED: tl.constexpr):
     """Tiles pid, pid + P, ... < ``most`` (the peers' largest tile count) of every peer's rows, from
     the slots here into the output; the first also waits for and checks every peer's digest.
     Returns the error bits."""
@@ -77,17 +124,27 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
         go = (err & FAULTS) == 0
         left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
         live = peers1[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
-        word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
         first_tile = go & (t == pid)
-        data, calls, status = poll_flagged(word_ptrs, tl.where(go, live, False), flag, call_slots,
-                                           tl.where(first_tile, peers1, False), deadline, err_ptr)
+        if PACKED:  # tile t's pieces: words 3tQ.. of each source's slot
+            word_ptrs = rows(slots, done // PER_WORD // 4 * 3, WORDS // 4, tl.int64, 16)
+            d0, d1, d2, d3, calls, status = poll_packed(word_ptrs, peers1 & go, left, flag, call_slots,
+                                                        tl.where(first_tile, peers1, False), deadline, err_ptr)
+        else:
+            word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
+            data, calls, status = poll_flagged(word_ptrs, tl.where(go, live, False), flag, call_slots,
+                                               tl.where(first_tile, peers1, False), deadline, err_ptr)
         # a CALL word this thread saw missing was seen by others (the loop ended) or ended the wait
         err |= uniform_max(status | tl.where(first_tile, digest_fault(calls, digest, peers1 & (calls != 0)), 0))
         # consumed: every thread read its words before the barrier of the reduction above
-        tl.store(word_ptrs, data.to(tl.int64) * 0, mask=live)
         tl.store(call_slots, calls * 0, mask=tl.where(first_tile, peers1, False))
-        tl.store(rows(out_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), data,
-                 mask=tl.where((err & FAULTS) == 0, live, False))
+        if PACKED:
+            zero_pieces(word_ptrs, peers1, left)
+            _store_quarters(rows(out_addr, (first + done) // PER_WORD, WORDS // 4, tl.int32, VEC_BYTES),
+                            tl.where(peers1 & ((err & FAULTS) == 0), left, 0)[:, None], d0, d1, d2, d3, WORDS // 4)
+        else:
+            tl.store(word_ptrs, data.to(tl.int64) * 0, mask=live)
+            tl.store(rows(out_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), data,
+                     mask=tl.where((err & FAULTS) == 0, live, False))
     return err
 
 
@@ -120,6 +177,7 @@ def all_gatherv_ll_kernel(
     ALIGN: tl.constexpr,  # elements; divides H
     VEC_BYTES: tl.constexpr,  # alignment (bytes) of the input/output word accesses, 4 or 8
     CHAOS: tl.constexpr,  # schedule fuzzing: stall random programs of random ranks (tests)
+    PACKED: tl.constexpr = False,  # packed flagged words (flagged_words.py): 1.5 bytes per data byte, not 2
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -133,7 +191,10 @@ def all_gatherv_ll_kernel(
     # loads that need no word of the workspace's state, issued first: their latency overlaps the
     # call's own (the epoch, ERR) instead of following it (a load is not moved above a store)
     bases = peer_bases(peer_table(table_addr), W, WP)
-    data0, live0 = _own_tile(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
+    if PACKED:
+        q0, q1, q2, q3 = _own_quarters(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
+    else:
+        data0, live0 = _own_tile(in_addr, pick(count, lanes, rank), pid, BLOCK, PER_WORD, VEC_BYTES)
     _, my_base, epoch, failed, deadline = begin_call(table_addr, base_addr, pid, timeout, W)
     CNT, SIG_START, OFF_START, SIG_END, RELAY_FLAGS, PUSH_FLAGS, CALL, ERR = header_words(W)  # CNT: begin/end_call
     err_ptr = word_ptr(my_base, ERR)
@@ -143,14 +204,20 @@ def all_gatherv_ll_kernel(
     call_slots = word_ptr(my_base, call_row + lanes)
 
     err, live_peers = open_exchange(bases, call_row, rank, digest, peers, err, failed, chaos_seed, pid, my_base, CHAOS)
-    flag = ll_flag(epoch)
-    _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, data0, live0,
-          slot_off, slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
+    if PACKED:
+        flag = packed_flag(epoch)
+        _send_packed(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, q0, q1,
+                     q2, q3, slot_off, slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD,
+                     VEC_BYTES)
+    else:
+        flag = ll_flag(epoch)
+        _send(bases, in_addr, out_addr, pick(first, lanes, rank), pick(count, lanes, rank), live_peers, data0,
+              live0, slot_off, slot_bytes, parity, flag, rank, pid, num_programs, W, BLOCK, PER_WORD, VEC_BYTES)
     chaos(chaos_seed, 1, pid, rank, my_base, CHAOS)
     most = tl.max(tl.where(peers, tl.cdiv(count, BLOCK), 0), axis=0)  # tiles of the largest peer
     err = _receive(out_addr, my_base + slot_off + parity * W * slot_bytes, slot_bytes, first, count, most, flag,
                    call_slots, digest, rank, pid, num_programs, deadline, err_ptr, err, W, WP, BLOCK, PER_WORD,
-                   VEC_BYTES)
+                   VEC_BYTES, PACKED)
     if most <= pid:  # received no tile, so heard from nobody in this call: wait for the peers' digests
         err |= await_digests(my_base, call_row, digest, live_peers, deadline, err_ptr, lanes)
     if failed | ((err & FAULTS) != 0):  # each source's tiles, as this program stores them
@@ -173,21 +240,22 @@ def fits(ws, call, elt: int) -> bool:
     return source_rows * call.hidden * elt <= ws.layout.gather_ll_limit and (call.hidden * elt) % 4 == 0
 
 
-def arguments(ws, inp, out, call, protocol: tuple):
+def arguments(ws, inp, out, call, protocol: tuple, packed: bool = False):
     """``(args, constexprs, max_rows)`` of one call: ``inp``/``out`` contiguous and 4-byte aligned,
     ``call`` validated (``validation.check_gather_call``) and ``fits``; ``protocol``:
-    ``(timeout, tag, chaos_seed)``. The grid covers the largest source (``max_rows``): every program
+    ``(timeout, tag, chaos_seed)``; ``packed``: packed flagged words (``flagged_words``; rank-agreed,
+    part of the digest's mode). The grid covers the largest source (``max_rows``): every program
     sends and receives its tiles of every source."""
     args, constexprs, max_rows = call_arguments(ws, inp, out, call)
     elt = inp.element_size()
     args += (ws.layout.ll_slot_offset, ws.layout.ll_slot_bytes, *protocol)
     align = vector_align(call.hidden, elt, inp.data_ptr(), out.data_ptr())
     constexprs.update(PER_WORD=max(1, 4 // elt), ALIGN=align, VEC_BYTES=max(4, min(8, align * elt)),
-                      CHAOS=protocol[2] != 0)
+                      CHAOS=protocol[2] != 0, PACKED=packed)
     return args, constexprs, max_rows
 
 
-def launch(ws, inp, out, call, config, multiprocessors: int, protocol: tuple) -> None:
+def launch(ws, inp, out, call, config, multiprocessors: int, protocol: tuple, packed: bool = False) -> None:
     """Run one call (``arguments`` says what it takes) with ``config``'s knobs."""
-    args, constexprs, max_rows = arguments(ws, inp, out, call, protocol)
+    args, constexprs, max_rows = arguments(ws, inp, out, call, protocol, packed)
     run(all_gatherv_ll_kernel, args, constexprs, max_rows, call.hidden, config, multiprocessors)

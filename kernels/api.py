@@ -33,8 +33,13 @@ RELAY_MAX_COST_PCT = 65
 MODES_OFF: frozenset = frozenset()
 # Schedule fuzzing (tests): a nonzero seed compiles in stalls of random programs on random ranks.
 CHAOS_SEED = 0
-_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED")
-MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6, "hierarchy_gather": 7}
+# Flagged-word gathers whose largest source has at least this many bytes move packed words
+# (``flagged_words.py``: 1.5 bytes per data byte instead of 2); None: never. Off until measured on
+# NVLink (bench/NOTES.md, 2026-12-01 evening); tests and benchmarks turn it on through ``overrides``.
+PACKED_MIN_BYTES: int | None = None
+_SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED", "PACKED_MIN_BYTES")
+MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6, "hierarchy_gather": 7,
+              "gather_packed": 8}
 
 
 @contextlib.contextmanager
@@ -481,9 +486,13 @@ def gather_tag(mode: str, world: int, call: Call, dtype_code: int) -> int:
 
 def gather_mode(ws: Workspace, call: Call, elt: int) -> str:
     """The gather's mode from rank-agreed facts: "gather_ll" (flagged words) while every source's
-    rows fit ``gather_ll_bytes``, else "gather" (the pull)."""
-    flagged = "ll" not in MODES_OFF and kernel_module(ws.device.type).gather_ll_fits(ws, call, elt)
-    return "gather_ll" if flagged else "gather"
+    rows fit ``gather_ll_bytes``, "gather_packed" (packed flagged words) among those from
+    ``PACKED_MIN_BYTES`` per source on, else "gather" (the pull)."""
+    if "ll" in MODES_OFF or not kernel_module(ws.device.type).gather_ll_fits(ws, call, elt):
+        return "gather"
+    source_bytes = (max(call.sizes) if call.sizes is not None else call.rows) * call.hidden * elt
+    packed = PACKED_MIN_BYTES is not None and source_bytes >= PACKED_MIN_BYTES
+    return "gather_packed" if packed else "gather_ll"
 
 
 def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch.Tensor,
@@ -496,8 +505,9 @@ def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch
     mode = gather_mode(ws, call, elt)
     protocol = (ws.timeout_arg, gather_tag(mode, world, call, dtype_code or FLOAT_CODES[inp.dtype]), CHAOS_SEED)
     config = pick_config(inp.device, mode, world, inp.dtype, call)
-    if mode == "gather_ll":
-        kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol)
+    if mode in ("gather_ll", "gather_packed"):
+        kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol,
+                              packed=mode == "gather_packed")
         return
     source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
     ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check

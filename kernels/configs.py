@@ -58,8 +58,9 @@ DEFAULTS = {
     "large": KernelConfig(block=4096, num_warps=8, programs_per_sm=2, tiles_per_program=1),
 }
 # The gather's modes ("gather_ll": flagged words, "gather": the pull) take the reduce-scatter's
-# entries (or defaults) of the same kind where the tune file has none of their own.
-FALLBACK = {"gather_ll": "ll", "gather": "large"}
+# entries (or defaults) of the same kind where the tune file has none of their own; packed flagged
+# words ("gather_packed") the flagged words'.
+FALLBACK = {"gather_ll": "ll", "gather": "large", "gather_packed": "gather_ll"}
 CPU_DEFAULT = KernelConfig(block=64, num_warps=1, programs_per_sm=2, tiles_per_program=2)
 
 

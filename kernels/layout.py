@@ -4,8 +4,9 @@ Every rank of a group owns one buffer of the same size and layout (the ranks com
 creation); peers reach it through a table of base addresses (peer pointers). Front to back:
 
     header    int64 words: call counters, signal words written by peers, error flags
-    ll slots  flagged-word receive slots [2 parities][W sources] (mode "ll" only: 8-byte words of
-              4 data bytes + a flag; no other mode writes here, so no other bytes can pass for a flag)
+    ll slots  flagged-word receive slots [2 parities][W sources] (flagged-word modes only: 8-byte words
+              of 4 data bytes + a flag, or packed, 6 + a 16-bit flag; no other mode writes here, so no
+              other bytes can pass for a flag)
     push      plain-data receive slots [2 parities][W sources] (mode "push" only)
     scratch   exposure area of pull calls whose input is not already in the workspace, and where
               relay ranks leave the rows they pre-reduced for an owner

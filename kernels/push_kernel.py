@@ -35,8 +35,9 @@ import triton.language as tl
 
 from .signals import (FAULTS, PMAX, ROUND_BITS, await_digests, begin_call, call_digest, chaos, check_digests,
                       digest_fault, end_call, header_words, ll_flag, open_exchange, peer_bases, peer_table, poison,
-                      poll_fault, release, uniform_max, wait_words, word_ptr)
+                      release, uniform_max, wait_words, word_ptr)
 from .epilogue_functions import finish, finish_prepared, poison_outputs, prepare
+from .flagged_words import poll_flagged
 from .tiles import HOST_SIZE_ARGS, call_geometry, pick, rows, tile, vec
 
 
@@ -62,36 +63,6 @@ def _pack(lo, hi, DTYPE: tl.constexpr, PER_WORD: tl.constexpr):
         hi16 = hi.to(DTYPE).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
         return lo16 | (hi16 << 16)
     return lo.to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def _pending(words, live, flag, calls, call_live, status):
-    """True while this thread saw no fault (``status`` 0) and some live flagged word lacks ``flag``
-    or some ``call_live`` CALL word is not in. The CALL words ride in the [source, word] block, so the
-    one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
-    stale = (((words >> 32) & 0xFFFFFFFF) != flag) & live
-    stale |= ((calls == 0) & call_live)[:, None]
-    return tl.max((stale & (status == 0)).to(tl.int32)) > 0
-
-
-@triton.jit
-def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
-    """Load flagged words until every live one carries ``flag``, and the ``call_live`` CALL words
-    until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; the fault
-    that ended the wait as this thread saw it, else 0). A thread leaves the loop with status 0 only
-    once nothing is missing anywhere (the loop's reduction covers the whole block), so a nonzero
-    status is all the caller needs (a wait that gave up just as the last word came counts as a
-    fault: loud, never silent)."""
-    status = (deadline * 0).to(tl.int32)
-    polls = status
-    words = tl.load(slots, mask=live, other=0, volatile=True)
-    calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending(words, live, flag, calls, call_live, status):
-        words = tl.load(slots, mask=live, other=0, volatile=True)
-        calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-        polls += 1
-        status = poll_fault(err_ptr, deadline, polls, status)
-    return (words & 0xFFFFFFFF).to(tl.int32), calls, status
 
 
 @triton.jit

@@ -44,8 +44,11 @@ CALL[E&1][p][r]   The digest of rank r's call E (``call_digest``: epoch, sizes, 
                   word (a call that was not consumed: only after a fault, which is sticky until
                   reset, and reset zeroes CALL) cannot pass: its epoch is in the digest, so it
                   reads as a disagreement, never as agreement. Collisions: 2^-63 per read.
-ll slots          Flagged words, written only by mode "ll": high half ``(E+1) mod 2^31 | 2^31``
-                  (never 0), low half 4 data bytes, one 8-byte store each. The receiver polls
+ll slots          Flagged words, written only by the flagged-word modes (both collectives'): high
+                  half ``(E+1) mod 2^31 | 2^31`` (never 0), low half 4 data bytes, one 8-byte
+                  store each; packed (``flagged_words``, the gather's opt-in): top 16 bits
+                  ``(E+1) mod 2^15 | 2^15``, 6 data bytes below. The flag only tells this call's
+                  word from a 0 (the next sentences say why that suffices). The receiver polls
                   until every word it needs carries its flag, and writes 0 over each word it
                   used (consumed). Senders write parity E&1 again at E+2, after the receiver
                   finished E (invariant A), so every word is 0 or from the current call; words

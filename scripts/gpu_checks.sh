@@ -3,6 +3,7 @@
 #   scripts/gpu_checks.sh PHASE...   phases: env loopback (one GPU is enough) tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather layer demo tune
 #                                    gathermid (the gather's modes where they cross; GATHER_LL_BYTES: flagged words up to that) gatherbig (quick preset)
 #                                    rsmid (reduce_scatterv's flagged words against its plain push at 16-128 rows, flagged words up to RS_LL_BYTES)
+#                                    gpacked (the gather's packed flagged words against plain and the all-reduce gather, mid preset)
 #                                    tunegather (gather_ll;
 #                                    TUNE_LL_ROWS: also those rows with GATHER_LL_BYTES) esweep (ESWEEP="block:warps ..." for ll at 1-8 rows, bench.layer decode;
 #                                    ESWEEP_MODES="ll gather_ll": the gather's flagged words too; "shipped": the shipped entries)
@@ -54,6 +55,7 @@ for phase in "$@"; do
     layer) run layer 300 torchrun --nproc-per-node $NG -m bench.layer --preset latency ${LAYER_ARGS:-} --out "$LOG/results" ;;
     gathermid) run gathermid ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset mid ${GATHER_LL_BYTES:+--ll-bytes $GATHER_LL_BYTES} --out "$LOG/results/gathermid" ;;
     rsmid) run rsmid ${MID_LIMIT:-150} torchrun --nproc-per-node $NG -m bench --preset mid --ll-bytes ${RS_LL_BYTES:-2097152} --impls fused,fused_push,nccl_rsv --no-plot --out "$LOG/results/rsmid" ;;
+    gpacked) run gpacked ${GATHER_LIMIT:-150} torchrun --nproc-per-node $NG -m bench.gather --preset mid --impls fused,fused_packed,nccl_allreduce --out "$LOG/results/gpacked" ;;
     gatherbig) run gatherbig ${GATHER_LIMIT:-120} torchrun --nproc-per-node $NG -m bench.gather --preset quick --out "$LOG/results/gatherbig" ;;
     tunegather) run tunegather ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll ${TUNE_ROWS:+--rows $TUNE_ROWS} --out "$LOG/results/tunegather"
         [ -n "${TUNE_LL_ROWS:-}" ] && run tunegather-ll ${TUNE_LIMIT:-200} torchrun --nproc-per-node $NG -m bench.tune --verbose --hidden 7168 --modes gather_ll --rows $TUNE_LL_ROWS --ll-bytes ${GATHER_LL_BYTES:-2097152} --out "$LOG/results/tunegather-ll" ;;

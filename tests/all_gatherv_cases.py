@@ -35,10 +35,11 @@ def reference_gather(rows: torch.Tensor, sizes: list, group) -> torch.Tensor:
 
 def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_output: bool = True,
                 resident: bool = False, device_sizes: bool = False, spare_rows: int = 0, group: str = "world",
-                repeat: int = 1, chaos_seed: int = 0) -> None:
+                repeat: int = 1, chaos_seed: int = 0, packed: bool = False) -> None:
     """One all_gatherv call per repeat with fresh rows: the output equals the concatenation (exactly)
     and the reference collective's gather; with device sizes, rows past sum(sizes) keep their poison.
-    ``chaos_seed``: stall random programs of random ranks (schedule fuzzing)."""
+    ``chaos_seed``: stall random programs of random ranks (schedule fuzzing); ``packed``: flagged-word
+    calls move packed words (``api.PACKED_MIN_BYTES`` 0)."""
     dtype_t = DTYPES[dtype]
     grp = ctx.groups[group]
     W, r, dev = ctx.world, ctx.rank, ctx.device
@@ -56,7 +57,8 @@ def gather_case(ctx, *, sizes: list, rest: tuple, dtype: str, seed: int, with_ou
         if with_output or device_sizes:
             out = torch.full((cap_out if device_sizes else sum(sizes), *rest), POISON, dtype=dtype_t, device=dev)
         arg = torch.tensor(sizes, dtype=torch.int32, device=dev) if device_sizes else list(sizes)
-        with api.overrides(CHAOS_SEED=chaos_seed * 1000 + k if chaos_seed else 0):
+        with api.overrides(CHAOS_SEED=chaos_seed * 1000 + k if chaos_seed else 0,
+                           PACKED_MIN_BYTES=0 if packed else None):
             got = rsv.all_gatherv(inp, out, sizes=arg, group=grp)
         if dev.type == "cuda":
             torch.cuda.synchronize()

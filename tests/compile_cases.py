@@ -69,11 +69,13 @@ def compile_only() -> None:
 
 def compile_case(ctx, *, hidden: int = 7168, dtypes=("bfloat16", "float16", "float32"), only=None) -> list:
     """The calls the test suites make, by mode, dtype, sizes (even, uneven with an idle rank: empty
-    tensors, address 0; on the host and the device as int32 and int64), each epilogue, other dtypes of
-    the gather, the multi-node hierarchy (2 x 1 on two ranks, 2 x 2 on four) and hc_post. Returns
-    the kernel variants compiled (name and constants). ``only``: these groups (default: all)."""
+    tensors; on the host and the device as int32 and int64), each epilogue, other dtypes of the
+    gather, its packed flagged words, the multi-node hierarchy (2 x 1 on two ranks, 2 x 2 on four)
+    and hc_post. Returns the kernel variants compiled (name and constants). ``only``: these groups
+    (default: all)."""
     compile_only()
     from deepseek_v4.mhc import hc_post_one_kernel
+    from reduce_scatterv import api
     from reduce_scatterv.epilogues import HcPost, ResidualRMSNorm
     from tests.hierarchy_cases import hier_group
 
@@ -109,6 +111,10 @@ def compile_case(ctx, *, hidden: int = 7168, dtypes=("bfloat16", "float16", "flo
                     torch.empty(n, hidden, dtype=dtype), torch.empty(n, hidden, dtype=dtype)))
         for dtype in (torch.int64, torch.uint8):  # the gather's words
             rsv.all_gatherv(torch.ones(1, 6, dtype=dtype), sizes=[1] * W, group=group)
+        with api.overrides(PACKED_MIN_BYTES=0):  # packed flagged words (where the group's gather takes flagged words)
+            for dtype in (torch.bfloat16, torch.float32):
+                for sizes in size_sets:
+                    rsv.all_gatherv(torch.ones(sizes[r], hidden, dtype=dtype), sizes=sizes, group=group)
     for n in (0, 1, 5):
         hc_post_one_kernel(torch.ones(n, hidden, dtype=torch.bfloat16), torch.ones(n, 4, hidden, dtype=torch.bfloat16),
                            torch.ones(n, 4), torch.ones(n, 4, 4))

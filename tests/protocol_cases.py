@@ -19,9 +19,10 @@ from tests.epilogue_cases import epilogue_inputs
 # destination, plain push up to 512 B, then the pull): H = 16 bf16 elements = 32 B per row. The
 # gathers: flagged words up to 64 B per source ("gather_ll"), else the pull ("gather").
 LIMITS = dict(ll_bytes=64, push_bytes=512)
-ROWS_BY_MODE = {"ll": [1, 2], "push": [5, 3], "large": [20, 7], "gather_ll": [1, 2], "gather": [20, 7]}
+ROWS_BY_MODE = {"ll": [1, 2], "push": [5, 3], "large": [20, 7], "gather_ll": [1, 2], "gather": [20, 7],
+                "gather_packed": [3, 1]}  # packed flagged words (api.PACKED_MIN_BYTES 0)
 # calls where a rank has no rows (kept out of ROWS_BY_MODE, whose modes other scenarios cycle)
-ZERO_ROW_CALLS = {"ll_zero": [1, 0], "gather_ll_zero": [0, 2]}
+ZERO_ROW_CALLS = {"ll_zero": [1, 0], "gather_ll_zero": [0, 2], "gather_packed_zero": [0, 3]}
 H = 16
 
 
@@ -45,12 +46,12 @@ def _late(ctx, seconds: float):
 
 
 def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, late=None, delay=0.05, faults=False,
-          device_sizes=False, gather=False, epilogue=False):
+          device_sizes=False, gather=False, epilogue=False, packed=False):
     """One call with fresh inputs; returns (result, truth, abs_sum) on this rank. ``late``: the rank
     that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
     go as an int32 tensor on the device; ``gather``: an all_gatherv of each rank's first sizes[rank]
     rows (truth: their concatenation, abs_sum None: ``_check_right`` then wants it exactly) instead
-    of a reduce_scatterv; ``epilogue``: the call fuses hc_post (``out`` is then its output, not
+    of a reduce_scatterv (``packed``: in packed flagged words); ``epilogue``: the call fuses hc_post (``out`` is then its output, not
     checked against the sum). With ``faults``, a flagged error (raised at once on CPU) is returned as
     a 4th item instead of raised."""
     total = sum(sizes) if rows is None else rows
@@ -66,7 +67,8 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
     try:
         sizes_arg = torch.tensor(sizes, dtype=torch.int32, device=ctx.device) if device_sizes else sizes
         if gather:
-            rsv.all_gatherv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
+            with api.overrides(PACKED_MIN_BYTES=0 if packed else None):
+                rsv.all_gatherv(parts[ctx.rank].to(ctx.device), out, sizes=sizes_arg, group=group)
         elif epilogue:
             ep, _ = epilogue_inputs("hc_post", seed, n, width, 4, dtype, ctx.device, with_f=False)
             out = ep.out
@@ -93,7 +95,7 @@ def _mode_call(ctx, group, mode, seed, **kw):
     shift = kw.pop("shift", 0)
     rows = {**ROWS_BY_MODE, **ZERO_ROW_CALLS}[mode]
     sizes = [rows[(r + shift) % 2] for r in range(ctx.world)]
-    return _call(ctx, group, sizes, seed, gather=mode.startswith("gather"), **kw)
+    return _call(ctx, group, sizes, seed, gather=mode.startswith("gather"), packed="packed" in mode, **kw)
 
 
 def _check_right(ctx, what, out, truth, abs_sum, dtype=torch.bfloat16):

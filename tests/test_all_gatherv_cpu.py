@@ -28,7 +28,18 @@ def test_every_rank_gets_every_ranks_rows_in_order(cpu_pools, world, data):
                          seed=data.draw(st.integers(0, 2**20)), with_output=data.draw(st.booleans()),
                          resident=data.draw(st.booleans()), device_sizes=device_sizes,
                          spare_rows=data.draw(st.integers(0, 2)) if device_sizes else 0,
-                         group=data.draw(st.sampled_from(["world", "large", "gather_ll"])))
+                         group=data.draw(st.sampled_from(["world", "large", "gather_ll"])),
+                         packed=data.draw(st.booleans()))
+
+
+@pytest.mark.parametrize("sizes,rest,dtype", [([5, 3], (40,), "bfloat16"), ([0, 7], (6,), "bfloat16"),
+                                              ([9, 1], (8,), "float32"), ([4, 4], (2, 24), "float16"),
+                                              ([3, 0], (10,), "bfloat16")])
+def test_packed_flagged_words_carry_every_row(cpu_pools, sizes, rest, dtype):
+    """Four data words in three flagged words (``flagged_words.py``): rows of 3, 5 and 20 words,
+    tiles that end inside a group of four, idle ranks; bit for bit, and equal to gloo's gather."""
+    cpu_pools[2].run(f"{CASES}:gather_case", sizes=sizes, rest=rest, dtype=dtype, seed=sum(sizes), packed=True,
+                     repeat=2, chaos_seed=5)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

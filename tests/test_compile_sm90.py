@@ -2,8 +2,8 @@
 variant the launchers ask for in the calls of ``tests/compile_cases.py`` (modes, dtypes, host and
 device sizes, idle ranks, epilogues, the gather's words, the multi-node hierarchy, hc_post), with
 Triton's real argument specialisation and a stand-in driver. What the interpreter cannot see (it
-runs Python): an empty tensor's address 0 arrives as an int32, which must be widened before it
-becomes a pointer; a kernel that forgets fails here."""
+runs Python): an integer argument small enough arrives as an int32, which must be widened before it
+becomes a pointer or an offset; a kernel that forgets fails here."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from tests.protocol_expectations import ABSENT_MODES, DISAGREEMENTS, assert_abse
 from tests.strategies import calls, sizes
 
 CASES = "tests.protocol_cases"
-WRAP_POINTS = [2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2]
+WRAP_POINTS = [2**15 - 2, 2**16 - 2, 2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2]
 
 
 @pytest.mark.parametrize("start", WRAP_POINTS)

@@ -102,7 +102,7 @@ def test_an_output_too_small_on_one_rank_fails_there_alone(gpu_pools, group):
 PROTO = "tests.protocol_cases"
 
 
-@pytest.mark.parametrize("start", [2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2])
+@pytest.mark.parametrize("start", [2**15 - 2, 2**16 - 2, 2**31 - 2, 2**32 - 2, 2**43 - 2, 2**44 - 2, 2**63 - 2, 2**64 - 2])
 def test_every_mode_stays_right_across_each_wrap_point_with_a_late_rank(gpu_pools, start):
     gpu_pools[2].run(f"{PROTO}:wrap_case", start_epoch=start, calls=12, late_rank=1, seed=start % 1000)
 

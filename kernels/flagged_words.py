@@ -1,0 +1,145 @@
+"""The flagged words both collectives' "ll" modes move, in two formats, and the poll that waits for them.
+
+Plain (``ll_flag``, signals.py): an 8-byte word holds 4 data bytes and the flag ``(E + 1) mod 2^31 |
+2^31``; twice the data's bytes cross NVLink.
+
+Packed: four 32-bit data words in three 8-byte words with a 16-bit flag each. A tile's ``4Q`` data
+words travel as its quarters d0..d3 (``d_k[m]`` is word ``kQ + m``) packed into three ``[Q]``
+pieces, elementwise (every thread packs the words it holds, no shuffle):
+
+    A[m] = d0[m] | d3[m].lo16 << 32 | flag << 48
+    B[m] = d1[m] | d3[m].hi16 << 32 | flag << 48
+    C[m] = d2[m] |                    flag << 48
+
+1.5 bytes per data byte. The flag is ``(E + 1) mod 2^15 | 2^15``, never 0. It only has to tell this
+call's word from a zero: every word written is consumed (zeroed) in its call, and a word left by a
+fault is zeroed by ``reset()`` before any later call reads it (bench/NOTES.md, 2026-12-01 evening,
+says what that rests on).
+
+In both, each word is written by one 8-byte store, so its data and its flag arrive together (a
+receiver uses d3[m] once both A and B carry the flag); the ranks' digests carry the
+format (the mode), so words of another format are never used.
+"""
+
+import triton
+import triton.language as tl
+
+from .signals import poll_fault
+
+
+@triton.jit
+def _pending(stale, calls, call_live, status):
+    """True while this thread saw no fault (``status`` 0) and some live word is ``stale`` ([source,
+    word]) or some ``call_live`` CALL word is not in. The CALL words ride in the [source, word] block,
+    so the one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
+    stale |= ((calls == 0) & call_live)[:, None]
+    return tl.max((stale & (status == 0)).to(tl.int32)) > 0
+
+
+@triton.jit
+def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
+    """Load plain flagged words until every live one carries ``flag``, and the ``call_live`` CALL
+    words until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; the
+    fault that ended the wait as this thread saw it, else 0). A thread leaves the loop with status 0
+    only once nothing is missing anywhere (the loop's reduction covers the whole block), so a nonzero
+    status is all the caller needs (a wait that gave up just as the last word came counts as a
+    fault: loud, never silent)."""
+    status = (deadline * 0).to(tl.int32)
+    polls = status
+    words = tl.load(slots, mask=live, other=0, volatile=True)
+    calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, calls, call_live, status):
+        words = tl.load(slots, mask=live, other=0, volatile=True)
+        calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+        polls += 1
+        status = poll_fault(err_ptr, deadline, polls, status)
+    return (words & 0xFFFFFFFF).to(tl.int32), calls, status
+
+
+@triton.jit
+def packed_flag(epoch):
+    """The flag of call ``epoch``'s packed words (their top 16 bits): ``(E + 1) mod 2^15 | 2^15``."""
+    return ((epoch + 1) & 0x7FFF) | 0x8000
+
+
+@triton.jit
+def piece_masks(lim, Q: tl.constexpr):
+    """Masks of pieces A, B, C and of d3 where ``lim`` (broadcast against [..., Q], e.g. [R, 1] or a
+    scalar) data words are live from the tile's start on: a piece is live where its own data word is
+    (then so is every word it carries)."""
+    m = tl.arange(0, Q)
+    return m < lim, m + Q < lim, m + 2 * Q < lim, m + 3 * Q < lim
+
+
+@triton.jit
+def pack(d0, d1, d2, d3, flag):
+    """A tile's quarters (int32 data words) -> pieces A, B, C (int64, see the module docstring)."""
+    top = flag.to(tl.int64) << 48
+    d3 = d3.to(tl.int64)
+    a = (d0.to(tl.int64) & 0xFFFFFFFF) | ((d3 & 0xFFFF) << 32) | top
+    b = (d1.to(tl.int64) & 0xFFFFFFFF) | (((d3 >> 16) & 0xFFFF) << 32) | top
+    c = (d2.to(tl.int64) & 0xFFFFFFFF) | top
+    return a, b, c
+
+
+@triton.jit
+def unpack(a, b, c, d3_live):
+    """Pieces A, B, C -> the quarters d0..d3 (int32; inverse of ``pack``); d3 is 0 where not
+    ``d3_live`` (A and B can be live where it is not)."""
+    d3 = (((a >> 32) & 0xFFFF) | (((b >> 32) & 0xFFFF) << 16)).to(tl.int32)
+    return ((a & 0xFFFFFFFF).to(tl.int32), (b & 0xFFFFFFFF).to(tl.int32), (c & 0xFFFFFFFF).to(tl.int32),
+            tl.where(d3_live, d3, 0))
+
+
+@triton.jit
+def _stale(words, live, flag):
+    return (((words >> 48) & 0xFFFF) != flag) & live
+
+
+@triton.jit
+def poll_packed(ptr_a, live_rows, left, flag, call_slots, call_live, deadline, err_ptr):
+    """``poll_flagged`` for packed words: load the pieces at ``ptr_a`` ([R, Q] pointers to A; B and C
+    follow at +Q and +2Q words) of the ``live_rows`` with ``left`` ([R]) live data words from the
+    tile's start on, until every live word carries ``flag``, and the ``call_live`` CALL words until
+    they are in, in one loop. Returns (the quarters d0..d3, [R, Q] int32, 0 where not live; the CALL
+    words; the fault that ended the wait as this thread saw it, else 0)."""
+    Q: tl.constexpr = ptr_a.shape[1]
+    live_a, live_b, live_c, live_d3 = piece_masks(tl.where(live_rows, left, 0)[:, None], Q)
+    status = (deadline * 0).to(tl.int32)
+    polls = status
+    a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
+    b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
+    c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
+    calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag), calls, call_live,
+                   status):
+        a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
+        b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
+        c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
+        calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
+        polls += 1
+        status = poll_fault(err_ptr, deadline, polls, status)
+    d0, d1, d2, d3 = unpack(a, b, c, live_d3)
+    return d0, d1, d2, d3, calls, status
+
+
+@triton.jit
+def zero_pieces(ptr_a, live_rows, left):
+    """Consume the live packed words of a tile (``poll_packed``'s arguments): write 0 over them."""
+    Q: tl.constexpr = ptr_a.shape[1]
+    live_a, live_b, live_c, _ = piece_masks(tl.where(live_rows, left, 0)[:, None], Q)
+    zero = tl.zeros(ptr_a.shape, tl.int64)
+    tl.store(ptr_a, zero, mask=live_a)
+    tl.store(ptr_a + Q, zero, mask=live_b)
+    tl.store(ptr_a + 2 * Q, zero, mask=live_c)
+
+
+@triton.jit
+def store_pieces(ptr_a, d0, d1, d2, d3, flag, lim, Q: tl.constexpr):
+    """Write a tile's quarters (int32 data words, ``lim`` of them live from the tile's start on,
+    broadcast as in ``piece_masks``) as packed words with ``flag`` at ``ptr_a`` (pointers to piece A)."""
+    live_a, live_b, live_c, _ = piece_masks(lim, Q)
+    a, b, c = pack(d0, d1, d2, d3, flag)
+    tl.store(ptr_a, a, mask=live_a)
+    tl.store(ptr_a + Q, b, mask=live_b)
+    tl.store(ptr_a + 2 * Q, c, mask=live_c)
