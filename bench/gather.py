@@ -29,8 +29,8 @@ import torch.distributed as dist
 
 import reduce_scatterv as rsv
 from bench import records
+from bench.impls import planned_under
 from bench.sweep import DTYPES, distribution
-from reduce_scatterv import api
 from reduce_scatterv import distributed_env as dist_env
 from reduce_scatterv._triton_mode import kernel_module
 from reduce_scatterv.timing import time_call
@@ -64,12 +64,7 @@ def build(impl: str, mine: torch.Tensor, sizes: list[int], rank: int):
             inp.copy_(mine)
         call = lambda: rsv.all_gatherv(inp, out, sizes=sizes)  # noqa: E731
         settings = {"fused_pull": dict(MODES_OFF=frozenset({"ll"})), "fused_packed": dict(PACKED_MIN_BYTES=0)}
-        if impl in settings:
-            def planned_so():  # under a CUDA graph the plan is fixed at capture
-                with api.overrides(**settings[impl]):
-                    return call()
-            return planned_so, out
-        return call, out
+        return (planned_under(settings[impl], call) if impl in settings else call), out
     off = sum(sizes[:rank])
     if impl == "nccl_allreduce":
         def allreduce():

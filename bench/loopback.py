@@ -159,12 +159,12 @@ def call_once(kern, wss, kind: str, sizes, late: int | None = None, cycles: int 
 
 def _case(kind: str, sizes):
     """Per rank (the launch's arguments, the check) for ``kind``: gather*, comb,hc_kernel, else a
-    combine (flagged words or, push*, the plain push) with hc_post fused where the kind ends so."""
+    combine (flagged words or, push*, the plain push) with hc_post fused where the kind names it."""
     if kind.startswith("gather"):
         return _gather_case(sizes)
     if kind == "comb,hc_kernel":
         return _unfused_case(sizes)
-    return _combine_case(sizes, kind.endswith("hc_post"))
+    return _combine_case(sizes, "hc_post" in kind)
 
 
 def _launchers(kern, wss, case, kind: str, cfg, timeout_ns: int = TIMEOUT_NS) -> list:

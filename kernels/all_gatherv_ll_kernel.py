@@ -11,6 +11,9 @@ peer (one 2-D store covers every peer). Program p of a receiver polls tiles p, p
 source's slot in one 2-D load ([source, word]) until every word carries the flag, stores the data
 into its output at the source's rows, and writes 0 over the words it used (consumed).
 
+``PACKED`` (mode "gather_packed", opt-in: ``api.PACKED_MIN_BYTES``): the same, in packed words
+(``flagged_words``): a tile's four quarters in three pieces, 1.5 bytes per data byte instead of 2.
+
 The words are those of ``push_kernel``'s flagged mode, with the same writers, readers and
 guarantees (``signals.py``: ll slots, CALL): the flag is ``(E + 1) mod 2^31 | 2^31``, the slots are
 written only by flagged-word modes, every word is consumed, a slot parity is written again at E+2
@@ -23,7 +26,8 @@ another collective or mode at the same epoch (same flag) is caught before its wo
 import triton
 import triton.language as tl
 
-from .flagged_words import packed_flag, poll_flagged, poll_packed, store_pieces, zero_pieces
+from .flagged_words import (load_quarters, packed_flag, poll_flagged, poll_packed, store_pieces, store_quarters,
+                            zero_pieces)
 from .signals import (FAULTS, PMAX, await_digests, begin_call, call_digest, chaos, digest_fault, end_call, header_words,
                       ll_flag, open_exchange, peer_bases, peer_table, poison_range, uniform_max, word_ptr)
 from .tiles import HOST_SIZE_ARGS, gather_geometry, pick, rows, vec
@@ -45,22 +49,8 @@ def _own_quarters(in_addr, my_count, t, BLOCK: tl.constexpr, PER_WORD: tl.conste
     not live; ``flagged_words``)."""
     Q: tl.constexpr = BLOCK // PER_WORD // 4
     done = tl.cast(t, tl.int64) * BLOCK
-    left = (my_count - done) // PER_WORD
-    m = tl.arange(0, Q)
-    p = vec(in_addr, done // PER_WORD, tl.int32, Q, VEC_BYTES)
-    return (tl.load(p, mask=m < left, other=0), tl.load(p + Q, mask=m + Q < left, other=0),
-            tl.load(p + 2 * Q, mask=m + 2 * Q < left, other=0), tl.load(p + 3 * Q, mask=m + 3 * Q < left, other=0))
-
-
-@triton.jit
-def _store_quarters(p, lim, d0, d1, d2, d3, Q: tl.constexpr):
-    """Store a tile's quarters ([..., Q]) at ``p`` (pointers to the first quarter's words): the words
-    below ``lim`` (broadcast against the quarters' word index)."""
-    m = tl.arange(0, Q)
-    tl.store(p, d0, mask=m < lim)
-    tl.store(p + Q, d1, mask=m + Q < lim)
-    tl.store(p + 2 * Q, d2, mask=m + 2 * Q < lim)
-    tl.store(p + 3 * Q, d3, mask=m + 3 * Q < lim)
+    return load_quarters(vec(in_addr, done // PER_WORD, tl.int32, Q, VEC_BYTES), tl.arange(0, Q),
+                         (my_count - done) // PER_WORD, Q)
 
 
 @triton.jit
@@ -102,9 +92,10 @@ def _send_packed(bases, in_addr, out_addr, my_first, my_count, live_peers, q0, q
             d0, d1, d2, d3 = _own_quarters(in_addr, my_count, t, BLOCK, PER_WORD, VEC_BYTES)
         done = tl.cast(t, tl.int64) * BLOCK
         left = (my_count - done) // PER_WORD
-        _store_quarters(vec(out_addr, (my_first + done) // PER_WORD, tl.int32, Q, VEC_BYTES), left, d0, d1, d2, d3, Q)
+        m = tl.arange(0, Q)
+        store_quarters(vec(out_addr, (my_first + done) // PER_WORD, tl.int32, Q, VEC_BYTES), m, left, d0, d1, d2, d3, Q)
         for q in tl.static_range(W):  # one store per peer, in the quarters' own layout (no conversion)
-            store_pieces(vec(pick(slots, lanes, q), done // PER_WORD // 4 * 3, tl.int64, Q, 16), d0, d1, d2, d3,
+            store_pieces(vec(pick(slots, lanes, q), done // PER_WORD // 4 * 3, tl.int64, Q, 16), m, d0, d1, d2, d3,
                          flag, tl.where(pick(live_peers.to(tl.int32), lanes, q) != 0, left, 0), Q)
 
 
@@ -116,6 +107,8 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
     the slots here into the output; the first also waits for and checks every peer's digest.
     Returns the error bits."""
     WORDS: tl.constexpr = BLOCK // PER_WORD
+    Q: tl.constexpr = WORDS // 4  # PACKED: words per quarter
+    m = tl.arange(0, Q)[None, :]  # PACKED: [source, word] blocks of each quarter
     source = tl.arange(0, WP)
     peers1 = (source < W) & (source != rank)
     slots = my_slots + source * slot_bytes  # [WP]: every source's slot here
@@ -125,10 +118,11 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
         left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
         live = peers1[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
         first_tile = go & (t == pid)
-        if PACKED:  # tile t's pieces: words 3tQ.. of each source's slot
-            word_ptrs = rows(slots, done // PER_WORD // 4 * 3, WORDS // 4, tl.int64, 16)
-            d0, d1, d2, d3, calls, status = poll_packed(word_ptrs, peers1 & go, left, flag, call_slots,
-                                                        tl.where(first_tile, peers1, False), deadline, err_ptr)
+        if PACKED:  # tile t's pieces: words 3tQ.. of each source's slot; its quarters into the output
+            pieces = rows(slots, done // PER_WORD // 4 * 3, Q, tl.int64, 16)
+            lim = tl.where(peers1, left, 0)[:, None]
+            d0, d1, d2, d3, calls, status = poll_packed(pieces, m, tl.where(go, lim, 0), flag, call_slots,
+                                                        tl.where(first_tile, peers1, False), deadline, err_ptr, Q)
         else:
             word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
             data, calls, status = poll_flagged(word_ptrs, tl.where(go, live, False), flag, call_slots,
@@ -138,9 +132,9 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
         # consumed: every thread read its words before the barrier of the reduction above
         tl.store(call_slots, calls * 0, mask=tl.where(first_tile, peers1, False))
         if PACKED:
-            zero_pieces(word_ptrs, peers1, left)
-            _store_quarters(rows(out_addr, (first + done) // PER_WORD, WORDS // 4, tl.int32, VEC_BYTES),
-                            tl.where(peers1 & ((err & FAULTS) == 0), left, 0)[:, None], d0, d1, d2, d3, WORDS // 4)
+            zero_pieces(pieces, m, lim, Q)
+            store_quarters(rows(out_addr, (first + done) // PER_WORD, Q, tl.int32, VEC_BYTES), m,
+                           tl.where((err & FAULTS) == 0, lim, 0), d0, d1, d2, d3, Q)
         else:
             tl.store(word_ptrs, data.to(tl.int64) * 0, mask=live)
             tl.store(rows(out_addr, (first + done) // PER_WORD, WORDS, tl.int32, VEC_BYTES), data,

@@ -36,6 +36,7 @@ CHAOS_SEED = 0
 # Flagged-word gathers whose largest source has at least this many bytes move packed words
 # (``flagged_words.py``: 1.5 bytes per data byte instead of 2); None: never. Off until measured on
 # NVLink (bench/NOTES.md, 2026-12-01 evening); tests and benchmarks turn it on through ``overrides``.
+# The reduce-scatter keeps plain flagged words (NOTES says why).
 PACKED_MIN_BYTES: int | None = None
 _SETTINGS = ("RELAY_MIN_SAVED_BYTES", "RELAY_MAX_COST_PCT", "MODES_OFF", "CHAOS_SEED", "PACKED_MIN_BYTES")
 MODE_CODES = {"ll": 1, "push": 2, "large": 3, "gather": 4, "gather_ll": 5, "hierarchy": 6, "hierarchy_gather": 7,

@@ -17,8 +17,10 @@ fault is zeroed by ``reset()`` before any later call reads it (bench/NOTES.md, 2
 says what that rests on).
 
 In both, each word is written by one 8-byte store, so its data and its flag arrive together (a
-receiver uses d3[m] once both A and B carry the flag); the ranks' digests carry the
-format (the mode), so words of another format are never used.
+receiver uses d3[m] once both A and B carry the flag); the ranks' digests carry the format (the
+mode), so words of another format are never used. Packed words carry the gather's rows (opt-in,
+``api.PACKED_MIN_BYTES``), quarter by quarter, elementwise; the reduce-scatter keeps plain flagged
+words (bench/NOTES.md says why).
 """
 
 import triton
@@ -28,12 +30,11 @@ from .signals import poll_fault
 
 
 @triton.jit
-def _pending(stale, calls, call_live, status):
+def _pending(stale, missing, status):
     """True while this thread saw no fault (``status`` 0) and some live word is ``stale`` ([source,
-    word]) or some ``call_live`` CALL word is not in. The CALL words ride in the [source, word] block,
-    so the one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
-    stale |= ((calls == 0) & call_live)[:, None]
-    return tl.max((stale & (status == 0)).to(tl.int32)) > 0
+    word]) or some CALL word is ``missing`` ([source, 1]). The CALL words ride in the block, so the
+    one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
+    return tl.max(((stale | missing) & (status == 0)).to(tl.int32)) > 0
 
 
 @triton.jit
@@ -48,7 +49,7 @@ def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
     polls = status
     words = tl.load(slots, mask=live, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, calls, call_live, status):
+    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, ((calls == 0) & call_live)[:, None], status):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
         polls += 1
@@ -63,11 +64,10 @@ def packed_flag(epoch):
 
 
 @triton.jit
-def piece_masks(lim, Q: tl.constexpr):
-    """Masks of pieces A, B, C and of d3 where ``lim`` (broadcast against [..., Q], e.g. [R, 1] or a
-    scalar) data words are live from the tile's start on: a piece is live where its own data word is
-    (then so is every word it carries)."""
-    m = tl.arange(0, Q)
+def piece_masks(m, lim, Q: tl.constexpr):
+    """Masks of pieces A, B, C and of d3 at word ``m`` of each quarter where ``lim`` data words are
+    live from the tile's start on (both broadcast to the block's shape): a piece is live where its
+    own data word is (then so is every word it carries)."""
     return m < lim, m + Q < lim, m + 2 * Q < lim, m + 3 * Q < lim
 
 
@@ -83,6 +83,11 @@ def pack(d0, d1, d2, d3, flag):
 
 
 @triton.jit
+def _stale(words, live, flag):
+    return (((words >> 48) & 0xFFFF) != flag) & live
+
+
+@triton.jit
 def unpack(a, b, c, d3_live):
     """Pieces A, B, C -> the quarters d0..d3 (int32; inverse of ``pack``); d3 is 0 where not
     ``d3_live`` (A and B can be live where it is not)."""
@@ -92,27 +97,22 @@ def unpack(a, b, c, d3_live):
 
 
 @triton.jit
-def _stale(words, live, flag):
-    return (((words >> 48) & 0xFFFF) != flag) & live
-
-
-@triton.jit
-def poll_packed(ptr_a, live_rows, left, flag, call_slots, call_live, deadline, err_ptr):
-    """``poll_flagged`` for packed words: load the pieces at ``ptr_a`` ([R, Q] pointers to A; B and C
-    follow at +Q and +2Q words) of the ``live_rows`` with ``left`` ([R]) live data words from the
-    tile's start on, until every live word carries ``flag``, and the ``call_live`` CALL words until
-    they are in, in one loop. Returns (the quarters d0..d3, [R, Q] int32, 0 where not live; the CALL
-    words; the fault that ended the wait as this thread saw it, else 0)."""
-    Q: tl.constexpr = ptr_a.shape[1]
-    live_a, live_b, live_c, live_d3 = piece_masks(tl.where(live_rows, left, 0)[:, None], Q)
+def poll_packed(ptr_a, m, lim, flag, call_slots, call_live, deadline, err_ptr, Q: tl.constexpr):
+    """``poll_flagged`` for packed words: load the pieces at ``ptr_a`` ([source, word] pointers to A;
+    B and C follow at +Q and +2Q words) of a tile with ``lim`` live data words (0 for sources not
+    to wait for; ``m`` the word index, both broadcast to the block), until every live word carries
+    ``flag``, and the ``call_live`` CALL words until they are in, in one loop. Returns (the
+    quarters d0..d3, [source, Q] int32, 0 where not live; the CALL words; the fault that ended the
+    wait as this thread saw it, else 0)."""
+    live_a, live_b, live_c, live_d3 = piece_masks(m, lim, Q)
     status = (deadline * 0).to(tl.int32)
     polls = status
     a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
     b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
     c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag), calls, call_live,
-                   status):
+    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag),
+                   ((calls == 0) & call_live)[:, None], status):
         a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
         b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
         c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
@@ -124,10 +124,10 @@ def poll_packed(ptr_a, live_rows, left, flag, call_slots, call_live, deadline, e
 
 
 @triton.jit
-def zero_pieces(ptr_a, live_rows, left):
-    """Consume the live packed words of a tile (``poll_packed``'s arguments): write 0 over them."""
-    Q: tl.constexpr = ptr_a.shape[1]
-    live_a, live_b, live_c, _ = piece_masks(tl.where(live_rows, left, 0)[:, None], Q)
+def zero_pieces(ptr_a, m, lim, Q: tl.constexpr):
+    """Consume a packed tile (``poll_packed``'s pointers, ``m`` and ``lim``, for every source that
+    sent to it): write 0 over its live pieces."""
+    live_a, live_b, live_c, _ = piece_masks(m, lim, Q)
     zero = tl.zeros(ptr_a.shape, tl.int64)
     tl.store(ptr_a, zero, mask=live_a)
     tl.store(ptr_a + Q, zero, mask=live_b)
@@ -135,11 +135,29 @@ def zero_pieces(ptr_a, live_rows, left):
 
 
 @triton.jit
-def store_pieces(ptr_a, d0, d1, d2, d3, flag, lim, Q: tl.constexpr):
-    """Write a tile's quarters (int32 data words, ``lim`` of them live from the tile's start on,
-    broadcast as in ``piece_masks``) as packed words with ``flag`` at ``ptr_a`` (pointers to piece A)."""
-    live_a, live_b, live_c, _ = piece_masks(lim, Q)
+def store_pieces(ptr_a, m, d0, d1, d2, d3, flag, lim, Q: tl.constexpr):
+    """Write a tile's quarters (int32 data words, ``lim`` of them live from the tile's start on; ``m``
+    the word index) as packed words with ``flag`` at ``ptr_a`` (pointers to piece A)."""
+    live_a, live_b, live_c, _ = piece_masks(m, lim, Q)
     a, b, c = pack(d0, d1, d2, d3, flag)
     tl.store(ptr_a, a, mask=live_a)
     tl.store(ptr_a + Q, b, mask=live_b)
     tl.store(ptr_a + 2 * Q, c, mask=live_c)
+
+
+@triton.jit
+def store_quarters(p, m, lim, d0, d1, d2, d3, Q: tl.constexpr):
+    """Store a tile's quarters at ``p`` (pointers to the first quarter's words; ``m`` the word index):
+    the words below ``lim``."""
+    tl.store(p, d0, mask=m < lim)
+    tl.store(p + Q, d1, mask=m + Q < lim)
+    tl.store(p + 2 * Q, d2, mask=m + 2 * Q < lim)
+    tl.store(p + 3 * Q, d3, mask=m + 3 * Q < lim)
+
+
+@triton.jit
+def load_quarters(p, m, lim, Q: tl.constexpr):
+    """A tile's quarters (int32, 0 where not live) from ``p`` (pointers to its first quarter's words;
+    ``m`` the word index): the words below ``lim``."""
+    return (tl.load(p, mask=m < lim, other=0), tl.load(p + Q, mask=m + Q < lim, other=0),
+            tl.load(p + 2 * Q, mask=m + 2 * Q < lim, other=0), tl.load(p + 3 * Q, mask=m + 3 * Q < lim, other=0))

@@ -51,9 +51,9 @@ def _call(ctx, group, sizes, seed, dtype=torch.bfloat16, rows=None, width=H, lat
     that starts late; ``rows`` overrides the input's row count (a bad call); ``device_sizes``: sizes
     go as an int32 tensor on the device; ``gather``: an all_gatherv of each rank's first sizes[rank]
     rows (truth: their concatenation, abs_sum None: ``_check_right`` then wants it exactly) instead
-    of a reduce_scatterv (``packed``: in packed flagged words); ``epilogue``: the call fuses hc_post (``out`` is then its output, not
-    checked against the sum). With ``faults``, a flagged error (raised at once on CPU) is returned as
-    a 4th item instead of raised."""
+    of a reduce_scatterv (``packed``: in packed flagged words); ``epilogue``: the call fuses hc_post
+    (``out`` is then its output, not checked against the sum). With ``faults``, a flagged error
+    (raised at once on CPU) is returned as a 4th item instead of raised."""
     total = sum(sizes) if rows is None else rows
     parts = partials(seed, ctx.world, total, (width,), dtype)
     n, off = sizes[ctx.rank], sum(sizes[: ctx.rank])

@@ -1,8 +1,8 @@
 """The flagged-word combine (with and without the fused hc_post), the combine followed by the
-hc_post kernel, the gather (plain and packed flagged words) and the plain push, compiled for the
-GPU, with two ranks on one GPU (``bench/loopback.py``): each rank's kernel on its own stream, their
-words exchanged through this GPU's memory. Every result is checked against torch (the script exits
-1 on a wrong one). It needs one sm_90+ GPU, so it runs where a two-GPU test cannot."""
+hc_post kernel, the gather (in plain and packed flagged words) and the plain push, compiled
+for the GPU, with two ranks on one GPU (``bench/loopback.py``): each rank's kernel on its own
+stream, their words exchanged through this GPU's memory. Every result is checked against torch (the
+script exits 1 on a wrong one). It needs one sm_90+ GPU, so it runs where a two-GPU test cannot."""
 
 from __future__ import annotations
 
