@@ -89,8 +89,8 @@ poll_flagged_full = push_kernel.poll_flagged
 
 
 @triton.jit
-def poll_flagged_no_calls(slots, live, flag, call_slots, call_live, deadline, err_ptr):
-    return poll_flagged_full(slots, live, flag, call_slots, call_live & (deadline < 0), deadline, err_ptr)
+def poll_flagged_no_calls(slots, live, flag, call_slots, call_live, digest, deadline, err_ptr):
+    return poll_flagged_full(slots, live, flag, call_slots, call_live & (deadline < 0), digest, deadline, err_ptr)
 
 
 @triton.jit

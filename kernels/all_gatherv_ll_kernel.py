@@ -122,11 +122,12 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
             pieces = rows(slots, done // PER_WORD // 4 * 3, Q, tl.int64, 16)
             lim = tl.where(peers1, left, 0)[:, None]
             d0, d1, d2, d3, calls, status = poll_packed(pieces, m, tl.where(go, lim, 0), flag, call_slots,
-                                                        tl.where(first_tile, peers1, False), deadline, err_ptr, Q)
+                                                        tl.where(first_tile, peers1, False), digest, deadline, err_ptr,
+                                                        Q)
         else:
             word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
             data, calls, status = poll_flagged(word_ptrs, tl.where(go, live, False), flag, call_slots,
-                                               tl.where(first_tile, peers1, False), deadline, err_ptr)
+                                               tl.where(first_tile, peers1, False), digest, deadline, err_ptr)
         # a CALL word this thread saw missing was seen by others (the loop ended) or ended the wait
         err |= uniform_max(status | tl.where(first_tile, digest_fault(calls, digest, peers1 & (calls != 0)), 0))
         # consumed: every thread read its words before the barrier of the reduction above

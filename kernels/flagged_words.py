@@ -30,26 +30,32 @@ from .signals import poll_fault
 
 
 @triton.jit
-def _pending(stale, missing, status):
+def _pending(stale, calls, call_live, digest, status):
     """True while this thread saw no fault (``status`` 0) and some live word is ``stale`` ([source,
-    word]) or some CALL word is ``missing`` ([source, 1]). The CALL words ride in the block, so the
-    one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
-    return tl.max(((stale | missing) & (status == 0)).to(tl.int32)) > 0
+    word]) or some ``call_live`` CALL word is not in, unless some CALL word in differs from ``digest``:
+    then the ranks made different calls and waiting for the rest (words of another call, maybe in
+    another format or count) would only end in a timeout; the caller's digest check reports it. The
+    CALL words ride in the block, so the one reduction crosses warps whenever the block does (see
+    "Uniform decisions" in signals.py)."""
+    missing = ((calls == 0) & call_live)[:, None]
+    differs = ((calls != 0) & (calls != digest) & call_live)[:, None]
+    return tl.max(tl.where(differs, 2, ((stale | missing) & (status == 0)).to(tl.int32))) == 1
 
 
 @triton.jit
-def poll_flagged(slots, live, flag, call_slots, call_live, deadline, err_ptr):
+def poll_flagged(slots, live, flag, call_slots, call_live, digest, deadline, err_ptr):
     """Load plain flagged words until every live one carries ``flag``, and the ``call_live`` CALL
-    words until they are in, in one loop. Returns (32-bit data, 0 where not live; CALL words; the
-    fault that ended the wait as this thread saw it, else 0). A thread leaves the loop with status 0
-    only once nothing is missing anywhere (the loop's reduction covers the whole block), so a nonzero
-    status is all the caller needs (a wait that gave up just as the last word came counts as a
-    fault: loud, never silent)."""
+    words until they are in, in one loop (``_pending``: a CALL word that differs from ``digest``
+    ends it). Returns (32-bit data, 0 where not live; CALL words; the fault that ended the wait as
+    this thread saw it, else 0). A thread leaves the loop with status 0 only once nothing is missing
+    anywhere or a digest differs (the loop's reduction covers the whole block), so a nonzero status
+    or a differing digest is all the caller needs to check (a wait that gave up just as the last
+    word came counts as a fault: loud, never silent)."""
     status = (deadline * 0).to(tl.int32)
     polls = status
     words = tl.load(slots, mask=live, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, ((calls == 0) & call_live)[:, None], status):
+    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, calls, call_live, digest, status):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
         polls += 1
@@ -97,7 +103,7 @@ def unpack(a, b, c, d3_live):
 
 
 @triton.jit
-def poll_packed(ptr_a, m, lim, flag, call_slots, call_live, deadline, err_ptr, Q: tl.constexpr):
+def poll_packed(ptr_a, m, lim, flag, call_slots, call_live, digest, deadline, err_ptr, Q: tl.constexpr):
     """``poll_flagged`` for packed words: load the pieces at ``ptr_a`` ([source, word] pointers to A;
     B and C follow at +Q and +2Q words) of a tile with ``lim`` live data words (0 for sources not
     to wait for; ``m`` the word index, both broadcast to the block), until every live word carries
@@ -111,8 +117,8 @@ def poll_packed(ptr_a, m, lim, flag, call_slots, call_live, deadline, err_ptr, Q
     b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
     c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag),
-                   ((calls == 0) & call_live)[:, None], status):
+    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag), calls, call_live,
+                   digest, status):
         a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
         b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
         c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)

@@ -147,7 +147,7 @@ def _ll_receive(in_addr, out_addr, out_ok, my_slots, slot_bytes, my_first, my_co
         word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
         first = go & (t == pid)
         data, calls, status = poll_flagged(word_ptrs, tl.where(go, peers & live, False), flag, call_slots,
-                                    tl.where(first, peers1, False), deadline, err_ptr)
+                                           tl.where(first, peers1, False), digest, deadline, err_ptr)
         # a CALL word this thread saw missing was seen by others (the loop ended) or ended the wait
         err |= uniform_max(status | tl.where(first, digest_fault(calls, digest, peers1 & (calls != 0)), 0))
         # consumed: every thread read its words before the barrier of the reduction above

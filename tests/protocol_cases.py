@@ -237,6 +237,10 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
     elif kind == "other_mode" and r == 1:
         # [2, 3] rows of 32 B are a plain push (96 B per destination, past ll_bytes): this rank pulls
         off = dict(MODES_OFF=frozenset({"push"}))
+    elif kind == "other_packing":
+        # a gather in flagged words on every rank, packed on rank 1 only: the words of one format
+        # never complete the other's wait, so only the differing digest can end it before the timeout
+        sizes = [1, 2] + [1] * (W - 2)
     got, nan = [], None
     epilogue = kind == "other_epilogue" and r == 1  # hc_post fused on this rank only: the same mode (push)
     t0 = time.perf_counter()
@@ -244,7 +248,8 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
         with api.overrides(**off):
             out, _, _, error = _call(ctx, group, sizes, seed, dtype=dtype, rows=rows, width=width, faults=True,
                                      device_sizes=kind.endswith("device_sizes"), epilogue=epilogue,
-                                     gather=kind == "other_collective" and r == 1)
+                                     gather=(kind == "other_collective" and r == 1) or kind == "other_packing",
+                                     packed=kind == "other_packing" and r == 1)
         nan = bool(torch.isnan(out.float()).all()) if out.numel() else True
         if error:
             got.append(error)

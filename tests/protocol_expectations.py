@@ -6,9 +6,12 @@ process can read it without loading the kernels."""
 # others may also end in a timeout or a growth mismatch, each an error on every rank)
 DISAGREEMENTS = [("swapped_sizes", 2), ("other_sizes", 2), ("other_rows", 2), ("other_width", 2), ("other_dtype", 2),
                  ("other_mode", 2), ("other_collective", 2), ("swapped_device_sizes", 2), ("permuted_sizes", 3),
-                 ("permuted_device_sizes", 3), ("other_epilogue", 2)]
+                 ("permuted_device_sizes", 3), ("other_epilogue", 2), ("other_packing", 2)]
 SEEN_IN_DIGESTS = {"swapped_sizes", "other_width", "other_dtype", "other_collective", "swapped_device_sizes",
-                   "permuted_sizes", "permuted_device_sizes", "other_epilogue"}
+                   "permuted_sizes", "permuted_device_sizes", "other_epilogue", "other_packing"}
+# flagged-word disagreements, reported at once: a CALL word that differs from the digest ends the
+# wait (the words of the other call, here of another collective or format, need not all arrive)
+REPORTED_AT_ONCE = {"other_collective", "other_packing"}
 # the calls a rank may be absent from (protocol_cases.ROWS_BY_MODE): each collective's every mode
 ABSENT_MODES = ["ll", "push", "large", "gather_ll", "gather"]
 
@@ -34,3 +37,5 @@ def assert_every_rank_errs(results: list, kind: str, max_wait_s: float) -> None:
         assert seconds < max_wait_s, f"rank {rank}: waited {seconds:.0f} s"
     if kind in SEEN_IN_DIGESTS:
         assert all(any("different calls" in g for g in got) for _, got, _ in results), results
+    if kind in REPORTED_AT_ONCE:
+        assert not any("past the timeout" in g for _, got, _ in results for g in got), results
