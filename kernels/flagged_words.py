@@ -26,40 +26,47 @@ words (bench/NOTES.md says why).
 import triton
 import triton.language as tl
 
-from .signals import poll_fault
+from .signals import ERR_DISAGREE, FAULT_POLL_PERIOD, fault_status
 
 
 @triton.jit
-def _pending(stale, calls, call_live, digest, status):
+def _pending(stale, missing, status):
     """True while this thread saw no fault (``status`` 0) and some live word is ``stale`` ([source,
-    word]) or some ``call_live`` CALL word is not in, unless some CALL word in differs from ``digest``:
-    then the ranks made different calls and waiting for the rest (words of another call, maybe in
-    another format or count) would only end in a timeout; the caller's digest check reports it. The
-    CALL words ride in the block, so the one reduction crosses warps whenever the block does (see
-    "Uniform decisions" in signals.py)."""
-    missing = ((calls == 0) & call_live)[:, None]
-    differs = ((calls != 0) & (calls != digest) & call_live)[:, None]
-    return tl.max(tl.where(differs, 2, ((stale | missing) & (status == 0)).to(tl.int32))) == 1
+    word]) or some CALL word is ``missing`` ([source, 1]). The CALL words ride in the block, so the
+    one reduction crosses warps whenever the block does (see "Uniform decisions" in signals.py)."""
+    return tl.max(((stale | missing) & (status == 0)).to(tl.int32)) > 0
+
+
+@triton.jit
+def _poll_status(err_ptr, deadline, polls, status, calls, call_live, digest):
+    """``signals.poll_fault`` (timeout, failed state), and ERR_DISAGREE once a CALL word that is in
+    differs from ``digest``: that peer made a different call, and waiting for its words (of another
+    call, maybe in another format or count) would only end in the timeout. Looked at on the same
+    polls as the deadline, off the fast path; the caller's digest check reports it."""
+    if polls % FAULT_POLL_PERIOD == 0:
+        differs = tl.max(((calls != 0) & (calls != digest) & call_live).to(tl.int32), axis=0) > 0
+        status = fault_status(err_ptr, deadline) | tl.where(differs, ERR_DISAGREE, 0)
+    return status
 
 
 @triton.jit
 def poll_flagged(slots, live, flag, call_slots, call_live, digest, deadline, err_ptr):
     """Load plain flagged words until every live one carries ``flag``, and the ``call_live`` CALL
-    words until they are in, in one loop (``_pending``: a CALL word that differs from ``digest``
-    ends it). Returns (32-bit data, 0 where not live; CALL words; the fault that ended the wait as
-    this thread saw it, else 0). A thread leaves the loop with status 0 only once nothing is missing
-    anywhere or a digest differs (the loop's reduction covers the whole block), so a nonzero status
-    or a differing digest is all the caller needs to check (a wait that gave up just as the last
-    word came counts as a fault: loud, never silent)."""
+    words until they are in, in one loop; a CALL word that differs from ``digest`` ends it
+    (``_poll_status``). Returns (32-bit data, 0 where not live; CALL words; the fault that ended
+    the wait as this thread saw it, else 0). A thread leaves the loop with status 0 only once
+    nothing is missing anywhere (the loop's reduction covers the whole block), so a nonzero status
+    is all the caller needs (a wait that gave up just as the last word came counts as a fault:
+    loud, never silent)."""
     status = (deadline * 0).to(tl.int32)
     polls = status
     words = tl.load(slots, mask=live, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, calls, call_live, digest, status):
+    while _pending((((words >> 32) & 0xFFFFFFFF) != flag) & live, ((calls == 0) & call_live)[:, None], status):
         words = tl.load(slots, mask=live, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
         polls += 1
-        status = poll_fault(err_ptr, deadline, polls, status)
+        status = _poll_status(err_ptr, deadline, polls, status, calls, call_live, digest)
     return (words & 0xFFFFFFFF).to(tl.int32), calls, status
 
 
@@ -117,14 +124,14 @@ def poll_packed(ptr_a, m, lim, flag, call_slots, call_live, digest, deadline, er
     b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
     c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
     calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
-    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag), calls, call_live,
-                   digest, status):
+    while _pending(_stale(a, live_a, flag) | _stale(b, live_b, flag) | _stale(c, live_c, flag),
+                   ((calls == 0) & call_live)[:, None], status):
         a = tl.load(ptr_a, mask=live_a, other=0, volatile=True)
         b = tl.load(ptr_a + Q, mask=live_b, other=0, volatile=True)
         c = tl.load(ptr_a + 2 * Q, mask=live_c, other=0, volatile=True)
         calls = tl.load(call_slots, mask=call_live, other=1, volatile=True)
         polls += 1
-        status = poll_fault(err_ptr, deadline, polls, status)
+        status = _poll_status(err_ptr, deadline, polls, status, calls, call_live, digest)
     d0, d1, d2, d3 = unpack(a, b, c, live_d3)
     return d0, d1, d2, d3, calls, status
 
