@@ -18,7 +18,7 @@ _mode: str | None = None
 _PACKAGE = __name__.rpartition(".")[0]  # reduce_scatterv installed; kernels from a checkout's root
 _KERNEL_MODULES = tuple(f"{_PACKAGE}.{m}" for m in (
     "signals", "tiles", "reduce_scatterv_kernel", "push_kernel", "all_gatherv_kernel", "all_gatherv_ll_kernel",
-    "launch_args", "epilogue_functions", "hop_kernel")) + ("deepseek_v4.hc_post_kernel",)
+    "launch_args", "epilogue_functions", "hop_kernel", "flagged_words")) + ("deepseek_v4.hc_post_kernel",)
 
 
 # Triton's interpreter runs these kernels from 3.7 on (checked with 3.7.1, 3.8.0 and 3.9.0); 3.6's stops
