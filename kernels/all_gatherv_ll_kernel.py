@@ -116,7 +116,6 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
         done = tl.cast(t, tl.int64) * BLOCK
         go = (err & FAULTS) == 0
         left = tl.multiple_of((count - done) // PER_WORD, VEC_BYTES // 4)  # [WP] words from this tile on
-        live = peers1[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
         first_tile = go & (t == pid)
         if PACKED:  # tile t's pieces: words 3tQ.. of each source's slot; its quarters into the output
             pieces = rows(slots, done // PER_WORD // 4 * 3, Q, tl.int64, 16)
@@ -125,6 +124,7 @@ def _receive(out_addr, my_slots, slot_bytes, first, count, most, flag, call_slot
                                                         tl.where(first_tile, peers1, False), digest, deadline, err_ptr,
                                                         Q)
         else:
+            live = peers1[:, None] & (tl.arange(0, WORDS)[None, :] < left[:, None])
             word_ptrs = rows(slots, done // PER_WORD, WORDS, tl.int64, 16)
             data, calls, status = poll_flagged(word_ptrs, tl.where(go, live, False), flag, call_slots,
                                                tl.where(first_tile, peers1, False), digest, deadline, err_ptr)
@@ -231,8 +231,7 @@ def fits(ws, call, elt: int) -> bool:
     """Whether a call may take this kernel, from rank-agreed facts: every source's rows (host sizes:
     the largest count; device sizes: the input capacity) within the workspace's ``gather_ll_bytes``, and
     rows of whole 32-bit words."""
-    source_rows = max(call.sizes) if call.sizes is not None else call.rows
-    return source_rows * call.hidden * elt <= ws.layout.gather_ll_limit and (call.hidden * elt) % 4 == 0
+    return call.largest_rows * call.hidden * elt <= ws.layout.gather_ll_limit and (call.hidden * elt) % 4 == 0
 
 
 def arguments(ws, inp, out, call, protocol: tuple, packed: bool = False):

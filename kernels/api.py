@@ -107,8 +107,7 @@ def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype,
     """The tuned (or default) config for a call, looked up from rank-agreed facts."""
     if device.type == "cpu":
         return configs.CPU_DEFAULT
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
-    nbytes = max_rows * call.hidden * torch.finfo(dtype).bits // 8
+    nbytes = call.largest_rows * call.hidden * torch.finfo(dtype).bits // 8
     return configs.lookup(_device_slug(device), mode, world, str(dtype).removeprefix("torch."), call.hidden, nbytes)
 
 
@@ -162,7 +161,7 @@ def plan_call(ws: Workspace, call: Call, inp: torch.Tensor, epilogue=None) -> Pl
     elt = inp.element_size()
     kern = kernel_module(inp.device.type)
     sms = _multiprocessors(inp.device)
-    max_rows = max(call.sizes) if call.sizes is not None else call.rows
+    max_rows = call.largest_rows
     row_tiles = epilogue is not None and epilogue.row_tiles
     # host sizes are part of the tag (device sizes are folded in by the kernel), -1 marks device sizes;
     # the epilogue's facts go last (every fact before them has a length fixed by the world size)
@@ -491,8 +490,7 @@ def gather_mode(ws: Workspace, call: Call, elt: int) -> str:
     ``PACKED_MIN_BYTES`` per source on, else "gather" (the pull)."""
     if "ll" in MODES_OFF or not kernel_module(ws.device.type).gather_ll_fits(ws, call, elt):
         return "gather"
-    source_bytes = (max(call.sizes) if call.sizes is not None else call.rows) * call.hidden * elt
-    packed = PACKED_MIN_BYTES is not None and source_bytes >= PACKED_MIN_BYTES
+    packed = PACKED_MIN_BYTES is not None and call.largest_rows * call.hidden * elt >= PACKED_MIN_BYTES
     return "gather_packed" if packed else "gather_ll"
 
 
@@ -510,8 +508,7 @@ def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch
         kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol,
                               packed=mode == "gather_packed")
         return
-    source_rows = max(call.sizes) if call.sizes is not None else call.rows  # rank-agreed
-    ws.reserve_scratch(source_rows * call.hidden * elt)  # staging room, before the residency check
+    ws.reserve_scratch(call.largest_rows * call.hidden * elt)  # rank-agreed  # staging room, before the residency check
     stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
     kern.gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device), protocol)
 

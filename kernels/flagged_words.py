@@ -78,9 +78,9 @@ def packed_flag(epoch):
 
 @triton.jit
 def piece_masks(m, lim, Q: tl.constexpr):
-    """Masks of pieces A, B, C and of d3 at word ``m`` of each quarter where ``lim`` data words are
-    live from the tile's start on (both broadcast to the block's shape): a piece is live where its
-    own data word is (then so is every word it carries)."""
+    """Masks of quarters 0-3 at word ``m`` of each quarter where ``lim`` data words are live from the
+    tile's start on (both broadcast to the block's shape); the same are the masks of pieces A, B, C
+    and of d3: a piece is live where its own data word is (then so is every word it carries)."""
     return m < lim, m + Q < lim, m + 2 * Q < lim, m + 3 * Q < lim
 
 
@@ -162,15 +162,17 @@ def store_pieces(ptr_a, m, d0, d1, d2, d3, flag, lim, Q: tl.constexpr):
 def store_quarters(p, m, lim, d0, d1, d2, d3, Q: tl.constexpr):
     """Store a tile's quarters at ``p`` (pointers to the first quarter's words; ``m`` the word index):
     the words below ``lim``."""
-    tl.store(p, d0, mask=m < lim)
-    tl.store(p + Q, d1, mask=m + Q < lim)
-    tl.store(p + 2 * Q, d2, mask=m + 2 * Q < lim)
-    tl.store(p + 3 * Q, d3, mask=m + 3 * Q < lim)
+    live0, live1, live2, live3 = piece_masks(m, lim, Q)  # quarter k is live where piece k would be
+    tl.store(p, d0, mask=live0)
+    tl.store(p + Q, d1, mask=live1)
+    tl.store(p + 2 * Q, d2, mask=live2)
+    tl.store(p + 3 * Q, d3, mask=live3)
 
 
 @triton.jit
 def load_quarters(p, m, lim, Q: tl.constexpr):
     """A tile's quarters (int32, 0 where not live) from ``p`` (pointers to its first quarter's words;
     ``m`` the word index): the words below ``lim``."""
-    return (tl.load(p, mask=m < lim, other=0), tl.load(p + Q, mask=m + Q < lim, other=0),
-            tl.load(p + 2 * Q, mask=m + 2 * Q < lim, other=0), tl.load(p + 3 * Q, mask=m + 3 * Q < lim, other=0))
+    live0, live1, live2, live3 = piece_masks(m, lim, Q)
+    return (tl.load(p, mask=live0, other=0), tl.load(p + Q, mask=live1, other=0),
+            tl.load(p + 2 * Q, mask=live2, other=0), tl.load(p + 3 * Q, mask=live3, other=0))

@@ -53,7 +53,7 @@ def call_arguments(ws, inp: torch.Tensor, out: torch.Tensor, call):
             *(host_sizes + [0] * (8 - len(host_sizes))), ws.rank, call.rows, call.out_rows, call.hidden)
     constexprs = dict(W=ws.world_size, WP=max(2, 1 << (ws.world_size - 1).bit_length()), DTYPE=TL_DTYPES[inp.dtype],
                       SIZES_DTYPE=TL_SIZE_DTYPES[call.sizes_dev.dtype] if call.sizes_dev is not None else None)
-    return args, constexprs, max(call.sizes) if call.sizes is not None else call.rows
+    return args, constexprs, call.largest_rows
 
 
 def tile_elements(config: KernelConfig, hidden: int, row_tiles: bool) -> int:

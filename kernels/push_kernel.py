@@ -316,7 +316,7 @@ from .launch_args import call_arguments, run, vector_align  # noqa: E402
 def destination_bytes(call, elt: int) -> int:
     """Rank-agreed bound on the bytes any rank receives per peer: host sizes, max(sizes) rows; device
     sizes, the input's row capacity."""
-    return (max(call.sizes) if call.sizes is not None else call.rows) * call.hidden * elt
+    return call.largest_rows * call.hidden * elt
 
 
 def fits(ws, call, elt: int, flagged: bool) -> bool:

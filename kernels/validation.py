@@ -26,6 +26,12 @@ class Call:
     sizes_dev: torch.Tensor | None
     out_rows: int  # rows this rank receives (host sizes) or the output's capacity (device sizes)
 
+    @property
+    def largest_rows(self) -> int:
+        """Rank-agreed bound on any one rank's rows: the largest host size, or with device sizes the
+        input's row capacity (what sizes the grid, the per-peer bytes and the mode)."""
+        return max(self.sizes) if self.sizes is not None else self.rows
+
 
 def _check_tensor_sizes(sizes: torch.Tensor, world: int, device: torch.device, op: str) -> None:
     if sizes.dtype not in SIZE_DTYPES:
