@@ -94,13 +94,21 @@ def _device_slug(device: torch.device) -> str:
 
 
 def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup, op: str) -> None:
+    """CPU tensors need a gloo group (CPU emulation). CUDA tensors take any group whose ranks the kernels
+    serve (the group only sets the workspace up: no collective of its own runs in a call); NCCL is
+    needed only where NCCL carries the call (``_need_nccl``)."""
     backend = str(dist.get_backend(group)).lower()
-    if input_.device.type == "cuda" and "nccl" not in backend:
-        raise ValueError(f"{op}: CUDA tensors need an NCCL process group, this group's backend is {backend}")
     if input_.device.type == "cpu" and "gloo" not in backend:
         raise ValueError(f"{op}: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
     if input_.device.type not in ("cuda", "cpu"):
         raise ValueError(f"{op}: tensors on {input_.device} are not supported (cuda or cpu)")
+
+
+def _need_nccl(group: dist.ProcessGroup, op: str, why: str) -> None:
+    """Raise unless ``group`` is NCCL's: ``why`` says which part of the call NCCL carries."""
+    backend = str(dist.get_backend(group)).lower()
+    if "nccl" not in backend:
+        raise ValueError(f"{op}: {why}, which needs an NCCL process group; this group's backend is {backend}")
 
 
 def pick_config(device: torch.device, mode: str, world: int, dtype: torch.dtype, call: Call) -> configs.KernelConfig:
@@ -240,7 +248,8 @@ def reduce_scatterv(
             tensor of ``world_size`` counts on the device (no host synchronisation; then ``input_`` and
             ``output`` are capacities of at least ``sum(sizes)`` and ``sizes[rank]`` rows, rows past
             the counts are left untouched, and ``output`` is required), or None for an even split.
-        group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
+        group: the process group: for CUDA tensors NCCL's, or gloo's where the ranks reach each
+            other's memory on one node (it only sets the workspace up); gloo for CPU emulation.
         epilogue: optional ``reduce_scatterv.epilogues.HcPost`` or ``ResidualRMSNorm``: the float32 sum
             ``f`` of each tile goes straight into it, before the one rounding (``f`` is written only
             to the epilogue's ``f_out``, if set). Then ``output`` must be None, ``input_`` has rows
@@ -325,6 +334,7 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
 
     ws = workspace(group, input_.device)
     if ws.hierarchy is not None:
+        _need_nccl(group, op, "this group spans nodes and the hop between them is NCCL's")
         if op == "all_gatherv":
             _all_gatherv_hierarchy(ws, call, input_, output, dtype_code)
         elif epilogue is None:
@@ -342,6 +352,8 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
                          f"host contiguous, as many on every host, or reduce_scatterv.workspace(group, ranks_per_node=G)); "
                          f"this group: {ws.topology_note}")
     if not ws.p2p:
+        _need_nccl(group, op, f"this group's ranks cannot read each other's memory ({ws.topology_note}), so NCCL "
+                              "carries the call")
         return fallback(input_, output, call, group)
     if epilogue is not None:  # its tensors are contiguous (checked); the kernel reads input_ as rows
         inp = input_ if input_.is_contiguous() and input_.data_ptr() % 4 == 0 else input_.contiguous().clone()
@@ -455,7 +467,8 @@ def all_gatherv(
             counts on the device (then ``input_`` and ``output`` are capacities, the same on every
             rank, ``output`` is required, and rows past ``sum(sizes)`` are left untouched), or None
             (every rank has ``input_.shape[0]`` rows).
-        group: the process group (NCCL for CUDA tensors, gloo for CPU emulation).
+        group: the process group: for CUDA tensors NCCL's, or gloo's where the ranks reach each
+            other's memory on one node (it only sets the workspace up); gloo for CPU emulation.
 
     Returns:
         ``[sum(sizes), *rest]``: rank 0's rows, then rank 1's, ...

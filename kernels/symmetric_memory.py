@@ -79,6 +79,6 @@ def reachable(group: dist.ProcessGroup, device: torch.device) -> bool:
     dist.all_gather_object(everyone, (socket.gethostname(), device.index), group=group)
     ok = len({host for host, _ in everyone}) == 1 and all(
         index == device.index or torch.cuda.can_device_access_peer(device.index, index) for _, index in everyone)
-    verdict = torch.tensor([int(ok)], device=device)
-    dist.all_reduce(verdict, op=dist.ReduceOp.MIN, group=group)
-    return bool(verdict.item())
+    verdicts: list = [None] * len(everyone)
+    dist.all_gather_object(verdicts, ok, group=group)  # objects: any backend (NCCL's or gloo's)
+    return all(verdicts)

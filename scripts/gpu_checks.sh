@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device session on a lent multi-GPU machine: GPU tests, fuzzing, benchmarks, logs under $OUT.
-#   scripts/gpu_checks.sh PHASE...   phases: env loopback (one GPU is enough) tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather layer demo tune
+#   scripts/gpu_checks.sh PHASE...   phases: env loopback oneproto oneprops (one GPU is enough; the one* phases run the
+#                                    rank processes on GPU 0: ONE_RANKS of them, ONE_K picks tests) tests epilogues rest fuzz fuzzmax ab bench bench2 quick2 quick4 latency bandwidth gather layer demo tune
 #                                    gathermid (the gather's modes where they cross; GATHER_LL_BYTES: flagged words up to that) gatherbig (quick preset)
 #                                    rsmid (reduce_scatterv's flagged words against its plain push at 16-128 rows, flagged words up to RS_LL_BYTES)
 #                                    gpacked (the gather's packed flagged words against plain and the all-reduce gather, mid preset)
@@ -39,6 +40,9 @@ for phase in "$@"; do
   case $phase in
     env) run env 60 bash -c 'nvidia-smi; nvidia-smi topo -m; python3 -c "import torch,triton;print(torch.__version__,triton.__version__,torch.cuda.nccl.version())"' ;;
     loopback) run loopback ${LOOPBACK_LIMIT:-200} python3 -m pytest -q -rs tests/test_loopback_gpu.py tests/test_launch_args.py -p no:cacheprovider ;;
+    # every rank on GPU 0 (tests/gpus.py: RSV_RANKS_ON_ONE_GPU, gloo between the ranks and as the reference; time slices, no NVLink)
+    oneproto) run oneproto ${ONE_LIMIT:-420} env RSV_RANKS_ON_ONE_GPU=${ONE_RANKS:-2} python3 -m pytest -q -rA tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py -k "${ONE_K:-not fuzz}" -p no:cacheprovider ;;
+    oneprops) run oneprops ${ONE_LIMIT:-420} env RSV_RANKS_ON_ONE_GPU=${ONE_RANKS:-2} RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-40} python3 -m pytest -q -rA tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_epilogues_gpu.py tests/test_custom_op_gpu.py -k "${ONE_K:-fuzz or test_epilogues_gpu or test_custom_op_gpu}" -p no:cacheprovider ;;
     tests) run tests ${TESTS_LIMIT:-420} python3 -m pytest -q -rs -x tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_custom_op_gpu.py tests/test_plugins_gpu.py tests/test_deepseek_block.py -k "${TESTS_K:-not fuzz and not demo_command and not test_block_matches}" -p no:cacheprovider ;;
     rest) run rest ${TESTS_LIMIT:-300} python3 -m pytest -q tests/test_reduce_scatterv_gpu.py tests/test_deepseek_block.py -k "(dispatched or back_to_back or bad_input or missing_rank or block) and not demo_command and not test_block_matches" -p no:cacheprovider ;;
     epilogues) run epilogues ${TESTS_LIMIT:-480} python3 -m pytest -q -x tests/test_epilogues_gpu.py -k "${TESTS_K:-not fuzz}" -p no:cacheprovider ;;

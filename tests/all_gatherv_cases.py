@@ -149,7 +149,7 @@ def gather_disagree_case(ctx, *, timeout_s: float, kind: str = "sizes") -> list:
     """Rank 1 passes other sizes with the same total (``kind="sizes"``), or rows of another dtype
     with the same bytes (``"dtype"``: int64 against float64, both copied as the same words): every
     rank must get an error (the digests differ), never a silent result. Returns what each rank saw."""
-    group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
+    group = ctx.new_group()
     ws = rsv.workspace(group, ctx.device, timeout_s=timeout_s)
     sizes = [2, 3] + [1] * (ctx.world - 2)
     dtype = torch.bfloat16 if kind == "sizes" else torch.int64

@@ -3,7 +3,7 @@
 Each function takes the rank's context and plain keyword arguments drawn by the parent, builds
 every rank's partial sums from the same seed (so each rank can also form the float64 truth),
 runs ``rsv.reduce_scatterv``, and checks it against the reference collective (gloo or NCCL,
-on float32 copies) and against the float64 sum, elementwise, within one rounding of the dtype.
+on float32 copies: ``reference_reduce_scatter``) and against the float64 sum, elementwise, within one rounding of the dtype.
 """
 
 from __future__ import annotations
@@ -39,6 +39,21 @@ def partials(seed: int, world: int, rows: int, rest: tuple, dtype: torch.dtype) 
                                                                               generator=g).float())
         out.append(x.to(dtype))
     return out
+
+
+def reference_reduce_scatter(mine: torch.Tensor, sizes, group=None) -> torch.Tensor:
+    """This rank's rows of the reference collective's sum of every rank's ``mine`` ([sum(sizes), ...]),
+    reduced in ``mine``'s dtype, on ``mine``'s device: NCCL's reduce_scatter where the group is NCCL's;
+    gloo's all-reduce of CPU copies where it is gloo's (CPU emulation, and ranks that share one GPU:
+    ``tests/gpus.py``), this rank's rows of it."""
+    if dist.get_backend(group) == "nccl":
+        out = torch.empty((sizes[dist.get_rank(group)], *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
+        dist.reduce_scatter(out, list(mine.split(list(sizes))), group=group)
+        return out
+    total = mine[: sum(sizes)].cpu().clone()
+    dist.all_reduce(total, group=group)
+    off = sum(sizes[: dist.get_rank(group)])
+    return total[off: off + sizes[dist.get_rank(group)]].to(mine.device)
 
 
 def exact_sum(parts: list[torch.Tensor], off: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,10 +147,7 @@ def reduce_scatterv_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, wi
         # the kernels round once
         worst = max(worst, assert_close("vs float64 sum", got, truth, tolerance(dtype_t, truth, abs_sum, ctx.world)))
         # the reference collective on float32 copies: gloo on CPU, NCCL on GPU
-        ref = torch.empty((n, *rest), dtype=torch.float32, device=ctx.device)
-        mine32 = parts[ctx.rank].float().to(ctx.device)
-        dist.reduce_scatter(ref, list(mine32.split(list(sizes))), group=grp)
-        ref64 = ref.double().cpu()
+        ref64 = reference_reduce_scatter(parts[ctx.rank].float().to(ctx.device), sizes, grp).double().cpu()
         worst = max(worst, assert_close("vs reference collective", got, ref64,
                                         tolerance(dtype_t, ref64, abs_sum, ctx.world, slack=2)))
     return worst
@@ -264,9 +276,8 @@ def replay_with_new_sizes(ctx, graph, ws, inp, out, sizes_dev, size_sets: list, 
         if not torch.isnan(out[n:].float()).all():
             raise AssertionError(f"replay {i}: rows past sizes[rank] were written")
         if against_nccl:
-            ref = torch.empty((n, hidden), dtype=dtype_t, device=dev)  # NCCL in the input dtype: the real baseline
-            dist.reduce_scatter(ref, list(parts[rank].to(dev).split(sizes)))
-            ref64 = ref.double().cpu()
+            # NCCL in the input dtype: the real baseline
+            ref64 = reference_reduce_scatter(parts[rank].to(dev), sizes).double().cpu()
             # NCCL reduces in the dtype, rounding each of its W-1 partial sums: allow that on top
             nccl_tol = (tolerance(dtype_t, ref64, abs_sum, W, slack=2)
                         + 2.0 ** -MANTISSA_BITS[dtype_t] * (W - 1) * abs_sum)

@@ -16,7 +16,8 @@ import torch.distributed as dist
 import reduce_scatterv as rsv
 from reduce_scatterv import api
 from reduce_scatterv.epilogues import HcPost, ResidualRMSNorm
-from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
+from tests.cases import (DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised,
+                         reference_reduce_scatter, tolerance)
 
 F32_EPS = 2.0 ** -23
 
@@ -145,8 +146,7 @@ def nccl_reference_case(ctx, *, kind: str, sizes, hidden: int, seed: int, group=
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
         rsv.workspace(grp, ctx.device).check()
-    f = torch.empty(n, hidden, dtype=dtype, device=ctx.device)
-    dist.reduce_scatter(f, list(mine.split(sizes)), group=grp)
+    f = reference_reduce_scatter(mine, sizes, grp)
     abs_sum = exact_sum(parts, sum(sizes[: ctx.rank]), n)[1]
     rel = 2.0 ** -7
     f_tol = (ctx.world + 1) * rel * abs_sum
@@ -312,7 +312,7 @@ def fallback_case(ctx, *, kind: str, sizes: list, seed: int):
     Workspace._reachable = lambda self: False
     dtype, hidden = torch.bfloat16, 16
     try:
-        group = dist.new_group(list(range(ctx.world)), backend="nccl" if ctx.device.type == "cuda" else "gloo")
+        group = ctx.new_group()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             parts = partials(seed, ctx.world, sum(sizes), (hidden,), dtype)

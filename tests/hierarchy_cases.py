@@ -13,7 +13,8 @@ import torch.distributed as dist
 
 import reduce_scatterv as rsv
 from tests.all_gatherv_cases import gather_rows
-from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised, tolerance
+from tests.cases import (DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, raised,
+                         reference_reduce_scatter, tolerance)
 
 _groups: dict = {}
 
@@ -23,8 +24,7 @@ def hier_group(ctx, ranks_per_node: int = 2, **keywords):
     created collectively on first use per settings, then cached."""
     key = (ranks_per_node, tuple(sorted(keywords.items())))
     if key not in _groups:
-        backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-        group = dist.new_group(list(range(ctx.world)), backend=backend)
+        group = ctx.new_group()
         ws = rsv.workspace(group, ctx.device, ranks_per_node=ranks_per_node, **keywords)
         assert ws.hierarchy is not None, "the workspace did not split the group into nodes"
         _groups[key] = group
@@ -103,9 +103,7 @@ def hier_case(ctx, *, sizes, rest=(16,), dtype="bfloat16", seed=0, device_sizes=
             raise AssertionError("rows past sizes[rank] were written")
         got = result[:n]
         assert_close("vs float64 sum", got, truth, hier_tolerance(dtype_t, truth, abs_sum, ctx.world, nodes, hop_fp32))
-        ref = torch.empty((n, *rest), dtype=torch.float32, device=ctx.device)
-        dist.reduce_scatter(ref, list(parts[ctx.rank].float().to(ctx.device).split(list(sizes))), group=group)
-        ref64 = ref.double().cpu()
+        ref64 = reference_reduce_scatter(parts[ctx.rank].float().to(ctx.device), sizes, group).double().cpu()
         assert_close("vs the flat reference collective", got, ref64,
                      hier_tolerance(dtype_t, ref64, abs_sum, ctx.world, nodes, hop_fp32))
 
@@ -115,8 +113,7 @@ def hier_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: int = 0)
     (NaN output, ``check()`` raises), none a silent result, none a wait past the timeout; after
     ``reset()`` the next call is right. Returns (seconds, what this rank saw, output all NaN?)."""
     W, r = ctx.world, ctx.rank
-    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(W)), backend=backend)
+    group = ctx.new_group()
     ws = rsv.workspace(group, ctx.device, ranks_per_node=2, timeout_s=timeout_s)
     sizes, dev_sizes = [2, 3, 1, 1], False
     if kind == "same_rail_swap_on_one_rank" and r == 1:  # ranks 0 and 2 share rail 0: counts unchanged
@@ -212,8 +209,7 @@ def hier_keywords_case(ctx):
         rsv.workspace(group, ctx.device, ranks_per_node=1)
     except ValueError as e:
         seen.append(str(e))
-    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    fresh = dist.new_group(list(range(ctx.world)), backend=backend)
+    fresh = ctx.new_group()
     try:
         rsv.workspace(fresh, ctx.device, ranks_per_node=2 if ctx.rank else 1)
     except ValueError as e:
@@ -221,7 +217,7 @@ def hier_keywords_case(ctx):
     finally:
         rsv.release(fresh)
         dist.destroy_process_group(fresh)
-    bad = dist.new_group(list(range(ctx.world)), backend=backend)
+    bad = ctx.new_group()
     try:
         rsv.workspace(bad, ctx.device, ranks_per_node=3)
     except ValueError as e:
@@ -265,9 +261,7 @@ def hier_graph_case(ctx, *, per_rank_capacity: int, hidden: int, size_sets: list
                      hier_tolerance(torch.bfloat16, truth, abs_sum, W, nodes, hop_fp32))
         if not torch.isnan(out[n:].float()).all():
             raise AssertionError(f"replay {i}: rows past sizes[rank] were written")
-        ref = torch.empty((n, hidden), dtype=torch.bfloat16, device=dev)
-        dist.reduce_scatter(ref, list(parts[rank].to(dev).split(sizes)), group=group)
-        ref64 = ref.double().cpu()
+        ref64 = reference_reduce_scatter(parts[rank].to(dev), sizes, group).double().cpu()
         nccl_tol = (hier_tolerance(torch.bfloat16, ref64, abs_sum, W, nodes, hop_fp32)
                     + 2.0 ** -MANTISSA_BITS[torch.bfloat16] * (W - 1) * abs_sum)
         assert_close(f"replay {i} {sizes} vs NCCL", out[:n], ref64, nccl_tol)
@@ -281,8 +275,7 @@ def hier_fault_case(ctx, *, failed_node: int = 0, seed: int = 0):
     from reduce_scatterv import layout as L
 
     W, r = ctx.world, ctx.rank
-    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(W)), backend=backend)
+    group = ctx.new_group()
     ws = rsv.workspace(group, ctx.device, ranks_per_node=2, timeout_s=5.0)
     seen = {}
     try:
@@ -385,8 +378,7 @@ def hier_gather_disagree_case(ctx, *, kind: str, timeout_s: float = 3.0, seed: i
     test then fails, "a result that is not NaN"; so does ``other_node_dtype``, whose fp16 bits node
     0 reads as bf16; ``other_node_device_sizes`` is still caught, by the size bits)."""
     W, r, dev = ctx.world, ctx.rank, ctx.device
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(W)), backend=backend)
+    group = ctx.new_group()
     ws = rsv.workspace(group, dev, ranks_per_node=2, timeout_s=timeout_s)
     good = [2, 3, 1, 1]
     sizes, dev_sizes, dtype = list(good), False, torch.bfloat16
@@ -448,8 +440,7 @@ def hier_gather_fault_case(ctx, *, failed_node: int = 0, seed: int = 0, device_s
     from reduce_scatterv import layout as L
 
     W, r, dev = ctx.world, ctx.rank, ctx.device
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(W)), backend=backend)
+    group = ctx.new_group()
     ws = rsv.workspace(group, dev, ranks_per_node=2, timeout_s=5.0)
     seen = {}
     sizes = [2, 1, 0, 3]

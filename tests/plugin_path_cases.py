@@ -14,7 +14,8 @@ import torch.distributed as dist
 
 import reduce_scatterv as rsv
 from reduce_scatterv.plugins import common
-from tests.cases import DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials, tolerance
+from tests.cases import (DTYPES, MANTISSA_BITS, POISON, assert_close, exact_sum, partials,
+                         reference_reduce_scatter, tolerance)
 
 CAP_MB = 64
 
@@ -25,8 +26,7 @@ def _check(name, ctx, group, got, parts, sizes, dtype_t) -> float:
     n, off = sizes[rank], sum(sizes[:rank])
     truth, abs_sum = exact_sum(parts, off, n)
     worst = assert_close(f"{name} vs float64", got[:n], truth, tolerance(dtype_t, truth, abs_sum, W))
-    ref = torch.empty((n, *parts[rank].shape[1:]), dtype=dtype_t, device=ctx.device)
-    dist.reduce_scatter(ref, list(parts[rank].to(ctx.device).split(sizes)), group=group)
+    ref = reference_reduce_scatter(parts[rank].to(ctx.device), sizes, group)
     nccl_tol = tolerance(dtype_t, truth, abs_sum, W, slack=2) + 2.0 ** -MANTISSA_BITS[dtype_t] * (W - 1) * abs_sum
     return max(worst, assert_close(f"{name} vs the reference collective", got[:n], ref.double().cpu(), nccl_tol))
 
@@ -43,10 +43,10 @@ def plugin_path_case(ctx, *, hidden: int = 7168, dtype: str = "bfloat16", seed: 
     - refusals from rank-agreed facts: float64, an input over the reservation.
     Every result against the float64 sum and the reference collective. Returns what the plugin said."""
     dtype_t, W, rank, dev = DTYPES[dtype], ctx.world, ctx.rank, ctx.device
-    backend = "nccl" if dev.type == "cuda" else "gloo"
+    backend = ctx.backend
     said: dict = {}
     with _engine_env(dev):
-        group = dist.new_group(list(range(W)), backend=backend)  # the engine's device group
+        group = ctx.new_group()  # the engine's device group
         cpu_group = dist.new_group(list(range(W)), backend="gloo")  # and its CPU group
         try:
             _serve_and_call(ctx, group, cpu_group, backend, said, dtype_t, hidden, decode_rows, prefill, seed)
@@ -115,7 +115,7 @@ def existing_workspace_case(ctx) -> dict:
     raising; returns whether it was served and the workspace's gather limit."""
     dev = ctx.device
     with _engine_env(dev):
-        group = dist.new_group(list(range(ctx.world)), backend="nccl" if dev.type == "cuda" else "gloo")
+        group = ctx.new_group()
         try:
             rsv.workspace(group, dev)
             served = common.reserve("sglang", "tp", [group], dev)

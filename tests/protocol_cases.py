@@ -27,8 +27,7 @@ H = 16
 
 
 def _group(ctx, **keywords):
-    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(ctx.world)), backend=backend)
+    group = ctx.new_group()
     return group, rsv.workspace(group, ctx.device, **{**LIMITS, **keywords})
 
 
@@ -272,8 +271,7 @@ def disagree_case(ctx, *, kind: str, timeout_s: float, seed: int):
 
 def fingerprint_case(ctx, *, setting: str):
     """Ranks that create a workspace with different settings all raise, naming the setting."""
-    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    group = dist.new_group(list(range(ctx.world)), backend=backend)
+    group = ctx.new_group()
     value = {"ll_bytes": 64 * (1 + ctx.rank), "timeout_s": 5.0 + ctx.rank, "start_epoch": ctx.rank}[setting]
     try:
         rsv.workspace(group, ctx.device, **{setting: value})

@@ -1,6 +1,7 @@
 """A pool of rank processes that serve test cases sent by the parent (the pytest process).
 
-Each worker is one rank of a process group (gloo on CPU, NCCL on GPU, rank r on cuda:r) that stays
+Each worker is one rank of a process group (gloo on CPU; NCCL on GPU, rank r on cuda:r, or gloo with
+every rank on cuda:0 where ``RSV_RANKS_ON_ONE_GPU`` asks: ``tests/gpus.py``) that stays
 up for the whole session, so hypothesis can draw many cases in the parent and every case runs on
 all ranks at once. A case is a function ``(ctx, **kwargs) -> result`` named as ``module:function``;
 the parent gets every rank's result, or the first failure with the rank's traceback.
@@ -31,6 +32,13 @@ class RankContext:
     world: int
     device: "object"  # torch.device
     groups: dict  # "world" (default workspace) and the GROUP_LIMITS groups
+    backend: str = "gloo"  # of the process groups: "nccl" with one GPU per rank, else "gloo"
+
+    def new_group(self):
+        """A fresh process group of every rank, on this pool's backend."""
+        import torch.distributed as dist
+
+        return dist.new_group(list(range(self.world)), backend=self.backend)
 
 
 # Groups whose workspaces steer calls to one mode (or, "mixed", through all of them by size):
@@ -57,21 +65,24 @@ def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, e
     import torch
     import torch.distributed as dist
 
+    one_gpu = device_type == "cuda" and int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0) >= 2
+    if one_gpu:  # every rank on GPU 0 (tests/gpus.py): PyTorch's symmetric memory allows it when asked
+        os.environ["TORCH_SYMM_MEM_ALLOW_OVERLAPPING_DEVICES"] = "1"
+    backend = "nccl" if device_type == "cuda" and not one_gpu else "gloo"
     if device_type == "cuda":
-        torch.cuda.set_device(rank)
-        device = torch.device("cuda", rank)
-        dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+        device = torch.device("cuda", 0 if one_gpu else rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                **({"device_id": device} if backend == "nccl" else {}))
     else:
         device = torch.device("cpu")
-        dist.init_process_group("gloo", rank=rank, world_size=world)
+        dist.init_process_group(backend, rank=rank, world_size=world)
     import reduce_scatterv as rsv
 
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    groups = {"world": dist.group.WORLD}
+    ctx = RankContext(rank, world, device, {"world": dist.group.WORLD}, backend)
     for name, limits in GROUP_LIMITS.items():
-        groups[name] = dist.new_group(list(range(world)), backend=backend)
-        rsv.workspace(groups[name], device, **limits)
-    ctx = RankContext(rank, world, device, groups)
+        ctx.groups[name] = ctx.new_group()
+        rsv.workspace(ctx.groups[name], device, **limits)
     outbox.put(("ready", None))
     while True:
         job = inbox.get()

@@ -1,5 +1,6 @@
 """all_gatherv on GPUs, one rank per GPU, against NCCL's all-gather and the exact concatenation.
-Skipped, with the reason, on machines with fewer than 2 GPUs."""
+Skipped, with the reason, on machines with fewer than 2 GPUs, unless ``RSV_RANKS_ON_ONE_GPU=N`` puts
+N ranks on GPU 0 with gloo as the reference (``tests/gpus.py``)."""
 
 from __future__ import annotations
 

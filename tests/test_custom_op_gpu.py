@@ -1,8 +1,9 @@
 """``torch.ops.rsv.reduce_scatterv`` on GPUs (NCCL group, symmetric memory): eager, opcheck,
 ``torch.compile(fullgraph=True)`` with inductor, and CUDA-graph capture with device sizes (the op
 alone, and a compiled function around it), replayed with new sizes. Skipped (with the reason) on
-machines with fewer than 2 GPUs; the engine plugins against the engines run on CPU (test_engine_*.py),
-their shared path on GPUs in test_plugins_gpu.py.
+machines with fewer than 2 GPUs (``RSV_RANKS_ON_ONE_GPU=N``: N ranks on GPU 0, a gloo group;
+``tests/gpus.py``); the engine plugins against the engines run on CPU (test_engine_*.py), their
+shared path on GPUs in test_plugins_gpu.py.
 
     pytest tests/test_custom_op_gpu.py            # spawns one process per GPU itself
 """

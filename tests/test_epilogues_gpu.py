@@ -1,7 +1,8 @@
 """Epilogues fused into reduce_scatterv on GPUs: against NCCL's reduce_scatter followed by the torch
 epilogue (what SGLang runs) and against the float64 epilogue of the unrounded sum, in every mode,
 eager and under CUDA-graph replay with new device sizes; a fault poisons every output of the
-epilogue. Skipped (with the reason) on machines with fewer than 2 GPUs.
+epilogue. Skipped (with the reason) on machines with fewer than 2 GPUs, unless
+``RSV_RANKS_ON_ONE_GPU=N`` puts N ranks on GPU 0 with gloo as the reference (``tests/gpus.py``).
 
     pytest -q tests/test_epilogues_gpu.py -k "not fuzz"   # spawns one process per GPU itself
     RSV_GPU_EXAMPLES=100 pytest -q tests/test_epilogues_gpu.py -k fuzz
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gpus import NEEDS_TWO, worlds
+from tests.gpus import NEEDS_TWO, skip_beyond, worlds
 from tests.strategies import sizes as sizes_strategy
 
 pytestmark = NEEDS_TWO
@@ -59,10 +60,7 @@ def test_every_output_matches_the_float64_epilogue_at_model_widths(gpu_pools, wo
 @pytest.mark.parametrize("world", [w for w in worlds(3, 4) if w >= 3] or [3])
 @pytest.mark.parametrize("kind", KINDS)
 def test_relayed_tiles_reach_the_owners_epilogue(gpu_pools, world, kind):
-    from tests.gpus import GPUS
-
-    if world > GPUS:
-        pytest.skip(f"needs {world} GPUs, this machine has {GPUS}")
+    skip_beyond(world)
     for resident in (True, False):
         gpu_pools[world].run(f"{CASES}:epilogue_case", kind=kind, sizes=[2500, 0, 0, 0][:world], hidden=7168,
                              group="large", resident=resident, with_f=True)

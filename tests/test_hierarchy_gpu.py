@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gpus import GPUS, NEEDS_TWO
+from tests.gpus import GPUS, NEEDS_NCCL, NEEDS_TWO
 from tests.strategies import sizes
 
-pytestmark = NEEDS_TWO
+pytestmark = [NEEDS_TWO, NEEDS_NCCL]  # the hop between nodes is NCCL's
 NEEDS_FOUR = pytest.mark.skipif(GPUS < 4, reason=f"2 nodes x 2 needs 4 GPUs; this machine has {GPUS}")
 EXAMPLES = int(os.environ.get("RSV_GPU_EXAMPLES", "60"))
 CASES = "tests.hierarchy_cases"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.gpus import NEEDS_TWO, worlds
+from tests.gpus import NEEDS_NCCL, NEEDS_TWO, worlds
 
-pytestmark = NEEDS_TWO
+pytestmark = [NEEDS_TWO, NEEDS_NCCL]  # the engines' device groups are NCCL's
 
 
 @pytest.mark.parametrize("world", worlds(2, 4))

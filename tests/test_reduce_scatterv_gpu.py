@@ -1,5 +1,6 @@
 """reduce_scatterv on GPUs against NCCL: the CPU properties again, plus CUDA-graph replay and a
-hypothesis fuzz run. Skipped (with the reason) on machines with fewer than 2 GPUs.
+hypothesis fuzz run. Skipped (with the reason) on machines with fewer than 2 GPUs, unless
+``RSV_RANKS_ON_ONE_GPU=N`` puts N ranks on GPU 0 with gloo as the reference (``tests/gpus.py``).
 
     pytest tests/test_reduce_scatterv_gpu.py            # spawns one process per GPU itself
     RSV_GPU_EXAMPLES=300 pytest tests/test_reduce_scatterv_gpu.py -k fuzz
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.gpus import GPUS, NEEDS_TWO, worlds
+from tests.gpus import NEEDS_TWO, skip_beyond, worlds
 from tests.protocol_expectations import ABSENT_MODES, DISAGREEMENTS, assert_absent_rank_fails_everyone, assert_every_rank_errs
 from tests.strategies import calls
 
@@ -61,8 +62,7 @@ def test_heavy_owners_rows_are_relayed_and_match_nccl(gpu_pools, world, group, s
     pushed to it), input in the workspace or not. By default 250 rows of one owner are pushed
     directly (3.6 MB, under the 4-GPU push limit) and the others pulled, relaying; the "large"
     group relays by the pull."""
-    if world > GPUS:
-        pytest.skip(f"needs {world} GPUs, this machine has {GPUS}")
+    skip_beyond(world)
     for resident in (True, False):
         gpu_pools[world].run(CASE, sizes=sizes[:world], rest=(7168,), seed=world, group=group, resident=resident)
 
@@ -126,8 +126,7 @@ def test_an_absent_rank_poisons_the_call_and_fails_every_rank_until_reset(gpu_po
 
 @pytest.mark.parametrize("kind, world", DISAGREEMENTS)
 def test_ranks_that_make_different_calls_all_get_an_error(gpu_pools, kind, world):
-    if world > GPUS:
-        pytest.skip(f"needs {world} GPUs, this machine has {GPUS}")
+    skip_beyond(world)
     results = gpu_pools[world].run(f"{PROTO}:disagree_case", kind=kind, timeout_s=3.0, seed=13)
     assert_every_rank_errs(results, kind, max_wait_s=30)
 
