@@ -17,13 +17,14 @@ import pytest
 import torch
 
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-ON_ONE_GPU = int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0) if GPUS else 0
-RANKS = ON_ONE_GPU if ON_ONE_GPU >= 2 else GPUS  # how many rank processes the GPU tests can start
+_ASKED = int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0)
+ON_ONE_GPU = _ASKED if GPUS and _ASKED >= 2 else 0  # ranks on GPU 0 (0: one rank per GPU)
+RANKS = ON_ONE_GPU or GPUS  # how many rank processes the GPU tests can start
 NEEDS_TWO = pytest.mark.skipif(
     RANKS < 2, reason=f"needs 2+ GPUs to run against NCCL (or RSV_RANKS_ON_ONE_GPU=2 to run the ranks on one GPU "
                       f"against gloo); this machine has {GPUS}")
 NEEDS_NCCL = pytest.mark.skipif(
-    ON_ONE_GPU >= 2, reason="needs NCCL between the ranks: RSV_RANKS_ON_ONE_GPU puts them on one GPU, where NCCL "
+    bool(ON_ONE_GPU), reason="needs NCCL between the ranks: RSV_RANKS_ON_ONE_GPU puts them on one GPU, where NCCL "
                             "refuses two ranks")
 
 
@@ -35,5 +36,5 @@ def worlds(*candidates: int) -> list[int]:
 def skip_beyond(world: int) -> None:
     """Skip (with the reason) a test of ``world`` ranks where fewer can start."""
     if world > RANKS:
-        pytest.skip(f"needs {world} GPUs, this machine has {GPUS}" if ON_ONE_GPU < 2
-                    else f"needs {world} ranks, RSV_RANKS_ON_ONE_GPU is {ON_ONE_GPU}")
+        pytest.skip(f"needs {world} ranks, RSV_RANKS_ON_ONE_GPU is {ON_ONE_GPU}" if ON_ONE_GPU
+                    else f"needs {world} GPUs, this machine has {GPUS}")

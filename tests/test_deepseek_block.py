@@ -1,7 +1,8 @@
 """The V4 MoE block under DP attention + TP MoE, each path against the unsharded block: fused
 (gather, combine and hc_post fused), fused_combine and reference agree with it; the pre-fix scatter
 does not. CPU emulation always; the GPU
-version (pro preset at decode-like counts) skips with a reason below 2 GPUs."""
+version (pro preset at decode-like counts) skips with a reason below 2 GPUs (``RSV_RANKS_ON_ONE_GPU``:
+on one GPU, without the NCCL reference path; ``tests/gpus.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.gpus import NEEDS_TWO, ON_ONE_GPU, RANKS
 
 TOL = 2e-2  # bfloat16, norm-wise relative
 CASE = "tests.model_cases:block_case"
@@ -54,12 +57,11 @@ def test_demo_command_passes_fused_and_fails_scatter():
     assert bad.returncode == 1 and "FAIL" in bad.stdout.strip().splitlines()[-1], bad.stdout + bad.stderr
 
 
-GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-@pytest.mark.skipif(GPUS < 2, reason=f"needs 2+ GPUs (NCCL reference, pro preset); this machine has {GPUS}")
+@NEEDS_TWO
 @pytest.mark.parametrize("combine", ["fused", "fused_combine", "reference", "scatter"])
 def test_pro_block_on_gpus_at_decode_counts(gpu_pools, combine):
-    world = min(GPUS, 4)
+    if combine == "reference" and ON_ONE_GPU:
+        pytest.skip("SGLang's combine is NCCL's reduce_scatter; RSV_RANKS_ON_ONE_GPU runs the ranks over gloo")
+    world = min(RANKS, 4)
     tokens = [1, 8, 0, 32][:world]
     _check(gpu_pools[world].run(CASE, tokens=tokens, combine=combine, preset_name="pro"), combine)
