@@ -95,8 +95,8 @@ def _device_slug(device: torch.device) -> str:
 
 def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup, op: str) -> None:
     """CPU tensors need a gloo group (CPU emulation). CUDA tensors take any group whose ranks the kernels
-    serve (the group only sets the workspace up: no collective of its own runs in a call); NCCL is
-    needed only where NCCL carries the call (``_need_nccl``)."""
+    serve (the group only sets the workspace up: no collective of its own runs in a call); NCCL's
+    is needed only where NCCL carries the call (``_need_nccl``)."""
     backend = str(dist.get_backend(group)).lower()
     if input_.device.type == "cpu" and "gloo" not in backend:
         raise ValueError(f"{op}: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
@@ -104,10 +104,11 @@ def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup, op: str) -> N
         raise ValueError(f"{op}: tensors on {input_.device} are not supported (cuda or cpu)")
 
 
-def _need_nccl(group: dist.ProcessGroup, op: str, why: str) -> None:
-    """Raise unless ``group`` is NCCL's: ``why`` says which part of the call NCCL carries."""
+def _need_nccl(input_: torch.Tensor, group: dist.ProcessGroup, op: str, why: str) -> None:
+    """For CUDA tensors, raise unless ``group`` is NCCL's: ``why`` says which part of the call NCCL
+    carries (in CPU emulation gloo carries it)."""
     backend = str(dist.get_backend(group)).lower()
-    if "nccl" not in backend:
+    if input_.device.type == "cuda" and "nccl" not in backend:
         raise ValueError(f"{op}: {why}, which needs an NCCL process group; this group's backend is {backend}")
 
 
@@ -334,7 +335,7 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
 
     ws = workspace(group, input_.device)
     if ws.hierarchy is not None:
-        _need_nccl(group, op, "this group spans nodes and the hop between them is NCCL's")
+        _need_nccl(input_, group, op, "this group spans nodes and the hop between them is NCCL's")
         if op == "all_gatherv":
             _all_gatherv_hierarchy(ws, call, input_, output, dtype_code)
         elif epilogue is None:
@@ -352,7 +353,7 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
                          f"host contiguous, as many on every host, or reduce_scatterv.workspace(group, ranks_per_node=G)); "
                          f"this group: {ws.topology_note}")
     if not ws.p2p:
-        _need_nccl(group, op, f"this group's ranks cannot read each other's memory ({ws.topology_note}), so NCCL "
+        _need_nccl(input_, group, op, f"this group's ranks cannot read each other's memory ({ws.topology_note}), so NCCL "
                               "carries the call")
         return fallback(input_, output, call, group)
     if epilogue is not None:  # its tensors are contiguous (checked); the kernel reads input_ as rows

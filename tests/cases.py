@@ -3,7 +3,8 @@
 Each function takes the rank's context and plain keyword arguments drawn by the parent, builds
 every rank's partial sums from the same seed (so each rank can also form the float64 truth),
 runs ``rsv.reduce_scatterv``, and checks it against the reference collective (gloo or NCCL,
-on float32 copies: ``reference_reduce_scatter``) and against the float64 sum, elementwise, within one rounding of the dtype.
+on float32 copies: ``reference_reduce_scatter``) and against the float64 sum, elementwise,
+within one rounding of the dtype.
 """
 
 from __future__ import annotations
