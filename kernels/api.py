@@ -522,7 +522,7 @@ def _launch_all_gatherv(ws: Workspace, call: Call, inp: torch.Tensor, out: torch
         kern.gather_ll_launch(ws, inp, out, call, config, _multiprocessors(inp.device), protocol,
                               packed=mode == "gather_packed")
         return
-    ws.reserve_scratch(call.largest_rows * call.hidden * elt)  # rank-agreed  # staging room, before the residency check
+    ws.reserve_scratch(call.largest_rows * call.hidden * elt)  # rank-agreed staging room, before the residency check
     stage = not (ws.holds(inp) and inp.data_ptr() % 16 == 0)
     kern.gather_launch(ws, inp, out, call, stage, config, _multiprocessors(inp.device), protocol)
 

@@ -47,14 +47,15 @@ def reference_reduce_scatter(mine: torch.Tensor, sizes, group=None) -> torch.Ten
     reduced in ``mine``'s dtype, on ``mine``'s device: NCCL's reduce_scatter where the group is NCCL's;
     gloo's all-reduce of CPU copies where it is gloo's (CPU emulation, and ranks that share one GPU:
     ``tests/gpus.py``), this rank's rows of it."""
+    rank = dist.get_rank(group)
     if dist.get_backend(group) == "nccl":
-        out = torch.empty((sizes[dist.get_rank(group)], *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
+        out = torch.empty((sizes[rank], *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
         dist.reduce_scatter(out, list(mine.split(list(sizes))), group=group)
         return out
     total = mine[: sum(sizes)].cpu().clone()
     dist.all_reduce(total, group=group)
-    off = sum(sizes[: dist.get_rank(group)])
-    return total[off: off + sizes[dist.get_rank(group)]].to(mine.device)
+    off = sum(sizes[:rank])
+    return total[off: off + sizes[rank]].to(mine.device)
 
 
 def exact_sum(parts: list[torch.Tensor], off: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,14 +11,13 @@ right results, no NVLink, no timing. Tests that need NCCL itself skip there (``N
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
+from tests.rank_pool import ranks_on_one_gpu
+
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
-_ASKED = int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0)
-ON_ONE_GPU = _ASKED if GPUS and _ASKED >= 2 else 0  # ranks on GPU 0 (0: one rank per GPU)
+ON_ONE_GPU = ranks_on_one_gpu() if GPUS else 0  # ranks on GPU 0 (0: one rank per GPU)
 RANKS = ON_ONE_GPU or GPUS  # how many rank processes the GPU tests can start
 NEEDS_TWO = pytest.mark.skipif(
     RANKS < 2, reason=f"needs 2+ GPUs to run against NCCL (or RSV_RANKS_ON_ONE_GPU=2 to run the ranks on one GPU "

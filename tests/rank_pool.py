@@ -52,6 +52,12 @@ GROUP_LIMITS = {
 }
 
 
+def ranks_on_one_gpu() -> int:
+    """``RSV_RANKS_ON_ONE_GPU`` as asked: N >= 2 GPU-test ranks all on GPU 0, else 0 (a rank per GPU)."""
+    asked = int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0)
+    return asked if asked >= 2 else 0
+
+
 class RankFailure(AssertionError):
     pass
 
@@ -65,7 +71,7 @@ def _worker(rank: int, world: int, port: int, device_type: str, inbox, outbox, e
     import torch
     import torch.distributed as dist
 
-    one_gpu = device_type == "cuda" and int(os.environ.get("RSV_RANKS_ON_ONE_GPU", "0") or 0) >= 2
+    one_gpu = device_type == "cuda" and ranks_on_one_gpu() > 0
     if one_gpu:  # every rank on GPU 0 (tests/gpus.py): PyTorch's symmetric memory allows it when asked
         os.environ["TORCH_SYMM_MEM_ALLOW_OVERLAPPING_DEVICES"] = "1"
     backend = "nccl" if device_type == "cuda" and not one_gpu else "gloo"
