@@ -12,6 +12,10 @@ One torchrun per variant, alternated (results in bench/NOTES.md).
     terms_after_poll      the flagged-word combine loads hc_post's residual, post and comb after
                           its poll, not before it (``epilogue_functions.prepare``; the order
                           before it was moved): what overlapping those loads with the wait saves
+    f_only                the epilogue stores f and nothing else: no hc_post loads, arithmetic or
+                          stores (wrong results, timing only): what hc_post costs beyond carrying
+                          an epilogue (the sums back in element order, the registers, the code);
+                          bench/loopback.py only (it passes an f-sized output to every call)
 
     VARIANT=base|fuse_to_32|post_only|one_store|terms_after_poll torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset latency --out /tmp/parts-$VARIANT"""
 import os
@@ -22,7 +26,7 @@ import triton.language as tl
 
 sys.path.insert(0, os.getcwd())
 
-VARIANTS = ("base", "fuse_to_32", "post_only", "one_store", "terms_after_poll")
+VARIANTS = ("base", "fuse_to_32", "post_only", "one_store", "terms_after_poll", "f_only")
 
 
 def _patch(module, name: str, fn, variant: str) -> None:
@@ -44,6 +48,8 @@ def apply_variant(variant: str) -> None:
         _stub_hc_post(variant)
     elif variant == "terms_after_poll":
         _terms_after_poll(variant)
+    elif variant == "f_only":
+        _f_only(variant)
 
 
 # the library's modules, imported when a variant needs them: the stubs below are compiled with this
@@ -97,8 +103,30 @@ def _terms_after_poll(variant: str) -> None:
     _patch(push_kernel, "finish_prepared", finish_prepared, variant)
 
 
+def _f_only(variant: str) -> None:
+    global epilogue_functions, push_kernel
+    from reduce_scatterv import epilogue_functions, push_kernel
+
+    @triton.jit
+    def prepare(base, offs, mask, H, ep0, ep1, ep2, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr,
+                VEC_BYTES: tl.constexpr):
+        return tl.zeros([1, offs.shape[0]], tl.float32), tl.zeros([1], tl.float32)  # no hc_post input
+
+    @triton.jit
+    def finish_prepared(x, terms, post, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr,
+                        EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr,
+                        ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
+        f_addr = f_addr.to(tl.int64)  # f only, in element order (where hc_post would start)
+        tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
+
+    _patch(push_kernel, "prepare", prepare, variant)
+    _patch(push_kernel, "finish_prepared", finish_prepared, variant)
+
+
 if __name__ == "__main__":
     VARIANT = os.environ.get("VARIANT", "base")
+    if VARIANT == "f_only":  # it writes f where the block passes no f-sized output
+        raise SystemExit("VARIANT=f_only: bench/loopback.py --variant f_only only")
     apply_variant(VARIANT)
     from bench.layer import main
 

@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="1,2,4,8", help="rows per rank (even sizes), comma separated")
     ap.add_argument("--shapes", default="512:4", help="block:warps of the flagged-word programs")
     ap.add_argument("--variant", default="base",
-                    help="one of bench/epilogue_parts.py's stubs (post_only, one_store, terms_after_poll)")
+                    help="one of bench/epilogue_parts.py's stubs (post_only, one_store, terms_after_poll, f_only)")
     ap.add_argument("--push", action="store_true", help="also the plain push (data + progress signals)")
     ap.add_argument("--packed", action="store_true", help="also the gather in packed flagged words (flagged_words.py)")
     args = ap.parse_args(argv)
@@ -247,7 +247,8 @@ def main(argv=None) -> int:
                     calls = _launchers(kern, wss, case, kind, cfg)
                 us = _time(calls)
                 ok = all(check() for _, check in case)  # the last replayed call's result
-                stub = kind.endswith("hc_post") and args.variant in ("post_only", "one_store")  # wrong by design
+                # stubs that are wrong by design
+                stub = kind.endswith("hc_post") and args.variant in ("post_only", "one_store", "f_only")
                 worst |= not ok and not stub
                 cells.append(f"{us:12.2f}" if ok or stub else f"{'FAULT' if _faulted(case) else 'WRONG':>12}")
             print(f"{rows:>4} {f'{block}:{warps}':>11} | {' '.join(cells)}", flush=True)
