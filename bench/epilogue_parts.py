@@ -5,6 +5,10 @@ One torchrun per variant, alternated (results in bench/NOTES.md).
     base                  the library as it is
     fuse_to_32            the V4 block fuses hc_post into the combine up to 32 rows per rank
                           (``post_path.FUSED_HC_POST_MAX_ROWS``, 8): where fusing stops paying
+    fuse_to_32_1024x4     fuse_to_32, and the flagged-word combine with hc_post runs 1024 x 4 tiles
+                          where the tune table has larger ones (2048 x 8 from 19 rows of H 7168
+                          bf16 on 2 GPUs; 10-18 rows have 1024 x 4 already): in loopback 1024 x 4
+                          is far faster with hc_post at 32 rows (5.8 against 10.4 us)
     post_only             hc_post without the residual: out[:, j] = post[:, j] * f (wrong results,
                           timing only): what the residual's and comb's loads cost
     one_store             hc_post stores stream 0 only (wrong results, timing only): what the other
@@ -17,7 +21,7 @@ One torchrun per variant, alternated (results in bench/NOTES.md).
                           an epilogue (the sums back in element order, the registers, the code);
                           bench/loopback.py only (it passes an f-sized output to every call)
 
-    VARIANT=base|fuse_to_32|post_only|one_store|terms_after_poll torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset latency --out /tmp/parts-$VARIANT"""
+    VARIANT=base|fuse_to_32|fuse_to_32_1024x4|post_only|one_store|terms_after_poll torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset latency --out /tmp/parts-$VARIANT"""
 import os
 import sys
 
@@ -26,7 +30,7 @@ import triton.language as tl
 
 sys.path.insert(0, os.getcwd())
 
-VARIANTS = ("base", "fuse_to_32", "post_only", "one_store", "terms_after_poll", "f_only")
+VARIANTS = ("base", "fuse_to_32", "fuse_to_32_1024x4", "post_only", "one_store", "terms_after_poll", "f_only")
 
 
 def _patch(module, name: str, fn, variant: str) -> None:
@@ -41,9 +45,11 @@ def apply_variant(variant: str) -> None:
     """Make this process run ``variant`` (one of VARIANTS); call before the first kernel compiles."""
     if variant not in VARIANTS:
         raise SystemExit(f"VARIANT={variant!r}: one of {', '.join(VARIANTS)}")
-    if variant == "fuse_to_32":
+    if variant.startswith("fuse_to_32"):
         from deepseek_v4 import post_path
         post_path.FUSED_HC_POST_MAX_ROWS = 32
+        if variant == "fuse_to_32_1024x4":
+            _ll_epilogue_tiles_1024x4(variant)
     elif variant in ("post_only", "one_store"):
         _stub_hc_post(variant)
     elif variant == "terms_after_poll":
@@ -55,6 +61,22 @@ def apply_variant(variant: str) -> None:
 # the library's modules, imported when a variant needs them: the stubs below are compiled with this
 # module's globals (Triton resolves a kernel's names there), so they live here, not in locals
 epilogue_functions = push_kernel = None
+
+
+def _ll_epilogue_tiles_1024x4(variant: str) -> None:
+    import dataclasses
+
+    from reduce_scatterv import api
+
+    shipped = api.epilogue_config
+
+    def epilogue_config(mode, config, hidden, epilogue):
+        config = shipped(mode, config, hidden, epilogue)
+        if mode == "ll" and epilogue is not None and config.block > 1024:
+            config = dataclasses.replace(config, block=1024, num_warps=4)
+        return config
+
+    _patch(api, "epilogue_config", epilogue_config, variant)
 
 
 def _stub_hc_post(variant: str) -> None:
