@@ -9,7 +9,8 @@
 #                                    TUNE_LL_ROWS: also those rows with GATHER_LL_BYTES) esweep (ESWEEP="block:warps ..." for ll at 1-8 rows, bench.layer decode;
 #                                    ESWEEP_MODES="ll gather_ll": the gather's flagged words too; "shipped": the shipped entries)
 #                                    hier (multi-node on one host: 2 x 1, 2 x 2 with 4 GPUs) nvshmem (the GPU tests on NVSHMEM) hierbench (2 x 2)
-#                                    parts, eparts (bench/push_parts.py's and bench/epilogue_parts.py's stub variants, alternated)
+#                                    parts, eparts (bench/push_parts.py's and bench/epilogue_parts.py's stub variants, alternated;
+#                                    eparts takes LAYER_ARGS as the layer phase does)
 # bandwidth: BW_PRESET picks the bench preset (default bandwidth), BW_IMPLS the implementations
 #   (default fused,fused_pull,nccl_rsv).
 # ab: AB_PRESETS (default latency) with AB_IMPLS, AB_ROUNDS times (default 2), on an earlier commit's kernels, put in ab/base/kernels by
@@ -73,7 +74,7 @@ for phase in "$@"; do
     nvshmem) run nvshmem ${TESTS_LIMIT:-540} env KERNELS_SYMM_MEM_BACKEND=nvshmem RSV_GPU_EXAMPLES=${RSV_GPU_EXAMPLES:-30} python3 -m pytest -q -rs tests/test_reduce_scatterv_gpu.py tests/test_all_gatherv_gpu.py tests/test_hierarchy_gpu.py tests/test_epilogues_gpu.py tests/test_custom_op_gpu.py tests/test_plugins_gpu.py -k "${TESTS_K:-not fuzz_model}" -p no:cacheprovider ;;
     eparts) for v in ${EPARTS_VARIANTS:-base fuse_to_32 base fuse_to_32}; do  # bench/epilogue_parts.py, alternated
               k=$(( ${k:-0} + 1 ))
-              run eparts-$v$k ${EPARTS_LIMIT:-90} env VARIANT=$v torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset ${EPARTS_PRESET:-latency} --out "$LOG/results/eparts-$v$k"
+              run eparts-$v$k ${EPARTS_LIMIT:-90} env VARIANT=$v torchrun --nproc-per-node 2 bench/epilogue_parts.py --preset ${EPARTS_PRESET:-latency} ${LAYER_ARGS:-} --out "$LOG/results/eparts-$v$k"
             done ;;
     parts) for i in $(seq 1 ${PARTS_ROUNDS:-2}); do  # bench/push_parts.py: the protocol's parts by stubs, alternated
              for v in ${PARTS_VARIANTS:-base no_fault_poll no_begin_err no_digest no_uniform_max lean}; do
