@@ -105,14 +105,16 @@ def _stub_hc_post(variant: str) -> None:
         _patch(epilogue_functions, "_hc_store", _hc_store, variant)
 
 
+@triton.jit
+def _prepare_nothing(base, offs, mask, H, ep0, ep1, ep2, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr,
+                     HC: tl.constexpr, VEC_BYTES: tl.constexpr):
+    """``epilogue_functions.prepare`` that loads nothing before the poll (placeholders)."""
+    return tl.zeros([1, offs.shape[0]], tl.float32), tl.zeros([1], tl.float32)
+
+
 def _terms_after_poll(variant: str) -> None:
     global epilogue_functions, push_kernel
     from reduce_scatterv import epilogue_functions, push_kernel
-
-    @triton.jit
-    def prepare(base, offs, mask, H, ep0, ep1, ep2, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr,
-                VEC_BYTES: tl.constexpr):
-        return tl.zeros([1, offs.shape[0]], tl.float32), tl.zeros([1], tl.float32)  # nothing before the poll
 
     @triton.jit
     def finish_prepared(x, terms, post, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr,
@@ -121,7 +123,7 @@ def _terms_after_poll(variant: str) -> None:
         epilogue_functions.finish(x, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE, EPILOGUE, HC,
                                   WRITE_F, SPAN, ALIGN, VEC_BYTES)  # prepares here, after the poll
 
-    _patch(push_kernel, "prepare", prepare, variant)
+    _patch(push_kernel, "prepare", _prepare_nothing, variant)
     _patch(push_kernel, "finish_prepared", finish_prepared, variant)
 
 
@@ -130,18 +132,13 @@ def _f_only(variant: str) -> None:
     from reduce_scatterv import epilogue_functions, push_kernel
 
     @triton.jit
-    def prepare(base, offs, mask, H, ep0, ep1, ep2, DTYPE: tl.constexpr, EPILOGUE: tl.constexpr, HC: tl.constexpr,
-                VEC_BYTES: tl.constexpr):
-        return tl.zeros([1, offs.shape[0]], tl.float32), tl.zeros([1], tl.float32)  # no hc_post input
-
-    @triton.jit
     def finish_prepared(x, terms, post, base, offs, mask, f_addr, H, ep0, ep1, ep2, ep3, eps, DTYPE: tl.constexpr,
                         EPILOGUE: tl.constexpr, HC: tl.constexpr, WRITE_F: tl.constexpr, SPAN: tl.constexpr,
                         ALIGN: tl.constexpr, VEC_BYTES: tl.constexpr):
         f_addr = f_addr.to(tl.int64)  # f only, in element order (where hc_post would start)
         tl.store(tl.multiple_of(f_addr.to(tl.pointer_type(DTYPE)) + base, VEC_BYTES) + offs, x.to(DTYPE), mask=mask)
 
-    _patch(push_kernel, "prepare", prepare, variant)
+    _patch(push_kernel, "prepare", _prepare_nothing, variant)
     _patch(push_kernel, "finish_prepared", finish_prepared, variant)
 
 

@@ -95,8 +95,8 @@ def _device_slug(device: torch.device) -> str:
 
 def _check_backend(input_: torch.Tensor, group: dist.ProcessGroup, op: str) -> None:
     """CPU tensors need a gloo group (CPU emulation). CUDA tensors take any group whose ranks the kernels
-    serve (the group only sets the workspace up: no collective of its own runs in a call); NCCL's
-    is needed only where NCCL carries the call (``_need_nccl``)."""
+    serve (the group only sets the workspace up: no collective of its own runs in a call); an NCCL
+    group is needed only where NCCL carries the call (``_need_nccl``)."""
     backend = str(dist.get_backend(group)).lower()
     if input_.device.type == "cpu" and "gloo" not in backend:
         raise ValueError(f"{op}: CPU tensors (CPU emulation) need a gloo process group, got {backend}")
@@ -353,8 +353,8 @@ def _collective(op: str, check, launch, fallback, input_, output, sizes, group, 
                          f"host contiguous, as many on every host, or reduce_scatterv.workspace(group, ranks_per_node=G)); "
                          f"this group: {ws.topology_note}")
     if not ws.p2p:
-        _need_nccl(input_, group, op, f"this group's ranks cannot read each other's memory ({ws.topology_note}), so NCCL "
-                              "carries the call")
+        _need_nccl(input_, group, op, f"this group's ranks cannot read each other's memory ({ws.topology_note}), "
+                   "so NCCL carries the call")
         return fallback(input_, output, call, group)
     if epilogue is not None:  # its tensors are contiguous (checked); the kernel reads input_ as rows
         inp = input_ if input_.is_contiguous() and input_.data_ptr() % 4 == 0 else input_.contiguous().clone()
